@@ -1,0 +1,82 @@
+"""The one schema of `params.yaml`, checked when a stage starts.
+
+Every key is required and typed; an unknown key (a typo), a wrong type or an
+out-of-range value stops the stage before any compute, with an error naming the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+PositiveInt = Annotated[int, Field(ge=1)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Probability = Annotated[float, Field(ge=0, le=1)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DownloadParams(Section):
+    retries: Annotated[int, Field(ge=0, le=10)]
+    backoff_s: Annotated[float, Field(ge=0, le=60)]
+    timeout_s: PositiveFloat
+
+
+class LinearRunParams(Section):
+    """One run of the course's `Reseau1` (784 -> 10, softmax) on MNIST."""
+
+    loss: Literal["log_softmax_nll", "softmax_nll"]
+    reduction: Literal["sum", "mean"]
+    iterations: PositiveInt
+    batch_size: PositiveInt
+    lr: PositiveFloat
+    momentum: Annotated[float, Field(ge=0, lt=1)]
+    eval_every: PositiveInt
+    init_eval_size: PositiveInt
+    init_trials: PositiveInt  # fresh initialisations averaged for the "about 10 % at init" check
+
+
+class Params(Section):
+    seed: Annotated[int, Field(ge=0)]
+    device: Literal["auto", "cpu", "cuda", "mps"]
+    download: DownloadParams
+    train_linear: dict[str, LinearRunParams] = Field(min_length=1)
+
+
+class ParamsError(ValueError):
+    pass
+
+
+def _describe(error: dict) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key (a typo?); remove it or fix its name"
+    if error["type"] == "missing":
+        return f"{key}: missing; every key of the schema is required"
+    return f"{key}: {error['msg']} (got {error['input']!r})"
+
+
+def validate(raw: dict, source: str = "params.yaml") -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = "\n  ".join(_describe(e) for e in exc.errors())
+        raise ParamsError(f"{source} is invalid:\n  {lines}") from None
+
+
+def load(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found; run the stage from the repository root") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    return validate(raw, str(path))

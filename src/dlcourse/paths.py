@@ -1,0 +1,10 @@
+"""Where stages read and write, relative to the repository root (DVC runs every stage there)."""
+
+from pathlib import Path
+
+RAW = Path("data/raw")
+PREPARED = Path("data/prepared")
+MODELS = Path("models")
+METRICS = Path("metrics")
+PLOTS = Path("plots")
+REPORTS = Path("reports")

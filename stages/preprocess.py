@@ -1,0 +1,36 @@
+"""Stage `preprocess`: the raw files, read by the project's own IDX and CIFAR-10 readers and
+validated, become uint8 image tensors and int64 label tensors."""
+
+from dlcourse import data, params, tracking
+from dlcourse.files import write_json
+from dlcourse.paths import METRICS, PREPARED, RAW
+
+
+def main() -> None:
+    params.load()  # validated even though this stage has no params of its own
+    with tracking.stage_run("preprocess", {}) as run:
+        cifar_folder = RAW / "cifar10" / data.CIFAR10_FOLDER
+        readers = {
+            "mnist": (lambda split: data.read_mnist(RAW / "mnist", split), data.MNIST_CLASSES),
+            "cifar10": (lambda split: data.read_cifar10(cifar_folder, split), data.read_cifar10_classes(cifar_folder)),
+        }
+        summary = {}
+        for dataset, (read, classes) in readers.items():
+            for split in ("train", "test"):
+                images, labels = read(split)
+                data.save_split(PREPARED / dataset / f"{split}.pt", images, labels, classes)
+                pixels = images.astype("float32") / 255
+                summary[f"{dataset}.{split}"] = {
+                    "count": len(labels),
+                    "shape": list(images.shape[1:]),
+                    "pixel_mean": round(float(pixels.mean()), 4),
+                    "pixel_std": round(float(pixels.std()), 4),
+                    "class_counts": [int((labels == c).sum()) for c in range(len(classes))],
+                }
+        write_json(METRICS / "data.json", summary)
+        run.log_metrics({f"{name}.count": s["count"] for name, s in summary.items()})
+        run.log_artifact(METRICS / "data.json")
+
+
+if __name__ == "__main__":
+    main()

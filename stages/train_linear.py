@@ -1,0 +1,70 @@
+"""Stage `train-linear@<run>`: the course's `Reseau1` (784 -> 10, softmax) on MNIST, trained with
+SGD + momentum on random batches (slides "Boucle d'entraînement" and "Résultats")."""
+
+import sys
+
+import pandas as pd
+import torch
+
+from dlcourse import data, params, tracking
+from dlcourse.files import atomic_path, write_json
+from dlcourse.models import Reseau1
+from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
+from dlcourse.training import LOSSES, accuracy, resolve_device, seed_everything, to_float, train_iterations
+
+
+def main(name: str) -> None:
+    all_params = params.load()
+    if name not in all_params.train_linear:
+        raise SystemExit(f"params.yaml: train_linear has no run {name!r} (runs: {sorted(all_params.train_linear)})")
+    p = all_params.train_linear[name]
+    stage = f"train-linear@{name}"
+    with tracking.stage_run(stage, {"seed": all_params.seed, "device": all_params.device, **p.model_dump()}) as run:
+        generator = seed_everything(all_params.seed)
+        # 784 x 10 is too small to split across threads: the threads' synchronisation costs more
+        # than it saves, and ruins the timing whenever another process holds a core.
+        torch.set_num_threads(1)
+        device = resolve_device(all_params.device)
+        train, test = (data.load_split(PREPARED, "mnist", split) for split in ("train", "test"))
+        train_x, test_x = to_float(train.images, device), to_float(test.images, device)
+        train_y, test_y = train.labels.to(device), test.labels.to(device)
+
+        model = Reseau1().to(device)
+        optimizer = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=p.momentum)
+        # The slides' check at initialisation: one random test batch of 1000 images.
+        init_batch = torch.randperm(len(test_y), generator=generator)[: p.init_eval_size].to(device)
+        init_accuracy = accuracy(model, test_x[init_batch], test_y[init_batch])
+        # One initialisation can land anywhere between ~3 % and ~20 %; the chance level shows in the mean.
+        init_mean = sum(
+            accuracy(Reseau1().to(device), test_x[init_batch], test_y[init_batch]) for _ in range(p.init_trials)
+        ) / p.init_trials
+
+        curve, seconds = train_iterations(
+            model, optimizer, lambda scores, y: LOSSES[p.loss](scores, y, p.reduction), train_x, train_y,
+            iterations=p.iterations, batch_size=p.batch_size, generator=generator,
+            evaluate=lambda: accuracy(model, test_x, test_y), eval_every=p.eval_every,
+        )
+        metrics = {
+            "init_batch_accuracy": init_accuracy,
+            "init_accuracy_mean": init_mean,
+            "init_trials": p.init_trials,
+            "test_accuracy": curve.test_accuracy[-1],
+            "best_test_accuracy": max(curve.test_accuracy),
+            "iterations": p.iterations,
+            "epochs": p.iterations * p.batch_size / len(train_y),
+        }
+        timing = {"train_seconds": round(seconds, 3), "device": str(device)}
+        with atomic_path(MODELS / "linear" / f"{name}.pt") as tmp:
+            torch.save(model.state_dict(), tmp)
+        write_json(METRICS / "linear" / f"{name}.json", metrics)
+        write_json(METRICS / "timing" / f"{stage}.json", timing)
+        with atomic_path(PLOTS / "linear" / f"{name}.csv") as tmp:
+            pd.DataFrame({"step": curve.steps, "test_accuracy": curve.test_accuracy}).to_csv(tmp, index=False)
+
+        run.log_metrics({**metrics, "train_seconds": seconds})
+        run.log_curve("test_accuracy", curve.steps, curve.test_accuracy)
+        run.log_artifact(MODELS / "linear" / f"{name}.pt")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
