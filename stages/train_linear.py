@@ -7,7 +7,7 @@ import pandas as pd
 import torch
 
 from dlcourse import data, params, tracking
-from dlcourse.files import atomic_path, write_json
+from dlcourse.files import atomic_path, save_torch, write_json
 from dlcourse.models import Reseau1
 from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
 from dlcourse.training import LOSSES, accuracy, resolve_device, seed_everything, to_float, train_iterations
@@ -54,15 +54,14 @@ def main(name: str) -> None:
             "epochs": p.iterations * p.batch_size / len(train_y),
         }
         timing = {"train_seconds": round(seconds, 3), "device": str(device)}
-        with atomic_path(MODELS / "linear" / f"{name}.pt") as tmp:
-            torch.save(model.state_dict(), tmp)
+        save_torch(model.state_dict(), MODELS / "linear" / f"{name}.pt")
         write_json(METRICS / "linear" / f"{name}.json", metrics)
         write_json(METRICS / "timing" / f"{stage}.json", timing)
         with atomic_path(PLOTS / "linear" / f"{name}.csv") as tmp:
             pd.DataFrame({"step": curve.steps, "test_accuracy": curve.test_accuracy}).to_csv(tmp, index=False)
 
         run.log_metrics({**metrics, "train_seconds": seconds})
-        run.log_curve("test_accuracy", curve.steps, curve.test_accuracy)
+        run.log_curve("curve.test_accuracy", curve.steps, curve.test_accuracy)
         run.log_artifact(MODELS / "linear" / f"{name}.pt")
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .files import atomic_path
+from .files import atomic_path, save_torch
 
 
 class DataError(RuntimeError):
@@ -78,11 +78,15 @@ def _copy_with_checksum(location: str, target: Path, algorithm: str, timeout: fl
     digest = hashlib.new(algorithm)
     with _open(location, timeout) as source, open(target, "wb") as sink:
         total = getattr(source, "length", None) or (None if _is_url(location) else Path(location).stat().st_size)
+        received = 0
         with tqdm(total=total, unit="B", unit_scale=True, desc=label, leave=False) as bar:
             while chunk := source.read(1 << 20):
                 sink.write(chunk)
                 digest.update(chunk)
+                received += len(chunk)
                 bar.update(len(chunk))
+    if total is not None and received != total:
+        raise ConnectionError(f"truncated transfer: received {received} of {total} bytes")
     return digest.hexdigest()
 
 
@@ -296,8 +300,7 @@ def save_split(path: Path, images: np.ndarray, labels: np.ndarray, classes: list
         "labels": torch.from_numpy(labels.astype(np.int64)),
         "classes": classes,
     }
-    with atomic_path(path) as tmp:
-        torch.save(tensors, tmp)
+    save_torch(tensors, path)
 
 
 def load_split(prepared_dir: Path, dataset: str, split: str) -> Split:

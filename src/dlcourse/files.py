@@ -37,3 +37,12 @@ def write_json(path: str | Path, data) -> None:
 
 def read_json(path: str | Path):
     return json.loads(Path(path).read_text())
+
+
+def save_torch(obj, path: str | Path) -> None:
+    """torch.save through a file object: with a path, torch names the archive's inner folder after
+    the (temporary) file name, and the bytes would change from run to run."""
+    import torch
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)

@@ -27,7 +27,9 @@ class Reseau2(nn.Module):
         self.conv1 = nn.Conv2d(1, 32, 3, 1)
         self.conv2 = nn.Conv2d(32, 64, 3, 1)
         self.dropout1 = nn.Dropout2d(0.25)
-        self.dropout2 = nn.Dropout2d(0.5)
+        # The slide has Dropout2d here, which on this 2-D input drops single units: plain Dropout,
+        # as torch now requires for 2-D inputs, behaves the same.
+        self.dropout2 = nn.Dropout(0.5)
         self.fc1 = nn.Linear(9216, 128)
         self.fc2 = nn.Linear(128, num_classes)
 

@@ -139,3 +139,10 @@ def stage_run(stage: str, params: dict) -> Iterator[StageRun]:
         TRACKING_DIR / f"{stage}.json",
         {"stage": stage, "run_id": tracked.run_id, "experiment": experiment_name, "tracking_uri": uri},
     )
+
+
+def read_run_record(stage: str) -> dict:
+    """The run id and store of a stage's last successful run, from `tracking/<stage>.json`."""
+    from .files import read_json
+
+    return read_json(TRACKING_DIR / f"{stage}.json")

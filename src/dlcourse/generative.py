@@ -1,0 +1,297 @@
+"""GANs on MNIST: a DCGAN (Radford et al. 2016) for 28x28 grey images, its training loop with
+resumable checkpoints, sampling, latent interpolation, and scores computed with a classifier.
+
+Conventions: the generator maps latent vectors (N x latent_dim) to images in [-1, 1] (Tanh);
+`sample` and `interpolate` return images in [0, 1], the range the classifiers and
+`torchvision.utils.save_image` expect. The discriminator returns one logit per image.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .files import atomic_path
+
+
+# --- the networks ---------------------------------------------------------------------------
+
+class Generator(nn.Module):
+    """z -> 2w x 7 x 7 -> w x 14 x 14 -> 1 x 28 x 28: transposed convs, BatchNorm, ReLU, Tanh."""
+
+    def __init__(self, latent_dim: int = 64, width: int = 32):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(latent_dim, 2 * width, 7, 1, 0, bias=False),
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(width, 1, 4, 2, 1),
+            nn.Tanh(),
+        )
+        self.apply(dcgan_init)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z.view(len(z), self.latent_dim, 1, 1))
+
+
+class Discriminator(nn.Module):
+    """1 x 28 x 28 -> w x 14 x 14 -> 2w x 7 x 7 -> one logit: strided convs, LeakyReLU, no pooling."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, width, 4, 2, 1),  # no BatchNorm on the input layer, as in the paper
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(width, 2 * width, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(2 * width),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(2 * width, 1, 7, 1, 0),
+        )
+        self.apply(dcgan_init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten()
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """The paper's initialisation: conv weights ~ N(0, 0.02), BatchNorm scales ~ N(1, 0.02)."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+def to_tanh_range(images: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """uint8 pixels to floats in [-1, 1], the generator's output range."""
+    return images.to(device).float().div_(127.5).sub_(1)
+
+
+# --- training -------------------------------------------------------------------------------
+
+@dataclass
+class GanHistory:
+    g_loss: list[float] = field(default_factory=list)  # one per step
+    d_loss: list[float] = field(default_factory=list)  # one per step: real + fake terms
+    epoch_seconds: list[float] = field(default_factory=list)  # callbacks excluded
+
+
+def make_optimizers(generator: nn.Module, discriminator: nn.Module, lr: float, betas: tuple[float, float]):
+    """One Adam per network, the paper's settings being lr 2e-4 and betas (0.5, 0.999)."""
+    return (torch.optim.Adam(generator.parameters(), lr=lr, betas=betas),
+            torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas))
+
+
+def train_gan(
+    generator: Generator,
+    discriminator: Discriminator,
+    opt_g: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer,
+    images: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    rng: torch.Generator,
+    device: torch.device | str,
+    start_epoch: int = 0,
+    history: GanHistory | None = None,
+    on_epoch_end: Callable[[int, GanHistory], None] | None = None,
+) -> GanHistory:
+    """Train from epoch `start_epoch` to `epochs` with the non-saturating BCE losses.
+
+    `images` are uint8 (N x 1 x 28 x 28). Each epoch is a fresh permutation drawn from `rng`
+    (a CPU torch.Generator), cut into full batches; the latent noise comes from `rng` too, so
+    `rng`'s state at an epoch's end is all the randomness a resumed run needs.
+    `on_epoch_end(epoch, history)` is called with the number of epochs done (1-based).
+    """
+    history = history if history is not None else GanHistory()
+    real_all = to_tanh_range(images, device)
+    latent_dim = generator.latent_dim
+    for epoch in range(start_epoch, epochs):
+        start = time.perf_counter()
+        generator.train()
+        discriminator.train()
+        g_losses, d_losses = [], []
+        order = torch.randperm(len(real_all), generator=rng)
+        for index in order[: len(order) // batch_size * batch_size].view(-1, batch_size):
+            real = real_all[index.to(device)]
+            fake = generator(torch.randn(batch_size, latent_dim, generator=rng).to(device))
+            ones = torch.ones(batch_size, device=device)
+            zeros = torch.zeros(batch_size, device=device)
+
+            # D: maximise log D(x) + log(1 - D(G(z))).
+            d_loss = (F.binary_cross_entropy_with_logits(discriminator(real), ones)
+                      + F.binary_cross_entropy_with_logits(discriminator(fake.detach()), zeros))
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+
+            # G, non-saturating: maximise log D(G(z)) rather than minimise log(1 - D(G(z))).
+            g_loss = F.binary_cross_entropy_with_logits(discriminator(fake), ones)
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+
+            g_losses.append(g_loss.detach())
+            d_losses.append(d_loss.detach())
+        history.g_loss += torch.stack(g_losses).tolist()  # one device sync per epoch
+        history.d_loss += torch.stack(d_losses).tolist()
+        history.epoch_seconds.append(time.perf_counter() - start)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, history)
+    return history
+
+
+def save_checkpoint(path: str | Path, *, epoch: int, generator: nn.Module, discriminator: nn.Module,
+                    opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, rng: torch.Generator,
+                    history: GanHistory) -> None:
+    """Everything a killed run needs to go on from the end of `epoch`, written atomically."""
+    state = {
+        "epoch": epoch,
+        "generator": generator.state_dict(),
+        "discriminator": discriminator.state_dict(),
+        "opt_g": opt_g.state_dict(),
+        "opt_d": opt_d.state_dict(),
+        "rng": rng.get_state(),
+        "history": asdict(history),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | Path, *, generator: nn.Module, discriminator: nn.Module,
+                    opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, rng: torch.Generator,
+                    device: torch.device | str = "cpu") -> tuple[int, GanHistory]:
+    """Restore a checkpoint in place; return (epochs done, history) for `train_gan`'s
+    `start_epoch` and `history`. The networks must already be on `device`."""
+    state = torch.load(path, map_location=device, weights_only=True)
+    generator.load_state_dict(state["generator"])
+    discriminator.load_state_dict(state["discriminator"])
+    opt_g.load_state_dict(state["opt_g"])
+    opt_d.load_state_dict(state["opt_d"])
+    rng.set_state(state["rng"].cpu())
+    return state["epoch"], GanHistory(**state["history"])
+
+
+# --- sampling -------------------------------------------------------------------------------
+
+def fixed_noise(n: int, latent_dim: int, seed: int) -> torch.Tensor:
+    """The same n latent vectors for a given seed, whatever else has drawn random numbers."""
+    return torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def sample(generator: nn.Module, noise: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Images in [0, 1] (N x 1 x 28 x 28, on noise's device), BatchNorm in eval mode; the
+    generator's train/eval mode is restored afterwards."""
+    was_training = generator.training
+    generator.eval()
+    images = torch.cat([generator(chunk).add_(1).div_(2).clamp_(0, 1) for chunk in noise.split(batch_size)])
+    generator.train(was_training)
+    return images
+
+
+def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation (White 2016): rows z(t) for each t, z(0) = z0, z(1) = z1."""
+    omega = torch.arccos((F.normalize(z0, dim=0) @ F.normalize(z1, dim=0)).clamp(-1, 1))
+    if omega.abs() < 1e-6:  # (nearly) parallel: slerp tends to lerp
+        return torch.lerp(z0, z1, t[:, None])
+    t = t[:, None]
+    return (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / torch.sin(omega)
+
+
+def interpolate(generator: nn.Module, z0: torch.Tensor, z1: torch.Tensor, steps: int,
+                method: str = "slerp") -> torch.Tensor:
+    """`steps` images along the path from z0 to z1 (1-D latent vectors), endpoints included."""
+    t = torch.linspace(0, 1, steps, device=z0.device, dtype=z0.dtype)
+    path = slerp(z0, z1, t) if method == "slerp" else torch.lerp(z0, z1, t[:, None])
+    return sample(generator, path)
+
+
+# --- scores with a classifier ---------------------------------------------------------------
+
+def hooked_features(model: nn.Module, module_name: str, batch_size: int = 1000
+                    ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A callable images -> the flattened *input* of `model.<module_name>` (in eval mode).
+
+    Naming the classifier's last layer (e.g. Reseau2's `fc2`) gives its penultimate features.
+    """
+    module = model.get_submodule(module_name)
+
+    @torch.no_grad()
+    def features(images: torch.Tensor) -> torch.Tensor:
+        captured = []
+        handle = module.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0].flatten(1)))
+        try:
+            model.eval()
+            for chunk in images.split(batch_size):
+                model(chunk)
+        finally:
+            handle.remove()
+        return torch.cat(captured)
+
+    return features
+
+
+def classifier_confidence(probs: torch.Tensor, threshold: float = 0.9) -> dict[str, float]:
+    """From class probabilities (N x K): the fraction of samples whose top probability is at
+    least `threshold`, and the mean top probability."""
+    top = probs.max(dim=1).values
+    return {"confident_fraction": float((top >= threshold).float().mean()), "mean_confidence": float(top.mean())}
+
+
+def class_distribution(probs: torch.Tensor) -> list[float]:
+    """The fraction of samples predicted as each class (argmax of the probabilities)."""
+    counts = torch.bincount(probs.argmax(dim=1), minlength=probs.shape[1])
+    return (counts.double() / len(probs)).tolist()
+
+
+def inception_score(probs: torch.Tensor, splits: int = 1) -> tuple[float, float]:
+    """exp(E_x[KL(p(y|x) || p(y))]) (Salimans et al. 2016) with the given classifier's
+    probabilities, p(y) being the mean over each split; returns the mean and std over splits.
+
+    1 when every sample gets the same prediction; K when the predictions are one-hot and
+    spread evenly over K classes.
+    """
+    scores = []
+    for part in probs.double().chunk(splits):
+        marginal = part.mean(dim=0, keepdim=True)
+        kl = (torch.xlogy(part, part) - torch.xlogy(part, marginal)).sum(dim=1)  # 0 log 0 = 0
+        scores.append(math.exp(float(kl.mean())))
+    scores_t = torch.tensor(scores, dtype=torch.float64)
+    return float(scores_t.mean()), float(scores_t.std()) if splits > 1 else 0.0
+
+
+def _sqrt_psd(matrix: torch.Tensor) -> torch.Tensor:
+    """Square root of a symmetric positive semi-definite matrix, by eigendecomposition."""
+    values, vectors = torch.linalg.eigh(matrix)
+    return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
+
+
+def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (N x F), as in the FID
+    (Heusel et al. 2017), in float64:
+        |mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr((S_a S_b)^(1/2)),
+    with tr((S_a S_b)^(1/2)) = tr((S_a^(1/2) S_b S_a^(1/2))^(1/2)), a symmetric product whose
+    eigenvalues `eigh` computes stably."""
+    a, b = features_a.double().cpu(), features_b.double().cpu()
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = torch.cov(a.T).reshape(a.shape[1], -1), torch.cov(b.T).reshape(b.shape[1], -1)
+    root_a = _sqrt_psd(cov_a)
+    product = root_a @ cov_b @ root_a
+    trace_root = torch.linalg.eigvalsh((product + product.T) / 2).clamp(min=0).sqrt().sum()
+    distance = (mu_a - mu_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * trace_root
+    return float(distance.clamp(min=0))

@@ -1,0 +1,216 @@
+"""dlcourse.attacks on a tiny MLP trained in a second on generated 10-class 8x8 images."""
+
+import importlib.util
+
+import matplotlib.colors
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dlcourse import attacks
+
+SHAPE = (1, 8, 8)
+NUM_CLASSES = 10
+
+
+def make_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noisy copies of 10 fixed random prototypes (drawn with their own seed, whatever `seed` is)."""
+    prototypes = torch.rand((NUM_CLASSES, *SHAPE), generator=torch.Generator().manual_seed(12345))
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(NUM_CLASSES, (n,), generator=g)
+    x = (prototypes[y] + 0.25 * torch.randn((n, *SHAPE), generator=g)).clamp(0, 1)
+    return x, y
+
+
+def train_mlp(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, NUM_CLASSES))
+    x, y = make_data(2000, seed=1 + seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(150):
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    return train_mlp(seed=0)
+
+
+@pytest.fixture(scope="module")
+def test_data() -> tuple[torch.Tensor, torch.Tensor]:
+    return make_data(500, seed=100)
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def clean_accuracy(model, x, y) -> float:
+    return attacks.accuracy_under(model, x, y, lambda xb, yb: xb)["accuracy"]
+
+
+def test_the_tiny_model_learns(model, test_data):
+    assert clean_accuracy(model, *test_data) > 0.9
+
+
+def test_eps_zero_gives_clean_accuracy(model, test_data):
+    x, y = test_data
+    clean = clean_accuracy(model, x, y)
+    for method in (lambda xb, yb: attacks.fgsm(model, xb, yb, 0.0),
+                   lambda xb, yb: attacks.pgd(model, xb, yb, 0.0, steps=5, generator=gen())):
+        result = attacks.accuracy_under(model, x, y, method, batch_size=128)
+        assert result["accuracy"] == clean
+        assert result["linf"] == 0.0
+
+
+@pytest.mark.parametrize("eps", [0.02, 0.1, 0.3])
+def test_attacks_stay_in_the_eps_ball_and_in_range(model, test_data, eps):
+    x, y = test_data
+    for x_adv in (attacks.fgsm(model, x, y, eps), attacks.pgd(model, x, y, eps, steps=5, generator=gen()),
+                  attacks.pgd(model, x, y, eps, steps=5, step_size=eps, random_start=False),
+                  attacks.sign_noise(x, eps, gen())):
+        assert x_adv.shape == x.shape
+        assert (x_adv - x).abs().max() <= eps + 1e-6
+        assert x_adv.min() >= 0 and x_adv.max() <= 1
+
+
+def test_attacks_leave_no_gradient_on_the_model(model, test_data):
+    x, y = test_data
+    attacks.pgd(model, x[:20], y[:20], 0.1, steps=2, generator=gen())
+    assert all(p.grad is None for p in model.parameters())
+    assert not model.training
+
+
+def test_pgd_is_at_least_as_strong_as_fgsm_and_noise_is_weak(model, test_data):
+    x, y = test_data
+    table = attacks.sweep(model, x, y, [0.1, 0.2, 0.3], attacks.standard_methods(model, gen()), batch_size=200)
+    assert list(table.columns) == ["method", "eps", "accuracy", "confidence", "linf", "l2"]
+    accuracy = table.pivot(index="eps", columns="method", values="accuracy")
+    assert (accuracy["pgd"] <= accuracy["fgsm"]).all()
+    assert accuracy["fgsm"].is_monotonic_decreasing
+    assert accuracy.loc[0.2, "fgsm"] < 0.5 * clean_accuracy(model, x, y)
+    assert accuracy.loc[0.2, "pgd"] < accuracy.loc[0.2, "fgsm"]
+    # Random perturbations of the same size barely matter.
+    assert (accuracy["sign_noise"] >= 0.9).all() and (accuracy["l2_noise"] >= 0.9).all()
+
+
+def test_sweep_is_deterministic(model, test_data):
+    x, y = test_data
+    first, second = (attacks.sweep(model, x[:100], y[:100], [0.1], attacks.standard_methods(model, gen(3), pgd_steps=3))
+                     for _ in range(2))
+    assert first.equals(second)
+
+
+def test_noise_controls_have_the_requested_size():
+    x = 0.4 + 0.2 * torch.rand((6, 3, 5, 7), generator=gen(1))  # far enough from 0 and 1: no clamping
+    eps = 0.1
+    delta = attacks.sign_noise(x, eps, gen()) - x
+    assert torch.allclose(delta.abs(), torch.full_like(delta, eps), atol=1e-6)
+    assert 0.4 < (delta > 0).float().mean() < 0.6
+    radius = attacks.fgsm_l2_radius(x, eps)
+    assert radius == pytest.approx(eps * (3 * 5 * 7) ** 0.5)
+    delta = attacks.l2_noise(x, radius, gen()) - x
+    assert torch.allclose(delta.flatten(1).norm(dim=1), torch.full((6,), radius), rtol=1e-5)
+    assert delta.abs().max() < eps * 4  # spread over the pixels, unlike a sign perturbation's corners
+
+
+def test_random_draws_are_deterministic(model):
+    x = torch.rand((4, *SHAPE), generator=gen(2))
+    y = torch.arange(4)
+    assert torch.equal(attacks.sign_noise(x, 0.1, gen(5)), attacks.sign_noise(x, 0.1, gen(5)))
+    assert torch.equal(attacks.l2_noise(x, 1.0, gen(5)), attacks.l2_noise(x, 1.0, gen(5)))
+    assert torch.equal(attacks.pgd(model, x, y, 0.1, generator=gen(5)), attacks.pgd(model, x, y, 0.1, generator=gen(5)))
+    assert not torch.equal(attacks.sign_noise(x, 0.1, gen(5)), attacks.sign_noise(x, 0.1, gen(6)))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("name", sorted(attacks.CORRUPTIONS))
+def test_corruptions_keep_shape_and_range_and_grow_with_severity(name, channels):
+    x = torch.rand((8, channels, 16, 16), generator=gen(4))
+    x = attacks.gaussian_blur(x, 3)  # some spatial structure, as in real images
+    distances = []
+    for severity in attacks.SEVERITIES:
+        corrupted = attacks.CORRUPTIONS[name](x, severity, gen(9))
+        assert corrupted.shape == x.shape and corrupted.dtype == x.dtype
+        assert corrupted.min() >= 0 and corrupted.max() <= 1
+        distances.append((corrupted - x).norm().item())
+    assert distances[0] > 0
+    assert distances == sorted(distances), distances
+
+
+def test_corruptions_are_deterministic():
+    x = torch.rand((4, 3, 16, 16), generator=gen(4))
+    for corrupt in attacks.CORRUPTIONS.values():
+        assert torch.equal(corrupt(x, 3, gen(1)), corrupt(x, 3, gen(1)))
+
+
+def test_brightness_matches_the_hsv_round_trip():
+    x = torch.rand((3, 3, 6, 6), generator=gen(7))
+    x[0, :, 0, 0] = 0  # a black pixel
+    for severity in attacks.SEVERITIES:
+        c = (0.05, 0.1, 0.15, 0.2, 0.3)[severity - 1]
+        hsv = matplotlib.colors.rgb_to_hsv(x.permute(0, 2, 3, 1).numpy())
+        hsv[..., 2] = np.clip(hsv[..., 2] + c, 0, 1)
+        expected = torch.from_numpy(matplotlib.colors.hsv_to_rgb(hsv)).permute(0, 3, 1, 2)
+        assert torch.allclose(attacks.brightness(x, severity), expected, atol=1e-5)
+    grey = torch.rand((2, 1, 4, 4), generator=gen(8))
+    assert torch.allclose(attacks.brightness(grey, 5), (grey + 0.3).clamp(max=1))
+
+
+def test_sweep_corruptions(model, test_data):
+    x, y = test_data
+    table = attacks.sweep_corruptions(model, x[:100], y[:100], gen())
+    assert len(table) == len(attacks.CORRUPTIONS) * 5
+    assert table["accuracy"].between(0, 1).all()
+
+
+def test_fooling_by_gradient_ascent_reaches_the_bar_for_every_class(model):
+    targets = list(range(NUM_CLASSES))
+    run = lambda: attacks.fool_gradient_ascent(model, targets, SHAPE, steps_max=300, lr=0.02, confidence=0.99,
+                                               generator=gen())
+    images, confidence, steps = run()
+    assert images.shape == (NUM_CLASSES, *SHAPE)
+    assert images.min() >= 0 and images.max() <= 1
+    assert (confidence >= 0.99).all() and (steps < 300).all()
+    assert (steps > 0).all()  # the starting noise is not already confidently classified
+    assert torch.allclose(attacks.transfer_confidence(model, images, targets), confidence, atol=1e-5)
+    assert all(torch.equal(a, b) for a, b in zip((images, confidence, steps), run()))
+
+
+def test_fooling_by_evolution_reaches_the_bar_for_every_class(model):
+    targets = list(range(NUM_CLASSES))
+    run = lambda: attacks.fool_evolution(model, targets, SHAPE, generations_max=300, population=20,
+                                         mutation_rate=0.1, confidence=0.99, generator=gen())
+    images, confidence, generations = run()
+    assert images.shape == (NUM_CLASSES, *SHAPE)
+    assert images.min() >= 0 and images.max() <= 1
+    assert (confidence >= 0.99).all() and (generations < 300).all()
+    assert (generations > 0).all()
+    assert torch.allclose(attacks.transfer_confidence(model, images, targets), confidence, atol=1e-5)
+    assert all(torch.equal(a, b) for a, b in zip((images, confidence, generations), run()))
+
+
+def test_transfer_confidence_on_a_second_model(model):
+    other = train_mlp(seed=1)
+    images, _, _ = attacks.fool_gradient_ascent(model, range(NUM_CLASSES), SHAPE, steps_max=300, lr=0.02,
+                                                generator=gen())
+    transferred = attacks.transfer_confidence(other, images, list(range(NUM_CLASSES)))
+    assert transferred.shape == (NUM_CLASSES,)
+    assert ((transferred >= 0) & (transferred <= 1)).all()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchattacks") is None, reason="torchattacks is not installed")
+def test_matches_torchattacks(model, test_data):
+    import torchattacks
+
+    x, y = test_data
+    assert torch.allclose(attacks.fgsm(model, x, y, 0.1), torchattacks.FGSM(model, eps=0.1)(x, y), atol=1e-6)
+    ours = attacks.pgd(model, x, y, 0.1, steps=5, step_size=0.03, random_start=False)
+    theirs = torchattacks.PGD(model, eps=0.1, alpha=0.03, steps=5, random_start=False)(x, y)
+    assert torch.allclose(ours, theirs, atol=1e-6)

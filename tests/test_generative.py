@@ -1,0 +1,176 @@
+"""The GAN library: shapes and ranges, a tiny training run, exact resumption, and the scores
+checked against hand-computed values."""
+
+import math
+
+import pytest
+import torch
+
+from dlcourse.generative import (
+    Discriminator, GanHistory, Generator, class_distribution, classifier_confidence, fixed_noise,
+    frechet_distance, hooked_features, inception_score, interpolate, load_checkpoint,
+    make_optimizers, sample, save_checkpoint, train_gan,
+)
+
+LATENT, WIDTH = 8, 4
+
+
+def tiny_images(n: int = 24, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def tiny_gan(seed: int = 0):
+    torch.manual_seed(seed)
+    generator, discriminator = Generator(LATENT, WIDTH), Discriminator(WIDTH)
+    return (generator, discriminator, *make_optimizers(generator, discriminator, 2e-4, (0.5, 0.999)))
+
+
+def test_shapes_and_ranges():
+    generator, discriminator, *_ = tiny_gan()
+    z = torch.randn(5, LATENT) * 10  # large inputs saturate the Tanh: the range must still hold
+    raw = generator(z)
+    assert raw.shape == (5, 1, 28, 28) and raw.min() >= -1 and raw.max() <= 1
+    images = sample(generator, z)
+    assert images.shape == (5, 1, 28, 28) and images.min() >= 0 and images.max() <= 1
+    assert discriminator(raw).shape == (5,)
+
+
+def test_sample_restores_mode_and_fixed_noise_is_reproducible():
+    generator, *_ = tiny_gan()
+    generator.train()
+    sample(generator, fixed_noise(3, LATENT, seed=1))
+    assert generator.training
+    torch.manual_seed(123)  # the global generator must not matter
+    assert torch.equal(fixed_noise(3, LATENT, seed=1), fixed_noise(3, LATENT, seed=1))
+    assert not torch.equal(fixed_noise(3, LATENT, seed=1), fixed_noise(3, LATENT, seed=2))
+
+
+def test_two_steps_of_training_give_finite_losses():
+    generator, discriminator, opt_g, opt_d = tiny_gan()
+    before = [p.clone() for p in generator.parameters()]
+    epochs_seen = []
+    history = train_gan(generator, discriminator, opt_g, opt_d, tiny_images(20), epochs=1, batch_size=8,
+                        rng=torch.Generator().manual_seed(0), device="cpu",
+                        on_epoch_end=lambda epoch, _h: epochs_seen.append(epoch))
+    assert len(history.g_loss) == len(history.d_loss) == 2  # 20 images, full batches of 8
+    assert all(math.isfinite(v) for v in history.g_loss + history.d_loss)
+    assert epochs_seen == [1] and len(history.epoch_seconds) == 1
+    assert any(not torch.equal(a, b) for a, b in zip(before, generator.parameters()))
+
+
+def test_resuming_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path):
+    images = tiny_images(24)
+    kwargs = dict(epochs=3, batch_size=8, device="cpu")
+
+    generator, discriminator, opt_g, opt_d = tiny_gan()
+    full = train_gan(generator, discriminator, opt_g, opt_d, images, rng=torch.Generator().manual_seed(0), **kwargs)
+    expected = {**generator.state_dict(), **{f"D.{k}": v for k, v in discriminator.state_dict().items()}}
+
+    # The "killed" run: stops after epoch 1, leaving its checkpoint behind.
+    generator, discriminator, opt_g, opt_d = tiny_gan()
+    rng = torch.Generator().manual_seed(0)
+    checkpoint = tmp_path / "gan.ckpt"
+    train_gan(generator, discriminator, opt_g, opt_d, images, rng=rng, **{**kwargs, "epochs": 1},
+              on_epoch_end=lambda epoch, history: save_checkpoint(
+                  checkpoint, epoch=epoch, generator=generator, discriminator=discriminator,
+                  opt_g=opt_g, opt_d=opt_d, rng=rng, history=history))
+
+    # A fresh process: differently initialised networks, fresh optimisers and generator.
+    generator, discriminator, opt_g, opt_d = tiny_gan(seed=99)
+    rng = torch.Generator().manual_seed(12345)
+    epoch, history = load_checkpoint(checkpoint, generator=generator, discriminator=discriminator,
+                                     opt_g=opt_g, opt_d=opt_d, rng=rng)
+    assert epoch == 1 and len(history.g_loss) == 3
+    resumed = train_gan(generator, discriminator, opt_g, opt_d, images, rng=rng, start_epoch=epoch,
+                        history=history, **kwargs)
+    got = {**generator.state_dict(), **{f"D.{k}": v for k, v in discriminator.state_dict().items()}}
+
+    assert got.keys() == expected.keys()
+    for key in expected:  # byte-identical, BatchNorm running statistics included
+        assert torch.equal(got[key], expected[key]), key
+    assert resumed.g_loss == full.g_loss and resumed.d_loss == full.d_loss
+    assert not list(tmp_path.glob(".*.part"))  # the atomic write left nothing behind
+
+
+def test_interpolation_endpoints_are_the_samples_of_z0_and_z1():
+    generator, *_ = tiny_gan()
+    z0, z1 = fixed_noise(2, LATENT, seed=3)
+    ends = sample(generator, torch.stack([z0, z1]))
+    for method in ("slerp", "linear"):
+        path = interpolate(generator, z0, z1, steps=7, method=method)
+        assert path.shape == (7, 1, 28, 28)
+        torch.testing.assert_close(path[0], ends[0])
+        torch.testing.assert_close(path[-1], ends[1])
+    torch.testing.assert_close(interpolate(generator, z0, z0, steps=3)[1], ends[0])  # degenerate slerp
+
+
+def test_inception_score_hand_computed_cases():
+    one_hot = torch.eye(10)
+    # All samples the same confident prediction: p(y|x) = p(y), KL = 0, score exp(0) = 1.
+    assert inception_score(one_hot[[3] * 50])[0] == pytest.approx(1.0)
+    # Confident one-hot predictions spread evenly over K classes: KL = log K, score K.
+    assert inception_score(one_hot.repeat(5, 1))[0] == pytest.approx(10.0)
+    assert inception_score(one_hot[[0, 1, 2, 3]].repeat(3, 1))[0] == pytest.approx(4.0)
+    # Uniform p(y|x): no information, score 1; two splits of the even case: 10 in each, std 0.
+    assert inception_score(torch.full((20, 10), 0.1))[0] == pytest.approx(1.0)
+    assert inception_score(one_hot.repeat(4, 1), splits=2) == pytest.approx((10.0, 0.0))
+    # Half the samples one-hot on class 0, half on class 1: p(y) = (1/2, 1/2), KL = log 2.
+    assert inception_score(one_hot[[0, 1]].repeat(6, 1))[0] == pytest.approx(2.0)
+
+
+def test_confidence_and_class_distribution():
+    probs = torch.tensor([[0.95, 0.05, 0.0], [0.2, 0.8, 0.0], [0.0, 0.1, 0.9], [0.0, 0.0, 1.0]])
+    assert classifier_confidence(probs) == pytest.approx({"confident_fraction": 0.75, "mean_confidence": 0.9125})
+    assert class_distribution(probs) == pytest.approx([0.25, 0.25, 0.5])
+
+
+def test_frechet_distance_hand_computed_cases():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(500, 6, generator=g)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
+    # Two Gaussians with diagonal covariances: the closed form is
+    # |mu_a - mu_b|^2 + sum_i (sigma_a,i - sigma_b,i)^2. Build samples whose empirical mean and
+    # covariance are exactly those: standardise, whiten, then scale and shift.
+    base = torch.randn(2000, 3, generator=g, dtype=torch.float64)
+    base = base - base.mean(0)
+    base = base @ torch.linalg.inv(torch.linalg.cholesky(torch.cov(base.T))).T  # identity covariance
+    mu_a, sd_a = torch.tensor([0.0, 1.0, -2.0]), torch.tensor([1.0, 2.0, 0.5])
+    mu_b, sd_b = torch.tensor([1.0, 1.0, 0.0]), torch.tensor([3.0, 1.0, 0.5])
+    expected = (1 + 0 + 4) + ((1 - 3) ** 2 + (2 - 1) ** 2 + 0)  # = 10
+    assert frechet_distance(base * sd_a + mu_a, base * sd_b + mu_b) == pytest.approx(expected, rel=1e-9)
+    # Symmetric, and a pure shift adds exactly |shift|^2.
+    assert frechet_distance(base * sd_b + mu_b, base * sd_a + mu_a) == pytest.approx(expected, rel=1e-9)
+    assert frechet_distance(a, a + 2.0) == pytest.approx(6 * 4.0, rel=1e-6)
+
+
+def test_frechet_distance_agrees_with_scipy_on_full_covariances():
+    linalg = pytest.importorskip("scipy.linalg")
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(300, 5, generator=g, dtype=torch.float64) @ torch.randn(5, 5, generator=g, dtype=torch.float64)
+    b = torch.randn(300, 5, generator=g, dtype=torch.float64) @ torch.randn(5, 5, generator=g, dtype=torch.float64) + 0.3
+    cov_a, cov_b = torch.cov(a.T).numpy(), torch.cov(b.T).numpy()
+    reference = (float(((a.mean(0) - b.mean(0)) ** 2).sum()) + cov_a.trace() + cov_b.trace()
+                 - 2 * linalg.sqrtm(cov_a @ cov_b).real.trace())
+    assert frechet_distance(a, b) == pytest.approx(reference, rel=1e-8)
+
+
+def test_hooked_features_return_the_input_of_the_named_layer():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
+    images = torch.rand(7, 1, 28, 28)
+    features = hooked_features(model, "3", batch_size=3)(images)
+    torch.testing.assert_close(features, model[:3](images))
+    assert not model[3]._forward_hooks  # the hook is removed afterwards
+
+
+def test_history_round_trips_through_a_checkpoint(tmp_path):
+    generator, discriminator, opt_g, opt_d = tiny_gan()
+    rng = torch.Generator().manual_seed(5)
+    history = GanHistory([1.0, 2.0], [3.0, 4.0], [0.5])
+    save_checkpoint(tmp_path / "c.pt", epoch=4, generator=generator, discriminator=discriminator,
+                    opt_g=opt_g, opt_d=opt_d, rng=rng, history=history)
+    other_rng = torch.Generator()
+    epoch, loaded = load_checkpoint(tmp_path / "c.pt", generator=generator, discriminator=discriminator,
+                                    opt_g=opt_g, opt_d=opt_d, rng=other_rng)
+    assert (epoch, loaded) == (4, history)
+    assert torch.equal(other_rng.get_state(), rng.get_state())

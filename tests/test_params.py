@@ -1,0 +1,63 @@
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dlcourse import params
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULTS = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def edited(path: str, value=None, delete=False) -> dict:
+    raw = copy.deepcopy(DEFAULTS)
+    *parents, last = path.split(".")
+    node = raw
+    for key in parents:
+        node = node[key]
+    if delete:
+        del node[last]
+    else:
+        node[last] = value
+    return raw
+
+
+def test_the_repository_params_are_valid():
+    params.validate(DEFAULTS)
+
+
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        ("train_linear.one_epoch.lrr", 0.1, "train_linear.one_epoch.lrr: unknown key (a typo?)"),
+        ("train_linear.one_epoch.lr", "fast", "train_linear.one_epoch.lr: Input should be a valid number"),
+        ("train_linear.one_epoch.lr", -0.1, "train_linear.one_epoch.lr: Input should be greater than 0"),
+        ("train_linear.one_epoch.momentum", 1.5, "train_linear.one_epoch.momentum: Input should be less than 1"),
+        ("train_linear.long.loss", "mse", "train_linear.long.loss: Input should be 'log_softmax_nll' or 'softmax_nll'"),
+        ("download.retries", 2.5, "download.retries: Input should be a valid integer"),
+        ("device", "gpu", "device: Input should be 'auto', 'cpu', 'cuda' or 'mps'"),
+    ],
+)
+def test_bad_params_are_named(path, value, message):
+    with pytest.raises(params.ParamsError) as err:
+        params.validate(edited(path, value))
+    assert message in str(err.value)
+
+
+def test_missing_key_is_named():
+    with pytest.raises(params.ParamsError, match="train_linear.one_epoch.batch_size: missing"):
+        params.validate(edited("train_linear.one_epoch.batch_size", delete=True))
+
+
+def test_a_stage_with_a_typo_stops_before_any_compute_and_writes_nothing(tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(edited("train_linear.one_epoch.lrr", 0.1)))
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "stages/train_linear.py"), "one_epoch"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "train_linear.one_epoch.lrr: unknown key" in result.stderr
+    assert list(tmp_path.iterdir()) == [tmp_path / "params.yaml"]  # no output, no tracking store
