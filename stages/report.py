@@ -9,7 +9,8 @@ import pandas as pd
 from dlcourse import params, tracking
 from dlcourse.files import atomic_path, write_json
 from dlcourse.paths import REPORTS
-from dlcourse.report import Results, claims_table, evaluate_claims, pct, plot_curves
+from dlcourse.figures import plot_curves
+from dlcourse.report import Results, claims_table, evaluate_claims, evaluated_models, pct
 
 LINEAR_RUNS = {
     "one_epoch": "slides' loss −log f(x)(y), 1 epoch",
@@ -37,6 +38,39 @@ def linear_section(results: Results) -> str:
     )
 
 
+def cnn_section(results: Results) -> str:
+    frames = {}
+    rows = []
+    for path in sorted((results.metrics_dir / "cnn").glob("*.json")):
+        name = path.stem
+        m, t = results.metrics(f"cnn/{name}"), results.metrics(f"timing/train-cnn@{name}")
+        frames.setdefault(m["dataset"], {})[name] = results.curve(f"cnn/{name}")
+        rows.append({"entry": f"`{name}`", "dataset": m["dataset"], "parameters": f"{m['parameters']:,}",
+                     "epochs": m["epochs"], "test accuracy": pct(m["test_accuracy"]),
+                     "train time (s)": t["train_seconds"], "images/s": t["images_per_second"], "device": t["device"],
+                     "> 50 %": ("yes" if m["test_accuracy"] > 0.5 else "no") if m["dataset"] == "cifar10" else ""})
+    figures = ""
+    for dataset, curves in frames.items():
+        plot_curves(curves, "epoch", "test_accuracy", f"train-cnn on {dataset}",
+                    REPORTS / "figures" / f"cnn_{dataset}_curves.png", "epoch")
+        figures += f"![{dataset} curves](figures/cnn_{dataset}_curves.png)\n\n"
+    return ("## Convolutional networks, and the CIFAR-10 exercise\n\n" + figures
+            + pd.DataFrame(rows).to_markdown(index=False) + "\n")
+
+
+def evaluation_section(results: Results) -> str:
+    rows, images = [], []
+    for name, m in evaluated_models(results).items():
+        rows.append({"model": f"`{name}`", "dataset": m["dataset"], "test accuracy": pct(m["test_accuracy"]),
+                     "ECE": pct(m["ece"]), "mean confidence": pct(m["mean_confidence"]), "errors": m["errors"],
+                     f"wrong with confidence >= {m['confident_threshold']}": m["confidently_wrong"]})
+        folder = f"../plots/evaluate/{name}"
+        images.append(f"### `{name}`\n\n| confusion matrix | reliability | most confidently wrong |\n| --- | --- | --- |\n"
+                      f"| ![]({folder}/confusion.png) | ![]({folder}/reliability.png) | ![]({folder}/hardest_errors.png) |\n")
+    return ("## Evaluation: accuracy, calibration, and the images the networks get very wrong\n\n"
+            + pd.DataFrame(rows).to_markdown(index=False) + "\n\n" + "\n".join(images))
+
+
 def main() -> None:
     p = params.load()
     with tracking.stage_run("report", {"seed": p.seed}) as run:
@@ -47,7 +81,8 @@ def main() -> None:
         markdown = (
             "# The course's results, reproduced\n\n"
             f"{held} of {len(claims)} course claims hold on this run.\n\n"
-            "## Claims\n\n" + claims_table(claims) + "\n\n" + linear_section(results)
+            "## Claims\n\n" + claims_table(claims) + "\n\n" + linear_section(results) + "\n"
+            + cnn_section(results) + "\n" + evaluation_section(results)
         )
         with atomic_path(REPORTS / "report.md") as tmp:
             tmp.write_text(markdown)

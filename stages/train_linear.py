@@ -7,8 +7,8 @@ import pandas as pd
 import torch
 
 from dlcourse import data, params, tracking
-from dlcourse.files import atomic_path, save_torch, write_json
-from dlcourse.models import Reseau1
+from dlcourse.files import atomic_path, write_json
+from dlcourse.models import Classifier, save_classifier
 from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
 from dlcourse.training import LOSSES, accuracy, resolve_device, seed_everything, to_float, train_iterations
 
@@ -29,14 +29,15 @@ def main(name: str) -> None:
         train_x, test_x = to_float(train.images, device), to_float(test.images, device)
         train_y, test_y = train.labels.to(device), test.labels.to(device)
 
-        model = Reseau1().to(device)
+        model = Classifier("reseau1", {}, channels=1).to(device)  # inputs as ToTensor gives them: pixels / 255
         optimizer = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=p.momentum)
         # The slides' check at initialisation: one random test batch of 1000 images.
         init_batch = torch.randperm(len(test_y), generator=generator)[: p.init_eval_size].to(device)
         init_accuracy = accuracy(model, test_x[init_batch], test_y[init_batch])
         # One initialisation can land anywhere between ~3 % and ~20 %; the chance level shows in the mean.
         init_mean = sum(
-            accuracy(Reseau1().to(device), test_x[init_batch], test_y[init_batch]) for _ in range(p.init_trials)
+            accuracy(Classifier("reseau1", {}, channels=1).to(device), test_x[init_batch], test_y[init_batch])
+            for _ in range(p.init_trials)
         ) / p.init_trials
 
         curve, seconds = train_iterations(
@@ -54,7 +55,7 @@ def main(name: str) -> None:
             "epochs": p.iterations * p.batch_size / len(train_y),
         }
         timing = {"train_seconds": round(seconds, 3), "device": str(device)}
-        save_torch(model.state_dict(), MODELS / "linear" / f"{name}.pt")
+        save_classifier(model, "mnist", train.classes, MODELS / "linear" / f"{name}.pt")
         write_json(METRICS / "linear" / f"{name}.json", metrics)
         write_json(METRICS / "timing" / f"{stage}.json", timing)
         with atomic_path(PLOTS / "linear" / f"{name}.csv") as tmp:

@@ -61,3 +61,11 @@ def test_a_stage_with_a_typo_stops_before_any_compute_and_writes_nothing(tmp_pat
     assert result.returncode != 0
     assert "train_linear.one_epoch.lrr: unknown key" in result.stderr
     assert list(tmp_path.iterdir()) == [tmp_path / "params.yaml"]  # no output, no tracking store
+
+
+def test_unknown_model_argument_names_the_architecture_and_what_is_accepted():
+    with pytest.raises(params.ParamsError) as err:
+        params.validate(edited("train_cnn.mnist.model", {"widthz": [8, 16]}))
+    message = str(err.value)
+    assert "train_cnn.mnist: model: unknown argument(s) ['widthz'] for mnistnet" in message
+    assert "'widths'" in message

@@ -17,6 +17,8 @@ pytestmark = pytest.mark.slow
 def tiny_params(params: dict) -> dict:
     for run in params["train_linear"].values():
         run.update(iterations=30 if run["iterations"] > 1000 else 10, eval_every=5, init_trials=3, init_eval_size=100)
+    for entry in params["train_cnn"].values():
+        entry.update(epochs=1, batch_size=64)
     params["download"].update(retries=0, backoff_s=0.0)
     return params
 
@@ -77,7 +79,8 @@ def test_repro_runs_every_stage_once(workspace):
 def test_outputs_and_claims(workspace):
     claims = yaml.safe_load((workspace.path / "reports/claims.json").read_text())
     ids = [c["id"] for c in claims]
-    assert {"mnist-size", "linear-init", "linear-one-epoch", "linear-plateau"} <= set(ids)
+    assert ids == ["mnist-size", "linear-init", "linear-one-epoch", "linear-plateau", "cnn-mnist", "cnn-slower",
+                   "cifar10-50", "hard-errors"]
     for claim in claims:
         assert set(claim) >= {"id", "claim", "course", "measured", "holds"} and isinstance(claim["holds"], bool)
     size = next(c for c in claims if c["id"] == "mnist-size")
@@ -86,6 +89,12 @@ def test_outputs_and_claims(workspace):
     assert "mnist-size" in report and "figures/linear_curves.png" in report
     assert (workspace.path / "reports/figures/linear_curves.png").stat().st_size > 1000
     assert (workspace.path / "models/linear/one_epoch.pt").exists()
+    cifar = next(c for c in claims if c["id"] == "cifar10-50")
+    assert set(cifar["values"]) == {"cifar10-linear", "cifar10-mlp", "cifar10-cnn", "cifar10-airnet"}
+    for model in ("linear/one_epoch", "cnn/mnist", "cnn/cifar10-airnet"):
+        for figure in ("confusion.png", "reliability.png", "hardest_errors.png", "predictions.csv"):
+            assert (workspace.path / "plots/evaluate" / model / figure).stat().st_size > 100
+        assert f"../plots/evaluate/{model}/hardest_errors.png" in report
 
 
 def test_mlflow_holds_one_run_per_stage(workspace):
@@ -125,5 +134,14 @@ def test_param_edit_reruns_only_what_depends_on_it(workspace):
     status = workspace.run("dvc", "status")
     changed = re.findall(r"^(\S+):\s*$", status, flags=re.M)
     assert changed == ["train-linear@one_epoch"], status
-    assert workspace.repro() == ["train-linear@one_epoch", "report"]
+    assert workspace.repro() == ["train-linear@one_epoch", "evaluate@linear/one_epoch", "report"]
     assert workspace.repro() == []
+
+
+def test_editing_one_cnn_entry_retrains_it_alone(workspace):
+    def wider(params):
+        params["train_cnn"]["cifar10-cnn"]["lr"] = 0.02
+        return params
+
+    workspace.edit_params(wider)
+    assert workspace.repro() == ["train-cnn@cifar10-cnn", "evaluate@cnn/cifar10-cnn", "report"]

@@ -44,3 +44,136 @@ class Reseau2(nn.Module):
 
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def conv_bn(c_in: int, c_out: int, activation) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), activation()]
+
+
+class AirNet(nn.Module):
+    """A small fast-training network in the style of Keller Jordan's airbench: a frozen 2x2 patch-
+    whitening stem, three blocks [conv, max-pool, BN, act, conv, BN, act], global max-pool, and a
+    bias-free linear head whose logits are scaled down. `widths` = (stem, block 1, 2, 3)."""
+
+    def __init__(self, widths=(24, 64, 128, 128), activation: str = "gelu", whiten: bool = True,
+                 logit_scale: float = 1 / 9, num_classes: int = 10):
+        super().__init__()
+        act = {"gelu": nn.GELU, "relu": nn.ReLU}[activation]
+        if whiten and widths[0] != 24:
+            raise ValueError("AirNet: the whitening stem has 24 channels (12 patch directions and their negatives)")
+        self.whiten = whiten
+        self.stem = nn.Sequential(nn.Conv2d(3, 24, 2), act()) if whiten else nn.Sequential(*conv_bn(3, widths[0], act))
+        layers, c_in = [], widths[0]
+        for width in widths[1:]:
+            layers += [nn.Conv2d(c_in, width, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(width), act(),
+                       *conv_bn(width, width, act)]
+            c_in = width
+        self.blocks = nn.Sequential(*layers)
+        self.head = nn.Linear(c_in, num_classes, bias=False)
+        self.logit_scale = logit_scale
+
+    @torch.no_grad()
+    def fit_whitening(self, x: torch.Tensor, eps: float = 5e-4) -> None:
+        """Set the frozen stem to whiten 2x2 patches of (normalised) training images."""
+        if not self.whiten:
+            return
+        patches = x.unfold(2, 2, 1).unfold(3, 2, 1).transpose(1, 3).reshape(-1, 12).double()
+        patches = patches - patches.mean(0)
+        eigenvalues, eigenvectors = torch.linalg.eigh(patches.T @ patches / len(patches))
+        filters = (eigenvectors.T / torch.sqrt(eigenvalues + eps)[:, None]).reshape(12, 3, 2, 2)
+        conv = self.stem[0]
+        conv.weight.copy_(torch.cat([filters, -filters]).float())
+        conv.weight.requires_grad_(False)
+        conv.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.stem(x))
+        return self.head(torch.amax(x, dim=(2, 3))) * self.logit_scale
+
+
+class MnistNet(nn.Module):
+    """A small BatchNorm CNN for MNIST: two blocks [conv, BN, ReLU, conv, BN, ReLU, max-pool], then fc."""
+
+    def __init__(self, widths=(16, 32), hidden: int = 128, dropout: float = 0.0, num_classes: int = 10):
+        super().__init__()
+        layers, c_in = [], 1
+        for width in widths:
+            layers += [*conv_bn(c_in, width, nn.ReLU), *conv_bn(width, width, nn.ReLU), nn.MaxPool2d(2)]
+            c_in = width
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(c_in * 7 * 7, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+                                  nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class MLP(nn.Module):
+    """Dense layers with ReLU; `hidden=[]` is the linear softmax classifier."""
+
+    def __init__(self, in_shape=(3, 32, 32), hidden=(512,), dropout: float = 0.0, num_classes: int = 10):
+        super().__init__()
+        size = in_shape[0] * in_shape[1] * in_shape[2]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for width in hidden:
+            layers += [nn.Linear(size, width), nn.ReLU(), nn.Dropout(dropout)]
+            size = width
+        layers.append(nn.Linear(size, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class SmallCNN(nn.Module):
+    """A course-style CNN (LeNet-like): conv 5x5, ReLU, pool, conv 5x5, ReLU, pool, fc, fc."""
+
+    def __init__(self, in_channels: int = 3, widths=(32, 64), hidden: int = 256, size: int = 32, num_classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, widths[0], 5, padding=2)
+        self.conv2 = nn.Conv2d(widths[0], widths[1], 5, padding=2)
+        self.fc1 = nn.Linear(widths[1] * (size // 4) ** 2, hidden)
+        self.fc2 = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return self.fc2(F.relu(self.fc1(torch.flatten(x, 1))))
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "reseau1": Reseau1, "reseau2": Reseau2, "airnet": AirNet, "mnistnet": MnistNet, "mlp": MLP, "smallcnn": SmallCNN,
+}
+
+
+class Classifier(nn.Module):
+    """A network with its input normalisation inside: it takes images as floats in [0, 1], so
+    attacks and evaluations work in pixel space whatever the network."""
+
+    def __init__(self, architecture: str, kwargs: dict, channels: int):
+        super().__init__()
+        self.architecture, self.kwargs = architecture, dict(kwargs)
+        self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
+        self.register_buffer("std", torch.ones(1, channels, 1, 1))
+        self.net = ARCHITECTURES[architecture](**kwargs)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalize(x))
+
+
+def save_classifier(model: Classifier, dataset: str, classes: list[str], path) -> None:
+    from .files import save_torch
+
+    save_torch({"architecture": model.architecture, "kwargs": model.kwargs, "dataset": dataset, "classes": classes,
+                "state_dict": model.state_dict()}, path)
+
+
+def load_classifier(path, device: torch.device | str = "cpu") -> tuple[Classifier, dict]:
+    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    channels = checkpoint["state_dict"]["mean"].shape[1]
+    model = Classifier(checkpoint["architecture"], checkpoint["kwargs"], channels).to(device)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval(), checkpoint

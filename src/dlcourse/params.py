@@ -6,11 +6,12 @@ out-of-range value stops the stage before any compute, with an error naming the 
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 PositiveInt = Annotated[int, Field(ge=1)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -41,11 +42,56 @@ class LinearRunParams(Section):
     init_trials: PositiveInt  # fresh initialisations averaged for the "about 10 % at init" check
 
 
+class CnnRunParams(Section):
+    """One entry of `train-cnn`: a dataset, an architecture and how to train it."""
+
+    dataset: Literal["mnist", "cifar10"]
+    architecture: Literal["reseau2", "mnistnet", "mlp", "smallcnn", "airnet"]
+    model: dict[str, int | float | str | bool | list[int]]  # the architecture's constructor arguments
+    normalize: bool  # per-channel mean/std of the training set (False: pixels / 255, as ToTensor)
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    optimizer: Literal["sgd", "adam", "adamw", "adadelta"]
+    lr: PositiveFloat
+    momentum: Annotated[float, Field(ge=0, lt=1)]
+    nesterov: bool
+    weight_decay: Annotated[float, Field(ge=0)]
+    schedule: Literal["constant", "step", "onecycle", "cosine"]
+    warmup: Annotated[float, Field(ge=0, lt=1)]  # fraction of the steps
+    gamma: Annotated[float, Field(gt=0, le=1)]  # per-epoch factor of the "step" schedule
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)]
+    flip: bool
+    crop_padding: Annotated[int, Field(ge=0, le=8)]
+    tta: bool  # average the predictions of each test image and its mirror image
+    channels_last: bool
+    bf16: bool  # autocast to bfloat16 on CUDA (ignored on CPU)
+    threads: Annotated[int, Field(ge=0)]  # CPU threads; 0 leaves torch's default
+
+    @model_validator(mode="after")
+    def _model_arguments_exist(self):
+        from .models import ARCHITECTURES
+
+        accepted = set(inspect.signature(ARCHITECTURES[self.architecture]).parameters) - {"num_classes"}
+        unknown = sorted(set(self.model) - accepted)
+        if unknown:
+            raise ValueError(f"model: unknown argument(s) {unknown} for {self.architecture} (accepted: {sorted(accepted)})")
+        return self
+
+
+class EvaluateParams(Section):
+    models: list[str] = Field(min_length=1)  # "linear/<run>" or "cnn/<entry>": models/<name>.pt
+    confident: Probability  # "very wrong": misclassified with at least this confidence
+    ece_bins: PositiveInt
+    hardest: PositiveInt  # images in the grid of the most confidently wrong
+
+
 class Params(Section):
     seed: Annotated[int, Field(ge=0)]
     device: Literal["auto", "cpu", "cuda", "mps"]
     download: DownloadParams
     train_linear: dict[str, LinearRunParams] = Field(min_length=1)
+    train_cnn: dict[str, CnnRunParams] = Field(min_length=1)
+    evaluate: EvaluateParams
 
 
 class ParamsError(ValueError):
@@ -58,6 +104,8 @@ def _describe(error: dict) -> str:
         return f"{key}: unknown key (a typo?); remove it or fix its name"
     if error["type"] == "missing":
         return f"{key}: missing; every key of the schema is required"
+    if error["type"] == "value_error":
+        return f"{key}: {error['msg'].removeprefix('Value error, ')}"
     return f"{key}: {error['msg']} (got {error['input']!r})"
 
 

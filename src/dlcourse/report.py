@@ -7,14 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from .files import atomic_path, read_json  # noqa: E402
-from .paths import METRICS, PLOTS  # noqa: E402
+from .files import read_json
+from .paths import METRICS, PLOTS
 
 
 class Results:
@@ -87,6 +83,63 @@ def _linear_plateau(r: Results):
     )
 
 
+def _cnn_mnist(r: Results):
+    curve = r.curve("cnn/mnist-course")
+    early = curve[curve["epoch"] <= 2]
+    by_epoch = ", ".join(f"epoch {int(e)}: {pct(a)}" for e, a in zip(early["epoch"], early["test_accuracy"]))
+    best = float(early["test_accuracy"].max())
+    return f"Reseau2, {by_epoch}", {"by_epoch": early["test_accuracy"].tolist(), "best": best}, best >= 0.97
+
+
+def _cnn_slower(r: Results):
+    linear, cnn = r.metrics("timing/train-linear@one_epoch"), r.metrics("timing/train-cnn@mnist-course")
+    cnn_epochs = r.metrics("cnn/mnist-course")["epochs"]
+    per_epoch = cnn["train_seconds"] / cnn_epochs
+    ratio = per_epoch / linear["train_seconds"]
+    return (
+        f"one epoch: Reseau1 {linear['train_seconds']:.2f} s, Reseau2 {per_epoch:.1f} s ({ratio:.0f}x longer, "
+        f"on {cnn['device']})",
+        {"linear_epoch_seconds": linear["train_seconds"], "cnn_epoch_seconds": per_epoch, "ratio": ratio},
+        ratio >= 5,
+    )
+
+
+def cifar10_entries(r: Results) -> dict[str, dict]:
+    entries = {}
+    for path in sorted((r.metrics_dir / "cnn").glob("*.json")):
+        metrics = r.metrics(f"cnn/{path.stem}")
+        if metrics["dataset"] == "cifar10":
+            entries[path.stem] = metrics
+    return entries
+
+
+def _cifar10_50(r: Results):
+    entries = cifar10_entries(r)
+    passing = [name for name, m in entries.items() if m["test_accuracy"] > 0.5]
+    listing = ", ".join(f"{name} {pct(m['test_accuracy'])}" for name, m in entries.items())
+    return (
+        f"{len(passing)} of {len(entries)} networks pass: {listing}",
+        {name: {"test_accuracy": m["test_accuracy"], "passes": m["test_accuracy"] > 0.5} for name, m in entries.items()},
+        bool(passing),
+    )
+
+
+def evaluated_models(r: Results) -> dict[str, dict]:
+    return {
+        path.relative_to(r.metrics_dir / "evaluate").with_suffix("").as_posix(): read_json(path)
+        for path in sorted((r.metrics_dir / "evaluate").rglob("*.json"))
+    }
+
+
+def _hard_errors(r: Results):
+    models = evaluated_models(r)
+    counts = {name: m["confidently_wrong"] for name, m in models.items()}
+    threshold = next(iter(models.values()))["confident_threshold"] if models else 0.9
+    listing = ", ".join(f"{name}: {n}" for name, n in counts.items())
+    return (f"test images misclassified with confidence >= {threshold}: {listing}", counts,
+            bool(counts) and all(n > 0 for n in counts.values()))
+
+
 CLAIMS = [
     Claim("mnist-size", "MNIST has 60,000 training and 10,000 test images.",
           "Un ensemble d'entraînement de taille 60000 [...] Et un ensemble de test de taille 10000", _mnist_size),
@@ -105,27 +158,24 @@ CLAIMS = [
           "(checked: the best test accuracy of the long run stays within 90-93 %).",
           "entraîner le réseau plus longtemps ne permet pas vraiment d'obtenir une précision nettement plus "
           "élevée que 90~92%", _linear_plateau),
+    Claim("cnn-mnist", "The course's CNN (Reseau2) reaches 97-98 % within 1-2 epochs (checked: >= 97 % by epoch 2).",
+          "il est possible d'atteindre en 1 ou 2 epochs une précision de 97~98%", _cnn_mnist),
+    Claim("cnn-slower",
+          "The CNN's training takes much longer than the linear network's (checked: an epoch takes >= 5x longer).",
+          "Avec l'architecture proposée, le temps d'apprentissage est nettement plus long (car il y a beaucoup plus "
+          "de paramètres)", _cnn_slower),
+    Claim("cifar10-50", "Simple and more complex networks on CIFAR-10: more than 50 % test accuracy (checked: at "
+          "least one network above 50 %; each network's verdict in `values`).",
+          "Tester des réseaux simples et plus complexes sur la base de données CIFAR 10. Tenter d'obtenir plus de "
+          "50% de précision sur CIFAR 10.", _cifar10_50),
+    Claim("hard-errors", "There are test images on which the network is very wrong (checked: every evaluated model "
+          "misclassifies some test images with confidence >= 0.9).",
+          "Trouver des images sur lesquelles le réseau se trompe beaucoup.", _hard_errors),
 ]
 
 
 def evaluate_claims(results: Results) -> list[dict]:
     return [claim.evaluate(results) for claim in CLAIMS]
-
-
-def save_figure(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
-
-
-def plot_curves(curves: dict[str, pd.DataFrame], x: str, y: str, title: str, path: Path, xlabel: str) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for label, frame in curves.items():
-        ax.plot(frame[x], 100 * frame[y], label=label, marker="." if len(frame) < 60 else None)
-    ax.set(xlabel=xlabel, ylabel="test accuracy (%)", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    save_figure(fig, path)
 
 
 def claims_table(claims: list[dict]) -> str:

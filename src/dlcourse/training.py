@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -109,3 +110,115 @@ def train_iterations(
             model.train()
             start = time.perf_counter()
     return curve, train_seconds
+
+
+# --- epochs of a convolutional network, airbench-style ------------------------------------------
+
+def augment(images: torch.Tensor, flip: bool, crop_padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Random horizontal flips and random translations (crops of the reflect-padded image) of a
+    whole uint8 N x C x H x W tensor at once, on its device."""
+    n, _, h, w = images.shape
+    if crop_padding:
+        pad = crop_padding
+        padded = F.pad(images.float(), (pad,) * 4, mode="reflect").to(torch.uint8)
+        shift_y, shift_x = (torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(images.device) for _ in "yx")
+        shifted = torch.empty_like(images)
+        for dy in range(2 * pad + 1):
+            for dx in range(2 * pad + 1):
+                chosen = (shift_y == dy) & (shift_x == dx)
+                shifted[chosen] = padded[chosen, :, dy : dy + h, dx : dx + w]
+        images = shifted
+    if flip:
+        flipped = (torch.rand(n, generator=generator) < 0.5).to(images.device)
+        images = torch.where(flipped[:, None, None, None], images.flip(3), images)
+    return images
+
+
+def lr_factor(schedule: str, step: int, total: int, warmup: float, steps_per_epoch: int, gamma: float) -> float:
+    """Multiplier of the base learning rate at `step` (0-based) of `total`."""
+    if schedule == "constant":
+        return 1.0
+    if schedule == "step":  # pytorch/examples' MNIST: times gamma after each epoch
+        return gamma ** (step // steps_per_epoch)
+    warmup_steps = max(1, int(warmup * total))
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total - warmup_steps)
+    if schedule == "onecycle":  # linear warm-up, then linear decay to zero
+        return 1 - progress
+    return 0.5 * (1 + math.cos(math.pi * progress))  # cosine
+
+
+def make_optimizer(model: nn.Module, p) -> torch.optim.Optimizer:
+    """No weight decay on BatchNorm weights and biases (1-D parameters)."""
+    trainable = [q for q in model.parameters() if q.requires_grad]
+    groups = [{"params": [q for q in trainable if q.ndim > 1], "weight_decay": p.weight_decay},
+              {"params": [q for q in trainable if q.ndim <= 1], "weight_decay": 0.0}]
+    if p.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=p.lr, momentum=p.momentum, nesterov=p.nesterov and p.momentum > 0)
+    return {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adadelta": torch.optim.Adadelta}[p.optimizer](
+        groups, lr=p.lr)
+
+
+@torch.no_grad()
+def accuracy_tta(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, flip_tta: bool, batch_size: int = 1000) -> float:
+    """Test accuracy; with `flip_tta`, the softmax of each image and of its mirror image are averaged."""
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=y.device)
+    for xb, yb in zip(x_uint8.split(batch_size), y.split(batch_size)):
+        xb = xb.float().div_(255)
+        scores = model(xb).softmax(1)
+        if flip_tta:
+            scores = scores + model(xb.flip(3)).softmax(1)
+        correct += (scores.argmax(1) == yb).sum()
+    return correct.item() / len(y)
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    test_accuracy: float
+    seconds: float  # training time of this epoch, evaluation excluded
+
+
+def train_epochs(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
+                 test_y: torch.Tensor, p, generator: torch.Generator,
+                 on_epoch: Callable[[EpochRecord], None] = lambda record: None) -> list[EpochRecord]:
+    """Train on uint8 images held on the model's device; one test evaluation per epoch.
+
+    The loop never waits for the device inside an epoch: the loss is summed on the device and
+    read once per epoch.
+    """
+    device = train_y.device
+    memory_format = torch.channels_last if p.channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
+    steps_per_epoch = math.ceil(len(train_y) / p.batch_size)
+    total = p.epochs * steps_per_epoch
+    optimizer = make_optimizer(model, p)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(p.schedule, step, total, p.warmup, steps_per_epoch, p.gamma))
+    records = []
+    for epoch in range(1, p.epochs + 1):
+        start = time.perf_counter()
+        model.train()
+        augmented = augment(train_x, p.flip, p.crop_padding, generator)
+        order = torch.randperm(len(train_y), generator=generator).to(device)
+        loss_sum = torch.zeros((), device=device)
+        for index in order.split(p.batch_size):
+            images = augmented[index].float().div_(255).contiguous(memory_format=memory_format)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=p.bf16 and device.type == "cuda"):
+                scores = model(images).float()
+            loss = F.cross_entropy(scores, train_y[index], label_smoothing=p.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            loss_sum += loss.detach()
+        train_loss = loss_sum.item() / steps_per_epoch  # the epoch's one host sync
+        seconds = time.perf_counter() - start
+        last = epoch == p.epochs
+        record = EpochRecord(epoch, train_loss, accuracy_tta(model, test_x, test_y, p.tta and last), seconds)
+        records.append(record)
+        on_epoch(record)
+    return records
