@@ -8,9 +8,9 @@ import pandas as pd
 
 from dlcourse import params, tracking
 from dlcourse.files import atomic_path, write_json
-from dlcourse.paths import REPORTS
+from dlcourse.paths import PLOTS, REPORTS
 from dlcourse.figures import plot_curves
-from dlcourse.report import Results, claims_table, evaluate_claims, evaluated_models, pct
+from dlcourse.report import Results, attacked_models, claims_table, evaluate_claims, evaluated_models, pct
 
 LINEAR_RUNS = {
     "one_epoch": "slides' loss −log f(x)(y), 1 epoch",
@@ -71,6 +71,43 @@ def evaluation_section(results: Results) -> str:
             + pd.DataFrame(rows).to_markdown(index=False) + "\n\n" + "\n".join(images))
 
 
+def robustness_section(results: Results) -> str:
+    parts = ["## Robustness: slight corruptions, and fooling images\n"]
+    for name, m in attacked_models(results).items():
+        folder = f"../plots/attack/{name}"
+        rows = [{"method": method, f"accuracy at eps {m['claim_eps']:g}": pct(acc),
+                 "drop (points)": f"{100 * m['drop_at_claim_eps'][method]:.1f}"}
+                for method, acc in m["at_claim_eps"].items()]
+        parts.append(f"### `{name}` (clean accuracy {pct(m['clean_accuracy'])} on the attacked subset)\n\n"
+                     + pd.DataFrame(rows).to_markdown(index=False) + "\n\n"
+                     f"![examples]({folder}/examples.png)\n\n"
+                     f"| L-inf sweep | corruptions |\n| --- | --- |\n"
+                     f"| ![]({folder}/accuracy_vs_eps.png) | ![]({folder}/corruptions.png) |\n")
+    for path in sorted((results.metrics_dir / "fooling").glob("*.json")):
+        m = results.metrics(f"fooling/{path.stem}")
+        parts.append(f"### Fooling images, {path.stem} (`{m['model']}`, bar {m['confidence_bar']}; transfer to "
+                     f"`{m['transfer_model']}`)\n\n"
+                     f"![gradient ascent](../plots/fooling/{path.stem}/gradient.png)\n\n"
+                     f"![evolution](../plots/fooling/{path.stem}/evolution.png)\n")
+    return "\n".join(parts)
+
+
+def gan_section(results: Results) -> str:
+    epochs = sorted((PLOTS / "gan" / "samples").glob("epoch_*.png"))
+    progression = "\n".join(f"| epoch {int(path.stem.split('_')[1])} | ![](../plots/gan/samples/{path.name}) |"
+                             for path in epochs)
+    scores = pd.read_csv(PLOTS / "gan" / "scores.csv")
+    return (
+        "## GANs: from noise to digits, epoch after epoch\n\n"
+        "The slides show generated images improving from 2014 to 2019; here the same DCGAN's samples "
+        "from one fixed noise batch improve from epoch to epoch.\n\n"
+        "| after | samples |\n| --- | --- |\n" + progression + "\n\n"
+        "![interpolation](../plots/gan/interpolation.png)\n\n" + scores.to_markdown(index=False) + "\n\n"
+        "| confident samples | Fréchet distance |\n| --- | --- |\n"
+        "| ![](../plots/gan/confident_fraction.png) | ![](../plots/gan/frechet_distance.png) |\n"
+    )
+
+
 def main() -> None:
     p = params.load()
     with tracking.stage_run("report", {"seed": p.seed}) as run:
@@ -82,7 +119,8 @@ def main() -> None:
             "# The course's results, reproduced\n\n"
             f"{held} of {len(claims)} course claims hold on this run.\n\n"
             "## Claims\n\n" + claims_table(claims) + "\n\n" + linear_section(results) + "\n"
-            + cnn_section(results) + "\n" + evaluation_section(results)
+            + cnn_section(results) + "\n" + evaluation_section(results) + "\n" + robustness_section(results)
+            + "\n" + gan_section(results)
         )
         with atomic_path(REPORTS / "report.md") as tmp:
             tmp.write_text(markdown)

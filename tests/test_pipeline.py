@@ -19,6 +19,11 @@ def tiny_params(params: dict) -> dict:
         run.update(iterations=30 if run["iterations"] > 1000 else 10, eval_every=5, init_trials=3, init_eval_size=100)
     for entry in params["train_cnn"].values():
         entry.update(epochs=1, batch_size=64)
+    params["attack"].update(subset=40, pgd_steps=2, examples=4)
+    for fooling in params["fooling"].values():
+        fooling.update(gradient_steps_max=5, evolution_generations_max=3, evolution_population=4)
+    params["train_gan"].update(epochs=2, width=8, grid_size=16, interpolation_steps=4, interpolation_rows=2)
+    params["score_gan"].update(samples=200)
     params["download"].update(retries=0, backoff_s=0.0)
     return params
 
@@ -80,7 +85,7 @@ def test_outputs_and_claims(workspace):
     claims = yaml.safe_load((workspace.path / "reports/claims.json").read_text())
     ids = [c["id"] for c in claims]
     assert ids == ["mnist-size", "linear-init", "linear-one-epoch", "linear-plateau", "cnn-mnist", "cnn-slower",
-                   "cifar10-50", "hard-errors"]
+                   "cifar10-50", "hard-errors", "slight-corruption", "fooling", "gan-digits"]
     for claim in claims:
         assert set(claim) >= {"id", "claim", "course", "measured", "holds"} and isinstance(claim["holds"], bool)
     size = next(c for c in claims if c["id"] == "mnist-size")
@@ -89,6 +94,10 @@ def test_outputs_and_claims(workspace):
     assert "mnist-size" in report and "figures/linear_curves.png" in report
     assert (workspace.path / "reports/figures/linear_curves.png").stat().st_size > 1000
     assert (workspace.path / "models/linear/one_epoch.pt").exists()
+    assert sorted(p.name for p in (workspace.path / "models/gan").iterdir()) == ["epoch_01.pt", "epoch_02.pt"]
+    assert "../plots/gan/samples/epoch_02.png" in report and "../plots/fooling/cifar10/evolution.png" in report
+    gan = next(c for c in claims if c["id"] == "gan-digits")
+    assert set(gan["values"]["real_test"]) >= {"inception_score", "frechet_distance_half_vs_half"}
     cifar = next(c for c in claims if c["id"] == "cifar10-50")
     assert set(cifar["values"]) == {"cifar10-linear", "cifar10-mlp", "cifar10-cnn", "cifar10-airnet"}
     for model in ("linear/one_epoch", "cnn/mnist", "cnn/cifar10-airnet"):
@@ -134,7 +143,7 @@ def test_param_edit_reruns_only_what_depends_on_it(workspace):
     status = workspace.run("dvc", "status")
     changed = re.findall(r"^(\S+):\s*$", status, flags=re.M)
     assert changed == ["train-linear@one_epoch"], status
-    assert workspace.repro() == ["train-linear@one_epoch", "evaluate@linear/one_epoch", "report"]
+    assert workspace.repro() == ["train-linear@one_epoch", "evaluate@linear/one_epoch", "attack@linear/one_epoch", "report"]
     assert workspace.repro() == []
 
 

@@ -175,11 +175,14 @@ def accuracy_under(
 
 def standard_methods(
     model: nn.Module, generator: torch.Generator | None = None, pgd_steps: int = 10,
+    pgd_step_factor: float = 2.5, pgd_random_start: bool = True,
 ) -> dict[str, Method]:
-    """FGSM, PGD and their two random controls of the same size, as (x, y, eps) -> x'."""
+    """FGSM, PGD (step size pgd_step_factor * eps / pgd_steps) and their two random controls of
+    the same size, as (x, y, eps) -> x'."""
     return {
         "fgsm": lambda x, y, eps: fgsm(model, x, y, eps),
-        "pgd": lambda x, y, eps: pgd(model, x, y, eps, steps=pgd_steps, generator=generator),
+        "pgd": lambda x, y, eps: pgd(model, x, y, eps, steps=pgd_steps, step_size=pgd_step_factor * eps / pgd_steps,
+                                     random_start=pgd_random_start, generator=generator),
         "sign_noise": lambda x, y, eps: sign_noise(x, eps, generator),
         "l2_noise": lambda x, y, eps: l2_noise(x, fgsm_l2_radius(x, eps), generator),
     }

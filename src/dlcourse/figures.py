@@ -31,6 +31,12 @@ def plot_curves(curves: dict[str, pd.DataFrame], x: str, y: str, title: str, pat
     save_figure(fig, path)
 
 
+def plot_columns(frame: pd.DataFrame, x: str, columns: list[str], title: str, path: Path, xlabel: str,
+                 ylabel: str = "test accuracy (%)", scale: float = 100) -> None:
+    plot_curves({column: frame.rename(columns={column: "_y"}) for column in columns}, x, "_y", title, path, xlabel,
+                ylabel, scale)
+
+
 def plot_confusion(confusion: torch.Tensor, classes: list[str], title: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 5))
     image = ax.imshow(confusion.numpy(), cmap="Blues")

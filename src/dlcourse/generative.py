@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .files import atomic_path
+from .files import save_torch
 
 
 # --- the networks ---------------------------------------------------------------------------
@@ -168,8 +168,7 @@ def save_checkpoint(path: str | Path, *, epoch: int, generator: nn.Module, discr
         "rng": rng.get_state(),
         "history": asdict(history),
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_torch(state, path)
 
 
 def load_checkpoint(path: str | Path, *, generator: nn.Module, discriminator: nn.Module,

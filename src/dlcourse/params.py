@@ -85,6 +85,51 @@ class EvaluateParams(Section):
     hardest: PositiveInt  # images in the grid of the most confidently wrong
 
 
+class AttackModelParams(Section):
+    eps: list[Annotated[float, Field(ge=0, le=1)]] = Field(min_length=1)  # the L-inf sweep, in pixel units
+    claim_eps: Annotated[float, Field(gt=0, le=1)]  # the "very slight corruption" the claim is checked at
+
+
+class AttackParams(Section):
+    models: dict[str, AttackModelParams] = Field(min_length=1)  # "cnn/<entry>" or "linear/<run>"
+    subset: PositiveInt  # test images attacked (a fixed random subset)
+    pgd_steps: PositiveInt
+    pgd_step_factor: PositiveFloat  # PGD step size = factor * eps / steps
+    pgd_random_start: bool
+    examples: PositiveInt  # images in the clean / perturbed / amplified grid
+
+
+class FoolingParams(Section):
+    model: str  # the network fooled, models/<model>.pt
+    transfer_model: str  # a second, independently trained network of the same data
+    confidence: Annotated[float, Field(gt=0, lt=1)]
+    gradient_steps_max: PositiveInt
+    gradient_lr: PositiveFloat  # signed step per pixel
+    evolution_generations_max: PositiveInt
+    evolution_population: PositiveInt
+    evolution_mutation_rate: Annotated[float, Field(gt=0, le=1)]
+
+
+class GanParams(Section):
+    latent_dim: PositiveInt
+    width: PositiveInt  # base channels of the generator and discriminator
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    lr: PositiveFloat
+    beta1: Annotated[float, Field(ge=0, lt=1)]
+    beta2: Annotated[float, Field(ge=0, lt=1)]
+    grid_size: PositiveInt  # samples from the fixed noise, after every epoch
+    interpolation_steps: Annotated[int, Field(ge=2)]
+    interpolation_rows: PositiveInt
+
+
+class ScoreGanParams(Section):
+    classifier: str  # the project's MNIST classifier, models/<classifier>.pt
+    feature_layer: str  # the module whose input is the penultimate features (Fréchet distance)
+    samples: PositiveInt
+    confident: Probability
+
+
 class Params(Section):
     seed: Annotated[int, Field(ge=0)]
     device: Literal["auto", "cpu", "cuda", "mps"]
@@ -92,6 +137,10 @@ class Params(Section):
     train_linear: dict[str, LinearRunParams] = Field(min_length=1)
     train_cnn: dict[str, CnnRunParams] = Field(min_length=1)
     evaluate: EvaluateParams
+    attack: AttackParams
+    fooling: dict[Literal["mnist", "cifar10"], FoolingParams] = Field(min_length=1)
+    train_gan: GanParams
+    score_gan: ScoreGanParams
 
 
 class ParamsError(ValueError):

@@ -140,6 +140,53 @@ def _hard_errors(r: Results):
             bool(counts) and all(n > 0 for n in counts.values()))
 
 
+def attacked_models(r: Results) -> dict[str, dict]:
+    return {
+        path.relative_to(r.metrics_dir / "attack").with_suffix("").as_posix(): read_json(path)
+        for path in sorted((r.metrics_dir / "attack").rglob("*.json"))
+    }
+
+
+def _slight_corruption(r: Results):
+    verdicts, parts = {}, []
+    for name, m in attacked_models(r).items():
+        drop = m["drop_at_claim_eps"]
+        noise = max(drop["sign_noise"], drop["l2_noise"])
+        verdicts[name] = {"eps": m["claim_eps"], "clean": m["clean_accuracy"], "pgd": m["at_claim_eps"]["pgd"],
+                          "pgd_drop": drop["pgd"], "noise_drop": noise,
+                          "holds": drop["pgd"] >= 0.5 and noise <= 0.02}
+        parts.append(f"{name} at eps {m['claim_eps']:g}: {pct(m['clean_accuracy'])} → {pct(m['at_claim_eps']['pgd'])} "
+                     f"under PGD, random noise of the same size costs {100 * noise:.1f} points")
+    return "; ".join(parts), verdicts, bool(verdicts) and all(v["holds"] for v in verdicts.values())
+
+
+def _fooling(r: Results):
+    verdicts, parts = {}, []
+    for path in sorted((r.metrics_dir / "fooling").glob("*.json")):
+        m = read_json(path)
+        reached = [method for method in ("gradient", "evolution") if m[method]["all_reached"]]
+        verdicts[path.stem] = {"model": m["model"], "bar": m["confidence_bar"], "methods_reaching_every_class": reached}
+        parts.append(f"{path.stem} ({m['model']}, bar {m['confidence_bar']}): every class reached by "
+                     f"{' and '.join(reached) if reached else 'no method'}")
+    return "; ".join(parts), verdicts, bool(verdicts) and all(v["methods_reaching_every_class"] for v in verdicts.values())
+
+
+def _gan_digits(r: Results):
+    m = r.metrics("gan/scores")
+    generated, real = m["generated"], m["real_test"]
+    fractions = generated["class_fractions"]
+    holds = generated["confident_fraction"] >= 0.9 and min(fractions) >= 0.05
+    return (
+        f"{pct(generated['confident_fraction'])} of {m['samples']} samples classified with confidence >= "
+        f"{m['confident_threshold']} (real test set: {pct(real['confident_fraction'])}); rarest digit "
+        f"{fractions.index(min(fractions))} at {pct(min(fractions))}; Inception-Score analogue "
+        f"{generated['inception_score']:.2f} (real: {real['inception_score']:.2f}); Fréchet distance "
+        f"{generated['frechet_distance']:.2f} (real half vs half: {real['frechet_distance_half_vs_half']:.2f})",
+        {"generated": generated, "real_test": real},
+        holds,
+    )
+
+
 CLAIMS = [
     Claim("mnist-size", "MNIST has 60,000 training and 10,000 test images.",
           "Un ensemble d'entraînement de taille 60000 [...] Et un ensemble de test de taille 10000", _mnist_size),
@@ -171,6 +218,20 @@ CLAIMS = [
     Claim("hard-errors", "There are test images on which the network is very wrong (checked: every evaluated model "
           "misclassifies some test images with confidence >= 0.9).",
           "Trouver des images sur lesquelles le réseau se trompe beaucoup.", _hard_errors),
+    Claim("slight-corruption", "A very slight corruption of still recognisable images can wreck the predictions "
+          "(checked for every attacked model, at the eps named, shown in the examples grid: PGD costs >= 50 points "
+          "of accuracy while random noise of the same L-inf or L2 size costs <= 2 points).",
+          "introduire une corruption très légère des images et montrer que cela peut significativement réduire la "
+          "qualité des prédictions du réseau (alors que les images restent très reconnaissables)", _slight_corruption),
+    Claim("fooling", "Strange images can be made that the network classifies wrongly with very high confidence "
+          "(checked: for every class of each dataset, an image from noise reaching the confidence bar, >= 99.9 % "
+          "on MNIST and >= 99 % on CIFAR-10, with at least one method).",
+          "on peut essayer de créer des images étranges mais pour lesquelles le réseau fait des prédictions fausses "
+          "avec une grande confiance", _fooling),
+    Claim("gan-digits", "A GAN trained on MNIST generates recognisable digits (checked with the project's "
+          "classifier: >= 90 % of samples classified with confidence >= 0.9, every digit >= 5 % of them; scores "
+          "shown beside the real test set's).",
+          "GANs [...] 2014, 2015, 2016, 2017, 2019 (les images générées s'améliorent)", _gan_digits),
 ]
 
 

@@ -1,0 +1,67 @@
+"""Stage `fooling@<dataset>`: strange images that the network classifies wrongly with very high
+confidence (the exercise; Nguyen, Yosinski and Clune 2015, "Deep Neural Networks are Easily
+Fooled"): for every class, from noise, by gradient ascent and by evolution with direct pixel
+encoding; then how confident a second, independently trained network is on them (transfer)."""
+
+import sys
+import time
+
+import torch
+
+from dlcourse import attacks, params, tracking
+from dlcourse.figures import image_grid
+from dlcourse.files import write_json
+from dlcourse.models import load_classifier
+from dlcourse.paths import METRICS, MODELS, PLOTS
+from dlcourse.training import resolve_device, seed_everything
+
+
+def main(dataset: str) -> None:
+    all_params = params.load()
+    p = all_params.fooling[dataset]
+    stage = f"fooling@{dataset}"
+    with tracking.stage_run(stage, {"dataset": dataset, "seed": all_params.seed, **p.model_dump()}) as run:
+        generator = seed_everything(all_params.seed)
+        device = resolve_device(all_params.device)
+        model, checkpoint = load_classifier(MODELS / f"{p.model}.pt", device)
+        second, second_checkpoint = load_classifier(MODELS / f"{p.transfer_model}.pt", device)
+        if not checkpoint["dataset"] == second_checkpoint["dataset"] == dataset:
+            raise SystemExit(f"params.yaml: fooling.{dataset}: {p.model} and {p.transfer_model} must both be "
+                             f"{dataset} models (found {checkpoint['dataset']}, {second_checkpoint['dataset']})")
+        classes = checkpoint["classes"]
+        targets = torch.arange(len(classes), device=device)
+        shape = (3, 32, 32) if dataset == "cifar10" else (1, 28, 28)
+        methods = {
+            "gradient": lambda: attacks.fool_gradient_ascent(
+                model, targets, shape, steps_max=p.gradient_steps_max, lr=p.gradient_lr, confidence=p.confidence,
+                generator=generator),
+            "evolution": lambda: attacks.fool_evolution(
+                model, targets, shape, generations_max=p.evolution_generations_max,
+                population=p.evolution_population, mutation_rate=p.evolution_mutation_rate,
+                confidence=p.confidence, generator=generator),
+        }
+        metrics, timing = {"model": p.model, "transfer_model": p.transfer_model, "confidence_bar": p.confidence}, {}
+        for method, fool in methods.items():
+            start = time.perf_counter()
+            images, confidence, steps = fool()
+            timing[f"{method}_seconds"] = round(time.perf_counter() - start, 3)
+            transfer = attacks.transfer_confidence(second, images, targets)
+            metrics[method] = {
+                "all_reached": bool((confidence >= p.confidence).all()),
+                "per_class": {name: {"confidence": float(c), "steps": int(s), "transfer_confidence": float(t)}
+                              for name, c, s, t in zip(classes, confidence, steps, transfer)},
+            }
+            unit = "steps" if method == "gradient" else "generations"
+            captions = [f"{name}: {c:.4f}\n{int(s)} {unit}\nother net: {t:.2f}"
+                        for name, c, s, t in zip(classes, confidence, steps, transfer)]
+            image_grid(images.cpu(), captions, PLOTS / "fooling" / dataset / f"{method}.png",
+                       f"{dataset}: {method} fooling images for {p.model}", columns=5, scale=1.8)
+            run.log_metrics({f"{method}.reached": float((confidence >= p.confidence).float().mean()),
+                             f"{method}.mean_transfer_confidence": float(transfer.mean())})
+            run.log_artifact(PLOTS / "fooling" / dataset / f"{method}.png")
+        write_json(METRICS / "fooling" / f"{dataset}.json", metrics)
+        write_json(METRICS / "timing" / f"{stage}.json", {**timing, "device": str(device)})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

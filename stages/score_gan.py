@@ -1,0 +1,74 @@
+"""Stage `score-gan`: the GAN's samples judged by the project's own MNIST classifier (no downloaded
+weights): its confidence, the class distribution, an Inception-Score analogue and a Fréchet
+distance on its penultimate features, per epoch, beside the real test set's own values. A stage of
+its own, so that editing the classifier does not retrain the GAN."""
+
+import pandas as pd
+import torch
+
+from dlcourse import data, generative, params, tracking
+from dlcourse.figures import plot_columns
+from dlcourse.files import atomic_path, write_json
+from dlcourse.models import load_classifier
+from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
+from dlcourse.training import predict_proba, resolve_device, seed_everything
+
+
+def main() -> None:
+    all_params = params.load()
+    p, gan = all_params.score_gan, all_params.train_gan
+    with tracking.stage_run("score-gan", {"seed": all_params.seed, **p.model_dump()}) as run:
+        seed_everything(all_params.seed)
+        device = resolve_device(all_params.device)
+        classifier, _ = load_classifier(MODELS / f"{p.classifier}.pt", device)
+        features = generative.hooked_features(classifier, p.feature_layer)
+        test = data.load_split(PREPARED, "mnist", "test").images.to(device).float().div_(255)
+        half = len(test) // 2
+
+        real_probs = predict_proba(classifier, test)
+        real_features = features(test)
+        real = {
+            "inception_score": generative.inception_score(real_probs.cpu())[0],
+            **generative.classifier_confidence(real_probs.cpu(), p.confident),
+            "frechet_distance_half_vs_half": generative.frechet_distance(real_features[:half], real_features[half:]),
+        }
+
+        generator = generative.Generator(gan.latent_dim, gan.width).to(device)
+        noise = generative.fixed_noise(p.samples, gan.latent_dim, all_params.seed + 2).to(device)
+        rows = []
+        for checkpoint in sorted((MODELS / "gan").glob("epoch_*.pt")):
+            state = torch.load(checkpoint, map_location=device, weights_only=True)
+            generator.load_state_dict(state["generator"])
+            images = generative.sample(generator, noise)
+            probs = predict_proba(classifier, images).cpu()
+            rows.append({
+                "epoch": state["epoch"],
+                **generative.classifier_confidence(probs, p.confident),
+                "inception_score": generative.inception_score(probs)[0],
+                "frechet_distance": generative.frechet_distance(features(images), real_features),
+                "class_fractions": generative.class_distribution(probs),
+            })
+        final = rows[-1]
+        metrics = {"samples": p.samples, "classifier": p.classifier, "confident_threshold": p.confident,
+                   "generated": final, "real_test": real}
+
+        table = pd.DataFrame(rows).drop(columns="class_fractions")
+        with atomic_path(PLOTS / "gan" / "scores.csv") as tmp:
+            table.to_csv(tmp, index=False)
+        plot_columns(table, "epoch", ["confident_fraction"], "GAN samples classified with confidence >= "
+                     f"{p.confident}", PLOTS / "gan" / "confident_fraction.png", "epoch", "samples (%)")
+        plot_columns(table, "epoch", ["frechet_distance"], "Fréchet distance to the real test set "
+                     f"(real half vs half: {real['frechet_distance_half_vs_half']:.2f})",
+                     PLOTS / "gan" / "frechet_distance.png", "epoch", "Fréchet distance", scale=1)
+        write_json(METRICS / "gan" / "scores.json", metrics)
+
+        for row in rows:
+            run.log_metrics({f"curve.{k}": v for k, v in row.items() if k not in ("epoch", "class_fractions")},
+                            step=row["epoch"])
+        run.log_metrics({f"real.{k}": v for k, v in real.items()})
+        for figure in ("confident_fraction.png", "frechet_distance.png"):
+            run.log_artifact(PLOTS / "gan" / figure)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Stage `train-gan`: a DCGAN on MNIST (the course's last part, GANs). A checkpoint and a grid of
+samples from the same fixed noise after every epoch (the progression the slides show across
+years, here across epochs), losses as curves, and a latent-space interpolation.
+
+A killed run goes on from its last checkpoint with `GAN_RESUME=1 dvc repro train-gan` (or
+`python stages/train_gan.py --resume`); without it, the stage starts afresh.
+"""
+
+import os
+import shutil
+import sys
+
+import pandas as pd
+import torch
+
+from dlcourse import data, generative, params, tracking
+from dlcourse.figures import image_grid
+from dlcourse.files import atomic_path, write_json
+from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
+from dlcourse.training import resolve_device, seed_everything
+
+CHECKPOINTS, SAMPLES = MODELS / "gan", PLOTS / "gan" / "samples"
+
+
+def main(resume: bool) -> None:
+    all_params = params.load()
+    p = all_params.train_gan
+    with tracking.stage_run("train-gan", {"seed": all_params.seed, "device": all_params.device, "resume": resume,
+                                          **p.model_dump()}) as run:
+        rng = seed_everything(all_params.seed)
+        device = resolve_device(all_params.device)
+        train = data.load_split(PREPARED, "mnist", "train")
+        generator = generative.Generator(p.latent_dim, p.width).to(device)
+        discriminator = generative.Discriminator(p.width).to(device)
+        opt_g, opt_d = generative.make_optimizers(generator, discriminator, p.lr, (p.beta1, p.beta2))
+        noise = generative.fixed_noise(p.grid_size, p.latent_dim, all_params.seed).to(device)
+
+        checkpoints = sorted(CHECKPOINTS.glob("epoch_*.pt"))
+        start_epoch, history = 0, None
+        if resume and checkpoints:
+            start_epoch, history = generative.load_checkpoint(
+                checkpoints[-1], generator=generator, discriminator=discriminator, opt_g=opt_g, opt_d=opt_d,
+                rng=rng, device=device)
+            print(f"resuming from {checkpoints[-1]} (epoch {start_epoch} of {p.epochs})")
+        else:  # persisted outputs (see dvc.yaml): a fresh run clears them itself
+            shutil.rmtree(CHECKPOINTS, ignore_errors=True)
+            shutil.rmtree(SAMPLES, ignore_errors=True)
+
+        def end_of_epoch(epoch: int, history: generative.GanHistory) -> None:
+            generative.save_checkpoint(CHECKPOINTS / f"epoch_{epoch:02d}.pt", epoch=epoch, generator=generator,
+                                       discriminator=discriminator, opt_g=opt_g, opt_d=opt_d, rng=rng, history=history)
+            image_grid(generative.sample(generator, noise).cpu(), [""] * len(noise), SAMPLES / f"epoch_{epoch:02d}.png",
+                       f"DCGAN samples after epoch {epoch}", columns=8, scale=0.9)
+            run.log_metrics({"epoch_seconds": history.epoch_seconds[-1]}, step=epoch)
+
+        history = generative.train_gan(generator, discriminator, opt_g, opt_d, train.images, epochs=p.epochs,
+                                       batch_size=p.batch_size, rng=rng, device=device, start_epoch=start_epoch,
+                                       history=history, on_epoch_end=end_of_epoch)
+
+        ends = generative.fixed_noise(2 * p.interpolation_rows, p.latent_dim, all_params.seed + 1).to(device)
+        rows = [generative.interpolate(generator, ends[2 * i], ends[2 * i + 1], p.interpolation_steps)
+                for i in range(p.interpolation_rows)]
+        image_grid(torch.cat(rows).cpu(), [""] * p.interpolation_steps * p.interpolation_rows,
+                   PLOTS / "gan" / "interpolation.png", "latent-space interpolation (slerp), one row per pair",
+                   columns=p.interpolation_steps, scale=0.9)
+        steps = list(range(1, len(history.g_loss) + 1))
+        with atomic_path(PLOTS / "gan" / "losses.csv") as tmp:
+            pd.DataFrame({"step": steps, "generator": history.g_loss, "discriminator": history.d_loss}).to_csv(
+                tmp, index=False)
+        write_json(METRICS / "gan" / "train.json", {
+            "epochs": p.epochs, "steps": len(steps),
+            "final_generator_loss": history.g_loss[-1], "final_discriminator_loss": history.d_loss[-1]})
+        write_json(METRICS / "timing" / "train-gan.json", {
+            "train_seconds": round(sum(history.epoch_seconds), 3), "device": str(device),
+            "epoch_seconds": [round(s, 3) for s in history.epoch_seconds]})
+
+        run.log_curve("curve.generator_loss", steps, history.g_loss)
+        run.log_curve("curve.discriminator_loss", steps, history.d_loss)
+        for path in [PLOTS / "gan" / "interpolation.png", *sorted(SAMPLES.glob("*.png"))]:
+            run.log_artifact(path, "figures")
+        run.log_artifact(sorted(CHECKPOINTS.glob("epoch_*.pt"))[-1], "checkpoints")
+
+
+if __name__ == "__main__":
+    main(resume="--resume" in sys.argv[1:] or os.environ.get("GAN_RESUME") == "1")
