@@ -11,9 +11,6 @@ time only (evaluations excluded) for both. Needs `dvc repro preprocess`.
 Run: python benchmarks/cnn_time_to_accuracy.py
 """
 
-import gzip
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,9 +19,10 @@ import torch.nn.functional as F
 import torchvision
 from torch.utils.data import DataLoader
 
+from course_data import torchvision_mnist_root
 from dlcourse import data, params
 from dlcourse.models import Classifier, Reseau2
-from dlcourse.paths import PREPARED, RAW
+from dlcourse.paths import PREPARED
 from dlcourse.training import EpochRecord, seed_everything, train_epochs
 
 COURSE_TARGET, PROJECT_TARGET, MAX_EPOCHS = 0.98, 0.99, 3
@@ -88,17 +86,12 @@ def project_loop() -> tuple[float | None, list[EpochRecord]]:
 
 def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = Path(tmp) / "MNIST" / "raw"
-        raw.mkdir(parents=True)
-        for gz in (RAW / "mnist").glob("*.gz"):
-            with gzip.open(gz) as source, open(raw / gz.stem, "wb") as sink:
-                shutil.copyfileobj(source, sink)
-        course_s, iterations = course_loop(Path(tmp))
+    with torchvision_mnist_root() as root:
+        course_s, iterations = course_loop(root)
     project_s, records = project_loop()
     print(f"course  Reseau2 + DataLoader: first {COURSE_TARGET:.0%} after {iterations} iterations: "
           + (f"{course_s:.1f} s" if course_s else f"not reached in {MAX_EPOCHS} epochs"))
-    print(f"project train_cnn.mnist: " + ", ".join(f"epoch {r.epoch} {r.test_accuracy:.4f} ({r.seconds:.1f} s)"
+    print("project train_cnn.mnist: " + ", ".join(f"epoch {r.epoch} {r.test_accuracy:.4f} ({r.seconds:.1f} s)"
                                                    for r in records))
     print(f"project first {PROJECT_TARGET:.0%}: " + (f"{project_s:.1f} s" if project_s else "not reached"))
     if course_s and project_s:

@@ -8,9 +8,6 @@ Goal: the project's loop is at least 10x faster at equal accuracy. Needs `dvc re
 (it reads data/raw/mnist and data/prepared/mnist). Run: python benchmarks/linear_speed.py
 """
 
-import gzip
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,9 +17,10 @@ import torchvision
 from torch import nn
 from torch.utils.data import DataLoader
 
+from course_data import torchvision_mnist_root
 from dlcourse import data
 from dlcourse.models import Reseau1
-from dlcourse.paths import PREPARED, RAW
+from dlcourse.paths import PREPARED
 from dlcourse.training import LOSSES, accuracy, seed_everything, to_float, train_iterations
 
 ITERATIONS, BATCH, LR, MOMENTUM = 1000, 60, 0.001, 0.9
@@ -77,13 +75,8 @@ def project_loop() -> tuple[float, float]:
 
 def main() -> None:
     torch.set_num_threads(1)  # as the train-linear stage; the same for both loops
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = Path(tmp) / "MNIST" / "raw"  # torchvision's layout: unzipped IDX files
-        raw.mkdir(parents=True)
-        for gz in (RAW / "mnist").glob("*.gz"):
-            with gzip.open(gz) as source, open(raw / gz.stem, "wb") as sink:
-                shutil.copyfileobj(source, sink)
-        course_s, course_acc = course_loop(Path(tmp))
+    with torchvision_mnist_root() as root:
+        course_s, course_acc = course_loop(root)
     project_s, project_acc = project_loop()
     print(f"{'loop':<40}{'seconds':>10}{'test accuracy':>16}")
     print(f"{'course (torchvision MNIST + DataLoader)':<40}{course_s:>10.3f}{course_acc:>16.4f}")

@@ -1,7 +1,6 @@
 import hashlib
 import http.server
 import tarfile
-import io
 import threading
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import numpy as np
 import pytest
 
 from dlcourse import data
-from fakedata import cifar_tar_gz, idx_bytes, write_idx_gz, write_sha256sums
+from fakedata import cifar_tar_gz, idx_bytes, write_idx_gz
 
 FAST = dict(retries=2, backoff_s=0.01, timeout_s=5)
 

@@ -25,6 +25,12 @@ class Results:
             raise FileNotFoundError(f"{path}: missing; the stage that writes it has not run (see dvc.yaml)")
         return read_json(path)
 
+    def per_model(self, stage: str) -> dict[str, dict]:
+        """The metrics a per-model stage wrote, by model name ("cnn/mnist", "linear/one_epoch", ...)."""
+        folder = self.metrics_dir / stage
+        return {path.relative_to(folder).with_suffix("").as_posix(): read_json(path)
+                for path in sorted(folder.rglob("*.json"))}
+
     def curve(self, name: str) -> pd.DataFrame:
         path = self.plots_dir / f"{name}.csv"
         if not path.exists():
@@ -125,10 +131,7 @@ def _cifar10_50(r: Results):
 
 
 def evaluated_models(r: Results) -> dict[str, dict]:
-    return {
-        path.relative_to(r.metrics_dir / "evaluate").with_suffix("").as_posix(): read_json(path)
-        for path in sorted((r.metrics_dir / "evaluate").rglob("*.json"))
-    }
+    return r.per_model("evaluate")
 
 
 def _hard_errors(r: Results):
@@ -141,10 +144,7 @@ def _hard_errors(r: Results):
 
 
 def attacked_models(r: Results) -> dict[str, dict]:
-    return {
-        path.relative_to(r.metrics_dir / "attack").with_suffix("").as_posix(): read_json(path)
-        for path in sorted((r.metrics_dir / "attack").rglob("*.json"))
-    }
+    return r.per_model("attack")
 
 
 def _slight_corruption(r: Results):
