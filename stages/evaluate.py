@@ -4,7 +4,6 @@ confusion matrix, calibration, and the exercise's "images on which the network i
 import sys
 
 import pandas as pd
-import torch
 
 from dlcourse import data, params, tracking
 from dlcourse.evaluation import calibration, confusion_matrix, hardest_errors, per_class_accuracy
