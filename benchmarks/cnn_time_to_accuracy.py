@@ -67,9 +67,7 @@ def project_loop() -> tuple[float | None, list[EpochRecord]]:
     generator = seed_everything(0)
     train, test = (data.load_split(PREPARED, "mnist", split) for split in ("train", "test"))
     model = Classifier(p.architecture, p.model, channels=1)
-    pixels = train.images.float().div(255)
-    model.mean.copy_(pixels.mean((0, 2, 3), keepdim=True))
-    model.std.copy_(pixels.std((0, 2, 3), keepdim=True))
+    model.fit_input_statistics(train.images, p.normalize)
     records: list[EpochRecord] = []
 
     def stop_at_target(record: EpochRecord) -> None:

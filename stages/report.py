@@ -1,16 +1,18 @@
-"""Stage `report`: every course claim beside its measured value, and the figures.
+"""Stage `report`: every course claim beside its measured value, the figures, and the environment.
 
-Writes reports/claims.json (one entry per claim, `holds` computed from measured numbers)
-and reports/report.md with its figures in reports/figures/.
+Writes reports/claims.json (one entry per claim, `holds` computed from measured numbers),
+reports/report.md with its own figures in reports/figures/, and reports/report.html: the same
+document in one file, every image embedded.
 """
 
 import pandas as pd
 
 from dlcourse import params, tracking
-from dlcourse.files import atomic_path, write_json
+from dlcourse.files import write_json
 from dlcourse.paths import PLOTS, REPORTS
-from dlcourse.figures import plot_curves
-from dlcourse.report import Results, attacked_models, claims_table, evaluate_claims, evaluated_models, pct
+from dlcourse.figures import plot_columns, plot_curves
+from dlcourse.report import (Results, attacked_models, document, environment, evaluate_claims, evaluated_models, pct,
+                             pipeline_stages, unlisted_figures, write_report)
 
 LINEAR_RUNS = {
     "one_epoch": "slides' loss −log f(x)(y), 1 epoch",
@@ -93,19 +95,28 @@ def robustness_section(results: Results) -> str:
 
 
 def gan_section(results: Results) -> str:
-    epochs = sorted((PLOTS / "gan" / "samples").glob("epoch_*.png"))
+    epochs = sorted((results.plots_dir / "gan" / "samples").glob("epoch_*.png"))
     progression = "\n".join(f"| epoch {int(path.stem.split('_')[1])} | ![](../plots/gan/samples/{path.name}) |"
                              for path in epochs)
-    scores = pd.read_csv(PLOTS / "gan" / "scores.csv")
+    plot_columns(results.curve("gan/losses"), "step", ["generator", "discriminator"], "DCGAN training losses",
+                 REPORTS / "figures" / "gan_losses.png", "step (batch)", ylabel="loss", scale=1)
+    scores = results.curve("gan/scores")
     return (
         "## GANs: from noise to digits, epoch after epoch\n\n"
         "The slides show generated images improving from 2014 to 2019; here the same DCGAN's samples "
         "from one fixed noise batch improve from epoch to epoch.\n\n"
         "| after | samples |\n| --- | --- |\n" + progression + "\n\n"
-        "![interpolation](../plots/gan/interpolation.png)\n\n" + scores.to_markdown(index=False) + "\n\n"
+        "![interpolation](../plots/gan/interpolation.png)\n\n"
+        "![losses](figures/gan_losses.png)\n\n" + scores.to_markdown(index=False) + "\n\n"
         "| confident samples | Fréchet distance |\n| --- | --- |\n"
         "| ![](../plots/gan/confident_fraction.png) | ![](../plots/gan/frechet_distance.png) |\n"
     )
+
+
+def other_figures_section(figures) -> str:
+    """Figures a stage writes that no section above shows yet, so that the report never leaves one out."""
+    return "## Other figures of the stages\n\n" + "\n\n".join(
+        f"![{path.relative_to(PLOTS).as_posix()}](../{path.as_posix()})" for path in figures) + "\n"
 
 
 def main() -> None:
@@ -114,18 +125,18 @@ def main() -> None:
         results = Results()
         claims = evaluate_claims(results)
         write_json(REPORTS / "claims.json", claims)
+        sections = [linear_section(results), cnn_section(results), evaluation_section(results),
+                    robustness_section(results), gan_section(results)]
+        unlisted = unlisted_figures("\n".join(sections), REPORTS, PLOTS)
+        if unlisted:
+            sections.append(other_figures_section(unlisted))
+        env = environment(pipeline_stages(), results, runs_in_progress={"report": run.run_id})
+        markdown = document(claims, sections, env)
+        write_report(markdown, REPORTS)
         held = sum(c["holds"] for c in claims)
-        markdown = (
-            "# The course's results, reproduced\n\n"
-            f"{held} of {len(claims)} course claims hold on this run.\n\n"
-            "## Claims\n\n" + claims_table(claims) + "\n\n" + linear_section(results) + "\n"
-            + cnn_section(results) + "\n" + evaluation_section(results) + "\n" + robustness_section(results)
-            + "\n" + gan_section(results)
-        )
-        with atomic_path(REPORTS / "report.md") as tmp:
-            tmp.write_text(markdown)
         run.log_metrics({"claims_held": held, "claims_total": len(claims)})
-        for path in [REPORTS / "claims.json", REPORTS / "report.md", *sorted((REPORTS / "figures").glob("*.png"))]:
+        for path in [REPORTS / "claims.json", REPORTS / "report.md", REPORTS / "report.html",
+                     *sorted((REPORTS / "figures").glob("*.png"))]:
             run.log_artifact(path)
 
 

@@ -33,30 +33,28 @@ def main() -> None:
             "frechet_distance_half_vs_half": generative.frechet_distance(real_features[:half], real_features[half:]),
         }
 
-        generator = generative.Generator(gan.latent_dim, gan.width).to(device)
+        num_classes = real_probs.shape[1] if gan.conditional else 0
+        generator = generative.Generator(gan.latent_dim, gan.width, num_classes).to(device)
         noise = generative.fixed_noise(p.samples, gan.latent_dim, all_params.seed + 2).to(device)
+        asked = generative.sample_labels(p.samples, num_classes, device)  # every digit equally often
         rows = []
         for checkpoint in sorted((MODELS / "gan").glob("epoch_*.pt")):
             state = torch.load(checkpoint, map_location=device, weights_only=True)
-            generator.load_state_dict(state["generator"])
-            images = generative.sample(generator, noise)
-            probs = predict_proba(classifier, images).cpu()
-            rows.append({
-                "epoch": state["epoch"],
-                **generative.classifier_confidence(probs, p.confident),
-                "inception_score": generative.inception_score(probs)[0],
-                "frechet_distance": generative.frechet_distance(features(images), real_features),
-                "class_fractions": generative.class_distribution(probs),
-            })
+            generator.load_state_dict(generative.sampler_weights(state))
+            rows.append({"epoch": state["epoch"], **generative.score_generator(
+                generator, noise, asked, classifier, features, real_features, p.confident)})
         final = rows[-1]
         metrics = {"samples": p.samples, "classifier": p.classifier, "confident_threshold": p.confident,
+                   "conditional": gan.conditional,
                    "generated": final, "real_test": real}
 
         table = pd.DataFrame(rows).drop(columns="class_fractions")
         with atomic_path(PLOTS / "gan" / "scores.csv") as tmp:
             table.to_csv(tmp, index=False)
-        plot_columns(table, "epoch", ["confident_fraction"], "GAN samples classified with confidence >= "
-                     f"{p.confident}", PLOTS / "gan" / "confident_fraction.png", "epoch", "samples (%)")
+        plot_columns(table, "epoch", [c for c in ("confident_fraction", "label_agreement") if c in table],
+                     f"GAN samples classified with confidence >= {p.confident}"
+                     + (" / as the digit asked for" if gan.conditional else ""),
+                     PLOTS / "gan" / "confident_fraction.png", "epoch", "samples (%)")
         plot_columns(table, "epoch", ["frechet_distance"], "Fréchet distance to the real test set "
                      f"(real half vs half: {real['frechet_distance_half_vs_half']:.2f})",
                      PLOTS / "gan" / "frechet_distance.png", "epoch", "Fréchet distance", scale=1)

@@ -21,22 +21,16 @@ def main(name: str) -> None:
     p = all_params.train_cnn[name]
     stage = f"train-cnn@{name}"
     with tracking.stage_run(stage, {"seed": all_params.seed, "device": all_params.device, **p.model_dump()}) as run:
-        generator = seed_everything(all_params.seed)
+        device = resolve_device(all_params.device)
+        generator = seed_everything(all_params.seed, device)
         if p.threads:
             torch.set_num_threads(p.threads)
-        device = resolve_device(all_params.device)
         train, test = (data.load_split(PREPARED, p.dataset, split) for split in ("train", "test"))
         train_x, train_y = train.images.to(device), train.labels.to(device)
         test_x, test_y = test.images.to(device), test.labels.to(device)
 
         model = Classifier(p.architecture, p.model, channels=train.images.shape[1]).to(device)
-        if p.normalize:
-            pixels = train_x.float().div_(255)
-            model.mean.copy_(pixels.mean((0, 2, 3), keepdim=True))
-            model.std.copy_(pixels.std((0, 2, 3), keepdim=True))
-            del pixels
-        if hasattr(model.net, "fit_whitening"):
-            model.net.fit_whitening(model.normalize(train_x[:5000].float().div(255)))
+        model.fit_input_statistics(train_x, p.normalize)
 
         def log_epoch(record):
             run.log_metrics({"curve.test_accuracy": record.test_accuracy, "curve.train_loss": record.train_loss,

@@ -27,20 +27,25 @@ def main(resume: bool) -> None:
     p = all_params.train_gan
     with tracking.stage_run("train-gan", {"seed": all_params.seed, "device": all_params.device, "resume": resume,
                                           **p.model_dump()}) as run:
-        rng = seed_everything(all_params.seed)
         device = resolve_device(all_params.device)
+        rng = seed_everything(all_params.seed, device)
         train = data.load_split(PREPARED, "mnist", "train")
-        generator = generative.Generator(p.latent_dim, p.width).to(device)
-        discriminator = generative.Discriminator(p.width).to(device)
+        num_classes = len(train.classes) if p.conditional else 0
+        generator = generative.Generator(p.latent_dim, p.width, num_classes).to(device)
+        discriminator = generative.Discriminator(p.width, num_classes).to(device)
         opt_g, opt_d = generative.make_optimizers(generator, discriminator, p.lr, (p.beta1, p.beta2))
+        ema = generative.exponential_moving_average(generator, p.ema_decay) if p.ema_decay else None
+        sampler = ema.module if ema is not None else generator  # the generator whose samples are shown
         noise = generative.fixed_noise(p.grid_size, p.latent_dim, all_params.seed).to(device)
+        noise_labels = generative.sample_labels(p.grid_size, num_classes, device)
+        columns = 10 if p.conditional else 8
 
         checkpoints = sorted(CHECKPOINTS.glob("epoch_*.pt"))
         start_epoch, history = 0, None
         if resume and checkpoints:
             start_epoch, history = generative.load_checkpoint(
                 checkpoints[-1], generator=generator, discriminator=discriminator, opt_g=opt_g, opt_d=opt_d,
-                rng=rng, device=device)
+                rng=rng, device=device, ema=ema)
             print(f"resuming from {checkpoints[-1]} (epoch {start_epoch} of {p.epochs})")
         else:  # persisted outputs (see dvc.yaml): a fresh run clears them itself
             shutil.rmtree(CHECKPOINTS, ignore_errors=True)
@@ -48,17 +53,20 @@ def main(resume: bool) -> None:
 
         def end_of_epoch(epoch: int, history: generative.GanHistory) -> None:
             generative.save_checkpoint(CHECKPOINTS / f"epoch_{epoch:02d}.pt", epoch=epoch, generator=generator,
-                                       discriminator=discriminator, opt_g=opt_g, opt_d=opt_d, rng=rng, history=history)
-            image_grid(generative.sample(generator, noise).cpu(), [""] * len(noise), SAMPLES / f"epoch_{epoch:02d}.png",
-                       f"DCGAN samples after epoch {epoch}", columns=8, scale=0.9)
+                                       discriminator=discriminator, opt_g=opt_g, opt_d=opt_d, rng=rng, history=history,
+                                       ema=ema)
+            image_grid(generative.sample(sampler, noise, noise_labels).cpu(), [""] * len(noise),
+                       SAMPLES / f"epoch_{epoch:02d}.png", f"DCGAN samples after epoch {epoch}", columns=columns, scale=0.9)
             run.log_metrics({"epoch_seconds": history.epoch_seconds[-1]}, step=epoch)
 
-        history = generative.train_gan(generator, discriminator, opt_g, opt_d, train.images, epochs=p.epochs,
+        history = generative.train_gan(generator, discriminator, opt_g, opt_d, train.images, train.labels, ema=ema,
+                                       epochs=p.epochs,
                                        batch_size=p.batch_size, rng=rng, device=device, start_epoch=start_epoch,
                                        history=history, on_epoch_end=end_of_epoch)
 
         ends = generative.fixed_noise(2 * p.interpolation_rows, p.latent_dim, all_params.seed + 1).to(device)
-        rows = [generative.interpolate(generator, ends[2 * i], ends[2 * i + 1], p.interpolation_steps)
+        rows = [generative.interpolate(sampler, ends[2 * i], ends[2 * i + 1], p.interpolation_steps,
+                                       label=i % num_classes if num_classes else None)
                 for i in range(p.interpolation_rows)]
         image_grid(torch.cat(rows).cpu(), [""] * p.interpolation_steps * p.interpolation_rows,
                    PLOTS / "gan" / "interpolation.png", "latent-space interpolation (slerp), one row per pair",

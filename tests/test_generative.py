@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from dlcourse.generative import (
-    Discriminator, GanHistory, Generator, class_distribution, classifier_confidence, fixed_noise,
-    frechet_distance, hooked_features, inception_score, interpolate, load_checkpoint,
-    make_optimizers, sample, save_checkpoint, train_gan,
+    Discriminator, GanHistory, Generator, class_distribution, classifier_confidence, exponential_moving_average,
+    fixed_noise, frechet_distance, hooked_features, inception_score, interpolate, load_checkpoint,
+    make_optimizers, sample, sample_labels, sampler_weights, save_checkpoint, train_gan,
 )
 
 LATENT, WIDTH = 8, 4
@@ -19,9 +19,13 @@ def tiny_images(n: int = 24, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
 
 
-def tiny_gan(seed: int = 0):
+def tiny_labels(n: int = 24, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 10, (n,), generator=torch.Generator().manual_seed(seed))
+
+
+def tiny_gan(seed: int = 0, num_classes: int = 0):
     torch.manual_seed(seed)
-    generator, discriminator = Generator(LATENT, WIDTH), Discriminator(WIDTH)
+    generator, discriminator = Generator(LATENT, WIDTH, num_classes), Discriminator(WIDTH, num_classes)
     return (generator, discriminator, *make_optimizers(generator, discriminator, 2e-4, (0.5, 0.999)))
 
 
@@ -58,32 +62,43 @@ def test_two_steps_of_training_give_finite_losses():
     assert any(not torch.equal(a, b) for a, b in zip(before, generator.parameters()))
 
 
-def test_resuming_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path):
-    images = tiny_images(24)
+@pytest.mark.parametrize("num_classes, ema_decay", [(0, 0.0), (10, 0.9)])
+def test_resuming_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path, num_classes, ema_decay):
+    images, labels = tiny_images(24), tiny_labels(24)
     kwargs = dict(epochs=3, batch_size=8, device="cpu")
 
-    generator, discriminator, opt_g, opt_d = tiny_gan()
-    full = train_gan(generator, discriminator, opt_g, opt_d, images, rng=torch.Generator().manual_seed(0), **kwargs)
-    expected = {**generator.state_dict(), **{f"D.{k}": v for k, v in discriminator.state_dict().items()}}
+    def networks(seed: int = 0):
+        generator, discriminator, opt_g, opt_d = tiny_gan(seed, num_classes)
+        ema = exponential_moving_average(generator, ema_decay) if ema_decay else None
+        return generator, discriminator, opt_g, opt_d, ema
+
+    def weights(generator, discriminator, ema) -> dict:
+        return {**generator.state_dict(), **{f"D.{k}": v for k, v in discriminator.state_dict().items()},
+                **({f"EMA.{k}": v for k, v in ema.state_dict().items()} if ema else {})}
+
+    generator, discriminator, opt_g, opt_d, ema = networks()
+    full = train_gan(generator, discriminator, opt_g, opt_d, images, labels, ema=ema,
+                     rng=torch.Generator().manual_seed(0), **kwargs)
+    expected = weights(generator, discriminator, ema)
 
     # The "killed" run: stops after epoch 1, leaving its checkpoint behind.
-    generator, discriminator, opt_g, opt_d = tiny_gan()
+    generator, discriminator, opt_g, opt_d, ema = networks()
     rng = torch.Generator().manual_seed(0)
     checkpoint = tmp_path / "gan.ckpt"
-    train_gan(generator, discriminator, opt_g, opt_d, images, rng=rng, **{**kwargs, "epochs": 1},
+    train_gan(generator, discriminator, opt_g, opt_d, images, labels, ema=ema, rng=rng, **{**kwargs, "epochs": 1},
               on_epoch_end=lambda epoch, history: save_checkpoint(
                   checkpoint, epoch=epoch, generator=generator, discriminator=discriminator,
-                  opt_g=opt_g, opt_d=opt_d, rng=rng, history=history))
+                  opt_g=opt_g, opt_d=opt_d, rng=rng, history=history, ema=ema))
 
     # A fresh process: differently initialised networks, fresh optimisers and generator.
-    generator, discriminator, opt_g, opt_d = tiny_gan(seed=99)
+    generator, discriminator, opt_g, opt_d, ema = networks(seed=99)
     rng = torch.Generator().manual_seed(12345)
     epoch, history = load_checkpoint(checkpoint, generator=generator, discriminator=discriminator,
-                                     opt_g=opt_g, opt_d=opt_d, rng=rng)
+                                     opt_g=opt_g, opt_d=opt_d, rng=rng, ema=ema)
     assert epoch == 1 and len(history.g_loss) == 3
-    resumed = train_gan(generator, discriminator, opt_g, opt_d, images, rng=rng, start_epoch=epoch,
+    resumed = train_gan(generator, discriminator, opt_g, opt_d, images, labels, ema=ema, rng=rng, start_epoch=epoch,
                         history=history, **kwargs)
-    got = {**generator.state_dict(), **{f"D.{k}": v for k, v in discriminator.state_dict().items()}}
+    got = weights(generator, discriminator, ema)
 
     assert got.keys() == expected.keys()
     for key in expected:  # byte-identical, BatchNorm running statistics included
@@ -174,3 +189,38 @@ def test_history_round_trips_through_a_checkpoint(tmp_path):
                                     opt_g=opt_g, opt_d=opt_d, rng=other_rng)
     assert (epoch, loaded) == (4, history)
     assert torch.equal(other_rng.get_state(), rng.get_state())
+
+
+def test_a_conditional_gan_draws_the_digit_it_is_asked_for():
+    generator, discriminator, *_ = tiny_gan(num_classes=10)
+    z = fixed_noise(1, LATENT, seed=0).repeat(10, 1)
+    asked = sample_labels(10, 10)
+    assert asked.tolist() == list(range(10)) and sample_labels(25, 10).bincount().tolist() == [3] * 5 + [2] * 5
+    images = sample(generator, z, asked)
+    assert images.shape == (10, 1, 28, 28)
+    assert not torch.equal(images[0], images[1])  # same noise, another digit: another image
+    real = tiny_images(4).float() / 127.5 - 1
+    assert not torch.equal(discriminator(real, torch.tensor([0, 0, 0, 0])), discriminator(real, torch.tensor([1, 1, 1, 1])))
+    with pytest.raises(ValueError, match="needs the images' labels"):
+        train_gan(generator, discriminator, *make_optimizers(generator, discriminator, 2e-4, (0.5, 0.999)),
+                  tiny_images(8), epochs=1, batch_size=4, rng=torch.Generator(), device="cpu")
+
+
+def test_the_moving_average_is_what_samples_come_from(tmp_path):
+    generator, discriminator, opt_g, opt_d = tiny_gan()
+    ema = exponential_moving_average(generator, 0.5)
+    train_gan(generator, discriminator, opt_g, opt_d, tiny_images(24), ema=ema, epochs=1, batch_size=8,
+              rng=torch.Generator().manual_seed(0), device="cpu")
+    save_checkpoint(tmp_path / "c.pt", epoch=1, generator=generator, discriminator=discriminator, opt_g=opt_g,
+                    opt_d=opt_d, rng=torch.Generator(), history=GanHistory(), ema=ema)
+    state = torch.load(tmp_path / "c.pt", weights_only=True)
+    averaged = sampler_weights(state)
+    assert averaged.keys() == generator.state_dict().keys()
+    assert all(torch.equal(averaged[k], v) for k, v in ema.module.state_dict().items())
+    assert not torch.equal(averaged["net.0.weight"], generator.state_dict()["net.0.weight"])
+    del state["ema"]
+    assert sampler_weights(state) is state["generator"]
+    torch.save(state, tmp_path / "plain.pt")
+    with pytest.raises(ValueError, match="no moving-average generator"):
+        load_checkpoint(tmp_path / "plain.pt", generator=generator, discriminator=discriminator, opt_g=opt_g,
+                        opt_d=opt_d, rng=torch.Generator(), ema=ema)

@@ -24,13 +24,16 @@ from .files import save_torch
 # --- the networks ---------------------------------------------------------------------------
 
 class Generator(nn.Module):
-    """z -> 2w x 7 x 7 -> w x 14 x 14 -> 1 x 28 x 28: transposed convs, BatchNorm, ReLU, Tanh."""
+    """z -> 2w x 7 x 7 -> w x 14 x 14 -> 1 x 28 x 28: transposed convs, BatchNorm, ReLU, Tanh.
 
-    def __init__(self, latent_dim: int = 64, width: int = 32):
+    With `num_classes`, a conditional GAN (Mirza and Osindero 2014): the one-hot class is
+    appended to z, so the caller chooses the digit."""
+
+    def __init__(self, latent_dim: int = 64, width: int = 32, num_classes: int = 0):
         super().__init__()
-        self.latent_dim = latent_dim
+        self.latent_dim, self.num_classes = latent_dim, num_classes
         self.net = nn.Sequential(
-            nn.ConvTranspose2d(latent_dim, 2 * width, 7, 1, 0, bias=False),
+            nn.ConvTranspose2d(latent_dim + num_classes, 2 * width, 7, 1, 0, bias=False),
             nn.BatchNorm2d(2 * width),
             nn.ReLU(True),
             nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False),
@@ -41,27 +44,51 @@ class Generator(nn.Module):
         )
         self.apply(dcgan_init)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z.view(len(z), self.latent_dim, 1, 1))
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.num_classes:
+            z = torch.cat([z, F.one_hot(labels, self.num_classes).to(z.dtype)], dim=1)
+        return self.net(z.view(len(z), -1, 1, 1))
 
 
 class Discriminator(nn.Module):
-    """1 x 28 x 28 -> w x 14 x 14 -> 2w x 7 x 7 -> one logit: strided convs, LeakyReLU, no pooling."""
+    """1 x 28 x 28 -> w x 14 x 14 -> 2w x 7 x 7 -> one logit: strided convs, LeakyReLU, no pooling.
 
-    def __init__(self, width: int = 32):
+    With `num_classes`, a projection discriminator (Miyato and Koyama 2018): the logit gains the
+    inner product of the image's features with a learned embedding of its class."""
+
+    def __init__(self, width: int = 32, num_classes: int = 0):
         super().__init__()
-        self.net = nn.Sequential(
+        self.features = nn.Sequential(
             nn.Conv2d(1, width, 4, 2, 1),  # no BatchNorm on the input layer, as in the paper
             nn.LeakyReLU(0.2, True),
             nn.Conv2d(width, 2 * width, 4, 2, 1, bias=False),
             nn.BatchNorm2d(2 * width),
             nn.LeakyReLU(0.2, True),
-            nn.Conv2d(2 * width, 1, 7, 1, 0),
         )
+        self.head = nn.Conv2d(2 * width, 1, 7, 1, 0)
+        self.class_embedding = nn.Embedding(num_classes, 2 * width * 7 * 7) if num_classes else None
         self.apply(dcgan_init)
+        if self.class_embedding is not None:
+            nn.init.normal_(self.class_embedding.weight, 0.0, 0.02)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).flatten()
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        features = self.features(x)
+        logit = self.head(features).flatten()
+        if self.class_embedding is not None:
+            logit = logit + (self.class_embedding(labels) * features.flatten(1)).sum(1)
+        return logit
+
+
+def sample_labels(n: int, num_classes: int, device: torch.device | str = "cpu") -> torch.Tensor | None:
+    """0, 1, ..., K-1, 0, 1, ...: every class equally often (None for an unconditional GAN)."""
+    return torch.arange(n, device=device) % num_classes if num_classes else None
+
+
+def exponential_moving_average(generator: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """A copy of the generator whose weights (and BatchNorm statistics) follow an exponential
+    moving average of the trained ones (Karras et al. 2018): smoother, better samples."""
+    return torch.optim.swa_utils.AveragedModel(
+        generator, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def dcgan_init(module: nn.Module) -> None:
@@ -101,7 +128,9 @@ def train_gan(
     opt_g: torch.optim.Optimizer,
     opt_d: torch.optim.Optimizer,
     images: torch.Tensor,
+    labels: torch.Tensor | None = None,
     *,
+    ema: torch.optim.swa_utils.AveragedModel | None = None,
     epochs: int,
     batch_size: int,
     rng: torch.Generator,
@@ -112,14 +141,19 @@ def train_gan(
 ) -> GanHistory:
     """Train from epoch `start_epoch` to `epochs` with the non-saturating BCE losses.
 
-    `images` are uint8 (N x 1 x 28 x 28). Each epoch is a fresh permutation drawn from `rng`
+    `images` are uint8 (N x 1 x 28 x 28); `labels` (N) are needed when the GAN is conditional,
+    fake images then being asked for with uniformly drawn classes. `ema`, when given, is
+    updated after every generator step. Each epoch is a fresh permutation drawn from `rng`
     (a CPU torch.Generator), cut into full batches; the latent noise comes from `rng` too, so
     `rng`'s state at an epoch's end is all the randomness a resumed run needs.
     `on_epoch_end(epoch, history)` is called with the number of epochs done (1-based).
     """
     history = history if history is not None else GanHistory()
     real_all = to_tanh_range(images, device)
-    latent_dim = generator.latent_dim
+    latent_dim, num_classes = generator.latent_dim, generator.num_classes
+    if num_classes and labels is None:
+        raise ValueError("train_gan: a conditional GAN (num_classes > 0) needs the images' labels")
+    labels_all = labels.to(device) if num_classes else None
     for epoch in range(start_epoch, epochs):
         start = time.perf_counter()
         generator.train()
@@ -127,23 +161,29 @@ def train_gan(
         g_losses, d_losses = [], []
         order = torch.randperm(len(real_all), generator=rng)
         for index in order[: len(order) // batch_size * batch_size].view(-1, batch_size):
-            real = real_all[index.to(device)]
-            fake = generator(torch.randn(batch_size, latent_dim, generator=rng).to(device))
+            index = index.to(device)
+            real = real_all[index]
+            real_labels = labels_all[index] if num_classes else None
+            z = torch.randn(batch_size, latent_dim, generator=rng).to(device)
+            fake_labels = torch.randint(0, num_classes, (batch_size,), generator=rng).to(device) if num_classes else None
+            fake = generator(z, fake_labels)
             ones = torch.ones(batch_size, device=device)
             zeros = torch.zeros(batch_size, device=device)
 
             # D: maximise log D(x) + log(1 - D(G(z))).
-            d_loss = (F.binary_cross_entropy_with_logits(discriminator(real), ones)
-                      + F.binary_cross_entropy_with_logits(discriminator(fake.detach()), zeros))
+            d_loss = (F.binary_cross_entropy_with_logits(discriminator(real, real_labels), ones)
+                      + F.binary_cross_entropy_with_logits(discriminator(fake.detach(), fake_labels), zeros))
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
 
             # G, non-saturating: maximise log D(G(z)) rather than minimise log(1 - D(G(z))).
-            g_loss = F.binary_cross_entropy_with_logits(discriminator(fake), ones)
+            g_loss = F.binary_cross_entropy_with_logits(discriminator(fake, fake_labels), ones)
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             opt_g.step()
+            if ema is not None:
+                ema.update_parameters(generator)
 
             g_losses.append(g_loss.detach())
             d_losses.append(d_loss.detach())
@@ -157,7 +197,7 @@ def train_gan(
 
 def save_checkpoint(path: str | Path, *, epoch: int, generator: nn.Module, discriminator: nn.Module,
                     opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, rng: torch.Generator,
-                    history: GanHistory) -> None:
+                    history: GanHistory, ema: torch.optim.swa_utils.AveragedModel | None = None) -> None:
     """Everything a killed run needs to go on from the end of `epoch`, written atomically."""
     state = {
         "epoch": epoch,
@@ -168,12 +208,15 @@ def save_checkpoint(path: str | Path, *, epoch: int, generator: nn.Module, discr
         "rng": rng.get_state(),
         "history": asdict(history),
     }
+    if ema is not None:
+        state["ema"] = ema.state_dict()
     save_torch(state, path)
 
 
 def load_checkpoint(path: str | Path, *, generator: nn.Module, discriminator: nn.Module,
                     opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, rng: torch.Generator,
-                    device: torch.device | str = "cpu") -> tuple[int, GanHistory]:
+                    device: torch.device | str = "cpu", ema: torch.optim.swa_utils.AveragedModel | None = None
+                    ) -> tuple[int, GanHistory]:
     """Restore a checkpoint in place; return (epochs done, history) for `train_gan`'s
     `start_epoch` and `history`. The networks must already be on `device`."""
     state = torch.load(path, map_location=device, weights_only=True)
@@ -182,7 +225,18 @@ def load_checkpoint(path: str | Path, *, generator: nn.Module, discriminator: nn
     opt_g.load_state_dict(state["opt_g"])
     opt_d.load_state_dict(state["opt_d"])
     rng.set_state(state["rng"].cpu())
+    if ema is not None:
+        if "ema" not in state:
+            raise ValueError(f"{path}: no moving-average generator to resume (saved with ema_decay 0?)")
+        ema.load_state_dict(state["ema"])
     return state["epoch"], GanHistory(**state["history"])
+
+
+def sampler_weights(checkpoint: dict) -> dict[str, torch.Tensor]:
+    """The generator weights to sample with from a checkpoint: the moving average when it has one."""
+    if "ema" not in checkpoint:
+        return checkpoint["generator"]
+    return {k.removeprefix("module."): v for k, v in checkpoint["ema"].items() if k.startswith("module.")}
 
 
 # --- sampling -------------------------------------------------------------------------------
@@ -193,12 +247,16 @@ def fixed_noise(n: int, latent_dim: int, seed: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample(generator: nn.Module, noise: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def sample(generator: nn.Module, noise: torch.Tensor, labels: torch.Tensor | None = None,
+           batch_size: int = 1000) -> torch.Tensor:
     """Images in [0, 1] (N x 1 x 28 x 28, on noise's device), BatchNorm in eval mode; the
-    generator's train/eval mode is restored afterwards."""
+    generator's train/eval mode is restored afterwards. `labels`: the classes asked of a
+    conditional generator."""
     was_training = generator.training
     generator.eval()
-    images = torch.cat([generator(chunk).add_(1).div_(2).clamp_(0, 1) for chunk in noise.split(batch_size)])
+    label_chunks = labels.split(batch_size) if labels is not None else [None] * math.ceil(len(noise) / batch_size)
+    images = torch.cat([generator(chunk, chunk_labels).add_(1).div_(2).clamp_(0, 1)
+                        for chunk, chunk_labels in zip(noise.split(batch_size), label_chunks)])
     generator.train(was_training)
     return images
 
@@ -213,11 +271,13 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 def interpolate(generator: nn.Module, z0: torch.Tensor, z1: torch.Tensor, steps: int,
-                method: str = "slerp") -> torch.Tensor:
-    """`steps` images along the path from z0 to z1 (1-D latent vectors), endpoints included."""
+                method: str = "slerp", label: int | None = None) -> torch.Tensor:
+    """`steps` images along the path from z0 to z1 (1-D latent vectors), endpoints included;
+    `label`: the class asked of a conditional generator all along the path."""
     t = torch.linspace(0, 1, steps, device=z0.device, dtype=z0.dtype)
     path = slerp(z0, z1, t) if method == "slerp" else torch.lerp(z0, z1, t[:, None])
-    return sample(generator, path)
+    labels = torch.full((steps,), label, device=z0.device) if label is not None else None
+    return sample(generator, path, labels)
 
 
 # --- scores with a classifier ---------------------------------------------------------------
@@ -294,3 +354,24 @@ def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> floa
     trace_root = torch.linalg.eigvalsh((product + product.T) / 2).clamp(min=0).sqrt().sum()
     distance = (mu_a - mu_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * trace_root
     return float(distance.clamp(min=0))
+
+
+def score_generator(generator: nn.Module, noise: torch.Tensor, asked: torch.Tensor | None, classifier: nn.Module,
+                    features: Callable[[torch.Tensor], torch.Tensor], real_features: torch.Tensor,
+                    confident: float) -> dict:
+    """The generator's samples from `noise` (and the classes `asked` of a conditional one) judged
+    by a classifier: its confidence, how often it reads the asked class, the Inception-Score
+    analogue, the Fréchet distance of its features to the real ones, and the class fractions."""
+    from .training import predict_proba
+
+    images = sample(generator, noise, asked)
+    probs = predict_proba(classifier, images).cpu()
+    agreement = {"label_agreement": float((probs.argmax(1) == asked.cpu()).float().mean())} if asked is not None else {}
+    return {
+        **classifier_confidence(probs, confident),
+        **agreement,
+        "inception_score": inception_score(probs)[0],
+        "frechet_distance": frechet_distance(features(images), real_features),
+        "class_fractions": class_distribution(probs),
+    }
+

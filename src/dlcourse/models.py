@@ -160,6 +160,18 @@ class Classifier(nn.Module):
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
 
+    @torch.no_grad()
+    def fit_input_statistics(self, images: torch.Tensor, normalize: bool, whitening_images: int = 5000) -> None:
+        """From uint8 training images: the per-channel mean and std of their pixels (when
+        `normalize`), then the whitening stem of a network that has one."""
+        if normalize:
+            pixels = images.float().div_(255)
+            self.mean.copy_(pixels.mean((0, 2, 3), keepdim=True))
+            self.std.copy_(pixels.std((0, 2, 3), keepdim=True))
+            del pixels
+        if hasattr(self.net, "fit_whitening"):
+            self.net.fit_whitening(self.normalize(images[:whitening_images].float().div(255)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.normalize(x))
 

@@ -113,6 +113,8 @@ class FoolingParams(Section):
 class GanParams(Section):
     latent_dim: PositiveInt
     width: PositiveInt  # base channels of the generator and discriminator
+    conditional: bool  # class-conditional generator and projection discriminator
+    ema_decay: Annotated[float, Field(ge=0, lt=1)]  # moving average of the generator's weights; 0: none
     epochs: PositiveInt
     batch_size: PositiveInt
     lr: PositiveFloat

@@ -1,15 +1,26 @@
 """The course's claims, each checked against measured numbers, and the report that shows them
-beside the figures."""
+beside the figures and the environment they were measured in, as Markdown and as one
+self-contained HTML page."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import html
+import json
+import mimetypes
+import platform
+import subprocess
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
+from markdown_it import MarkdownIt
 
-from .files import read_json
+from . import tracking
+from .files import atomic_path, read_json
 from .paths import METRICS, PLOTS
 
 
@@ -24,6 +35,11 @@ class Results:
         if not path.exists():
             raise FileNotFoundError(f"{path}: missing; the stage that writes it has not run (see dvc.yaml)")
         return read_json(path)
+
+    def optional_metrics(self, name: str) -> dict | None:
+        """The metrics file, or None where the stage that would write it never does (or has not run)."""
+        path = self.metrics_dir / f"{name}.json"
+        return read_json(path) if path.exists() else None
 
     def per_model(self, stage: str) -> dict[str, dict]:
         """The metrics a per-model stage wrote, by model name ("cnn/mnist", "linear/one_epoch", ...)."""
@@ -181,8 +197,10 @@ def _gan_digits(r: Results):
         f"{m['confident_threshold']} (real test set: {pct(real['confident_fraction'])}); rarest digit "
         f"{fractions.index(min(fractions))} at {pct(min(fractions))}; Inception-Score analogue "
         f"{generated['inception_score']:.2f} (real: {real['inception_score']:.2f}); Fréchet distance "
-        f"{generated['frechet_distance']:.2f} (real half vs half: {real['frechet_distance_half_vs_half']:.2f})",
-        {"generated": generated, "real_test": real},
+        f"{generated['frechet_distance']:.2f} (real half vs half: {real['frechet_distance_half_vs_half']:.2f})"
+        + (f"; class-conditional GAN, each digit asked for equally often: the classifier reads the digit asked for "
+           f"in {pct(generated['label_agreement'])}" if m.get("conditional") else "; unconditional GAN"),
+        {"generated": generated, "real_test": real, "conditional": m.get("conditional", False)},
         holds,
     )
 
@@ -240,8 +258,172 @@ def evaluate_claims(results: Results) -> list[dict]:
 
 
 def claims_table(claims: list[dict]) -> str:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")  # a pipe would end the cell
+
     rows = ["| claim | the course says | measured | holds |", "| --- | --- | --- | --- |"]
     for c in claims:
-        rows.append(f"| **{c['id']}**: {c['claim']} | « {c['course']} » | {c['measured']} | "
+        rows.append(f"| **{c['id']}**: {cell(c['claim'])} | « {cell(c['course'])} » | {cell(c['measured'])} | "
                     f"{'✅ yes' if c['holds'] else '❌ no'} |")
     return "\n".join(rows)
+
+
+# The environment: what a reader needs to tell which code, params and machine produced the numbers.
+
+NOT_RECORDED = "not recorded"
+
+
+def pipeline_stages() -> list[str]:
+    """Every stage of dvc.yaml, each `foreach` entry on its own, in the file's order."""
+    from dvc.repo import Repo
+
+    with Repo() as repo:
+        return [stage.addressing for stage in repo.index.stages]
+
+
+def recorded_run(stage: str) -> dict | None:
+    """The stage's MLflow run record (`tracking/<stage>.json`), or None when it has none yet."""
+    path = tracking.TRACKING_DIR / f"{stage}.json"
+    try:
+        record = tracking.read_run_record(stage)
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); rerun the stage `{stage}` to rewrite it") from None
+    if not isinstance(record, dict) or not record.get("run_id"):
+        raise ValueError(f"{path}: holds no run_id; rerun the stage `{stage}` to rewrite it")
+    return record
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(stages: list[str], results: Results, params_path: Path = Path("params.yaml"),
+                runs_in_progress: dict[str, str] | None = None) -> dict:
+    """Versions, commit, params hash, and per stage the device it ran on and its MLflow run.
+
+    `runs_in_progress` gives the run ids whose record is only written when the run ends (the report's own).
+    """
+    import torch
+
+    runs_in_progress = runs_in_progress or {}
+    rows, experiments = [], set()
+    for stage in stages:
+        timing = results.optional_metrics(f"timing/{stage}") or {}
+        record = recorded_run(stage) or {}
+        if "experiment" in record:
+            experiments.add(record["experiment"])
+        rows.append({"stage": stage, "device": timing.get("device"),
+                     "mlflow_run_id": runs_in_progress.get(stage, record.get("run_id"))})
+    return {
+        "git_commit": git_commit(),
+        "params_sha256": hashlib.sha256(Path(params_path).read_bytes()).hexdigest(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,  # None for a CPU-only build of torch
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "dvc": version("dvc"),
+        "mlflow": version("mlflow"),
+        "mlflow_experiments": sorted(experiments),
+        "stages": rows,
+    }
+
+
+def environment_section(env: dict) -> str:
+    def code(value):
+        return f"`{value}`" if value else NOT_RECORDED
+
+    facts = [
+        ("git commit", code(env["git_commit"])),
+        ("params.yaml (sha256)", code(env["params_sha256"])),
+        ("Python", env["python"]),
+        ("torch", env["torch"]),
+        ("CUDA (torch build)", env["cuda"] or "none: CPU-only build"),
+        ("GPU", env["gpu"] or "none visible"),
+        ("DVC", env["dvc"]),
+        ("MLflow", env["mlflow"]),
+        ("MLflow experiment", ", ".join(f"`{name}`" for name in env["mlflow_experiments"]) or NOT_RECORDED),
+    ]
+    stages = pd.DataFrame([{"stage": f"`{row['stage']}`", "device": row["device"] or NOT_RECORDED,
+                            "MLflow run id": code(row["mlflow_run_id"])} for row in env["stages"]],
+                          columns=["stage", "device", "MLflow run id"])
+    return (
+        "## Environment\n\n"
+        "The machine and code this report was built with. Devices come from `metrics/timing/` (written by the "
+        "stages that train or search); run ids from `tracking/<stage>.json`, as of this report's run.\n\n"
+        + pd.DataFrame(facts, columns=["", "value"]).to_markdown(index=False) + "\n\n"
+        + stages.to_markdown(index=False) + "\n"
+    )
+
+
+# The document, in Markdown (for the code host) and in self-contained HTML (for anywhere).
+
+TITLE = "The course's results, reproduced"
+
+
+def document(claims: list[dict], sections: list[str], env: dict) -> str:
+    held = sum(c["holds"] for c in claims)
+    parts = [f"# {TITLE}\n\n{held} of {len(claims)} course claims hold on this run.\n",
+             "## Claims\n\n" + claims_table(claims) + "\n", *sections, environment_section(env)]
+    return "\n".join(part.rstrip("\n") + "\n" for part in parts)
+
+
+def _markdown_parser() -> MarkdownIt:
+    return MarkdownIt("commonmark").enable("table")
+
+
+def _images(tokens) -> list:
+    return [child for token in tokens for child in token.children or [] if child.type == "image"]
+
+
+def image_sources(markdown: str) -> list[str]:
+    return [image.attrGet("src") for image in _images(_markdown_parser().parse(markdown))]
+
+
+def unlisted_figures(markdown: str, base_dir: Path, figures_dir: Path) -> list[Path]:
+    """The PNGs under `figures_dir` that the document (whose images are relative to `base_dir`) does not show."""
+    shown = {(Path(base_dir) / src).resolve() for src in image_sources(markdown)}
+    return [path for path in sorted(Path(figures_dir).rglob("*.png")) if path.resolve() not in shown]
+
+
+def data_uri(path: Path) -> str:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: image shown in the report is missing; the stage that writes it has not run")
+    mime, _ = mimetypes.guess_type(path.name)
+    if mime is None or not mime.startswith("image/"):
+        raise ValueError(f"{path}: the report shows it as an image, but it is not one")
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+STYLE = """body { font-family: system-ui, sans-serif; max-width: 72rem; margin: 2rem auto; padding: 0 1rem;
+       line-height: 1.45; color: #222; }
+table { border-collapse: collapse; margin: 1rem 0; }
+th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; vertical-align: top; }
+th { background: #f3f3f3; }
+img { max-width: 100%; }
+code { background: #f3f3f3; padding: 0 0.2rem; }"""
+
+
+def markdown_to_html(markdown: str, base_dir: Path) -> str:
+    """One HTML page from the Markdown, every image (a path relative to `base_dir`) embedded as a data URI."""
+    parser = _markdown_parser()
+    tokens = parser.parse(markdown)
+    for image in _images(tokens):
+        image.attrSet("src", data_uri(Path(base_dir) / image.attrGet("src")))
+    body = parser.renderer.render(tokens, parser.options, {})
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(TITLE)}</title>\n'
+            f"<style>\n{STYLE}\n</style>\n</head>\n<body>\n{body}</body>\n</html>\n")
+
+
+def write_report(markdown: str, reports_dir: Path) -> None:
+    """reports_dir/report.md, and reports_dir/report.html with the same content and every image inside it."""
+    page = markdown_to_html(markdown, reports_dir)  # first: a missing image stops before anything is written
+    with atomic_path(Path(reports_dir) / "report.md") as tmp:
+        tmp.write_text(markdown, encoding="utf-8")
+    with atomic_path(Path(reports_dir) / "report.html") as tmp:
+        tmp.write_text(page, encoding="utf-8")

@@ -3,6 +3,12 @@
 The store is `mlflow.db` (SQLite) at the repository root unless MLFLOW_TRACKING_URI says
 otherwise. The run id goes to `tracking/<stage>.json`, a small output of its own, so that
 no output whose bytes must be reproducible carries it.
+
+Several stages may log at once (`dvc queue start -j N` runs experiments side by side). SQLite
+lets one writer in at a time and MLflow waits up to 20 s for its turn, which is plenty for the
+few short writes of a stage. What is not safe is two processes creating the store at once: both
+would run its schema migrations, and both fail. So a file lock beside the database makes the
+first use of the store, and the creation of the experiment, one process at a time.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from .files import write_json
 
 EXPERIMENT = "dl-course"
 TRACKING_DIR = Path("tracking")
+STORE_LOCK_TIMEOUT_S = 120.0
 
 
 class TrackingError(RuntimeError):
@@ -39,6 +46,27 @@ def project_root() -> Path:
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Held while a process opens a SQLite store (creating it if needed) and its experiment; a
+    tracking server serialises its clients itself."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(uri.removeprefix("sqlite:///") + ".lock")
+    try:
+        lock.acquire(timeout=STORE_LOCK_TIMEOUT_S)
+    except Timeout:
+        raise TrackingError(f"{lock.lock_file} stayed locked for {STORE_LOCK_TIMEOUT_S:.0f} s: another process "
+                            f"is stuck opening the MLflow store {uri}") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
@@ -120,13 +148,14 @@ def stage_run(stage: str, params: dict) -> Iterator[StageRun]:
 
     mlflow.set_tracking_uri(uri)
     experiment_name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
-    if mlflow.get_experiment_by_name(experiment_name) is None:
-        location = None if uri.startswith(("http://", "https://")) else (project_root() / "mlartifacts").as_uri()
-        try:
-            mlflow.create_experiment(experiment_name, artifact_location=location)
-        except mlflow.exceptions.MlflowException:
-            pass  # created meanwhile by a concurrent stage
-    mlflow.set_experiment(experiment_name)
+    with store_lock(uri):
+        if mlflow.get_experiment_by_name(experiment_name) is None:
+            location = None if uri.startswith(("http://", "https://")) else (project_root() / "mlartifacts").as_uri()
+            try:
+                mlflow.create_experiment(experiment_name, artifact_location=location)
+            except mlflow.exceptions.MlflowException:
+                pass  # created meanwhile by a stage logging to the same tracking server
+        mlflow.set_experiment(experiment_name)
 
     tags = {"dvc.stage": stage, **_git_tags()}
     if os.environ.get("DVC_EXP_NAME"):

@@ -1,0 +1,225 @@
+"""The MLflow UI in a real browser: two runs of one training stage, with different learning rates,
+compared in MLflow's Compare view.
+
+Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). A screenshot of the
+last page shown goes to $TEST_ARTIFACTS (default: test-artifacts/ in the repository).
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+from test_pipeline import ROOT, Workspace, copy_repository, tiny_params
+
+CHROMIUM = shutil.which("chromium")
+CHROMEDRIVER = shutil.which("chromedriver")
+STAGE = "train-cnn@cifar10-linear"
+NEW_LR = 0.05
+UI_WAIT_S = 60
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                       reason="needs chromium and chromedriver on PATH (Debian: apt-get install chromium chromium-driver)"),
+]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, mirror) -> Workspace:
+    """A tiny copy of the repository where `train-cnn@cifar10-linear` ran twice: with its lr, then with NEW_LR."""
+    path = tmp_path_factory.mktemp("repo")
+    copy_repository(path)
+    ws = Workspace(path, mirror)
+    ws.edit_params(tiny_params)
+    for command in (["git", "init", "-q"], ["git", "add", "-A"],
+                    ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"]):
+        ws.run(*command)
+    ws.repro(STAGE)
+
+    def new_lr(params):
+        entry = params["train_cnn"]["cifar10-linear"]
+        ws.learning_rates = [entry["lr"], NEW_LR]
+        entry["lr"] = NEW_LR
+        return params
+
+    ws.edit_params(new_lr)
+    assert ws.learning_rates[0] != NEW_LR, f"params.yaml already has lr {NEW_LR} for {STAGE}; the edit must change it"
+    assert ws.repro(STAGE) == [STAGE]
+    return ws
+
+
+@pytest.fixture(scope="module")
+def stage_runs(workspace):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workspace.path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("dl-course")
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`dvc.stage` = '{STAGE}'")
+    assert len(runs) == 2, f"expected two MLflow runs of {STAGE}, found {len(runs)}"
+    assert sorted(float(run.data.params["lr"]) for run in runs) == sorted(workspace.learning_rates)
+    assert [run.info.run_name for run in runs] == [STAGE, STAGE]
+    return runs
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_ui(workspace, tmp_path_factory):
+    """`mlflow ui` on the workspace's store, on a free loopback port; its URL."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("mlflow-ui") / "server.log"
+    env = {**workspace.env, "MLFLOW_DISABLE_TELEMETRY": "true",
+           # the job runner (LLM evaluation jobs) only adds worker processes this test does not need
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    mlflow = Path(sys.executable).parent / "mlflow"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            [str(mlflow), "ui", "--backend-store-uri", f"sqlite:///{workspace.path / 'mlflow.db'}",
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            cwd=workspace.path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url, server, log_path)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # uvicorn runs in a child process of `mlflow ui`
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def wait_until_healthy(url: str, server: subprocess.Popen, log_path: Path, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"mlflow ui exited with {server.returncode}:\n{log_path.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"mlflow ui did not answer on {url}/health within {timeout_s} s:\n{log_path.read_text()}")
+
+
+@pytest.fixture
+def screenshot_path(request) -> Path:
+    folder = Path(os.environ.get("TEST_ARTIFACTS") or ROOT / "test-artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{request.node.name}.png"
+
+
+@pytest.fixture
+def browser(screenshot_path):
+    """Headless Chromium; the page it shows last is saved to `screenshot_path`, whether the test passes or not."""
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1800"):
+        options.add_argument(argument)
+    # an explicit driver path: Selenium Manager never tries to download one
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.save_screenshot(str(screenshot_path))
+        driver.quit()
+
+
+class Page:
+    """Explicit waits whose failures name what the UI never showed, and where the screenshot is."""
+
+    def __init__(self, driver, screenshot_path: Path):
+        self.driver = driver
+        self.screenshot = screenshot_path
+
+    def wait(self, condition, what: str):
+        try:
+            return WebDriverWait(self.driver, UI_WAIT_S).until(condition)
+        except TimeoutException:
+            raise AssertionError(f"the MLflow UI did not show {what} within {UI_WAIT_S} s "
+                                 f"(at {self.driver.current_url}); screenshot: {self.screenshot}") from None
+
+    def click(self, by, selector: str, what: str) -> None:
+        self.wait(EC.element_to_be_clickable((by, selector)), what).click()
+
+
+def text(element) -> str:
+    # textContent, not .text: rows scrolled out of the compare view's grids are in the DOM but not visible
+    return element.get_attribute("textContent").strip()
+
+
+def test_compare_two_learning_rates_in_the_ui(stage_runs, mlflow_ui, browser, screenshot_path):
+    page = Page(browser, screenshot_path)
+    see = f"screenshot: {screenshot_path}"
+    by_id = {run.info.run_id: run for run in stage_runs}
+
+    # The experiment, in the UI's "Model training" mode, which lists runs (the default mode shows traces)
+    browser.get(mlflow_ui)
+    page.click(By.XPATH, "//*[@role='button'][normalize-space()='Model training']", "the 'Model training' switch")
+    page.click(By.LINK_TEXT, "dl-course", "a link to the experiment dl-course")
+
+    # Both runs ticked in the runs table (its rows carry the run id), then Compare
+    for run_id in by_id:
+        page.click(By.CSS_SELECTOR, f"[row-id='{run_id}'] .ag-selection-checkbox", f"the checkbox of run {run_id}")
+    for run_id in by_id:
+        checkbox = browser.find_element(By.CSS_SELECTOR, f"[row-id='{run_id}'] input.ag-checkbox-input")
+        assert checkbox.is_selected(), f"run {run_id} is not selected; {see}"
+    page.click(By.CSS_SELECTOR, "[data-testid='runs-compare-button']", "the Compare button")
+
+    page.wait(EC.url_contains("compare-runs"), "the compare page")
+    assert all(run_id in browser.current_url for run_id in by_id), f"{browser.current_url}; {see}"
+
+    # Run details: one column per run, in the order of the run ids in the header
+    header = page.wait(EC.presence_of_all_elements_located(
+        (By.XPATH, "//table[contains(@class, 'mlflow-compare-table')]//tr[th[normalize-space()='Run ID:']]/th/a")),
+        "the run ids")
+    columns = [text(link) for link in header]
+    assert sorted(columns) == sorted(by_id), f"run ids shown: {columns}; {see}"
+    names = browser.find_elements(By.XPATH, "//tr[th[normalize-space()='Run Name:']]/td")
+    assert [text(name) for name in names] == [by_id[run_id].info.run_name for run_id in columns], see
+
+    # Params: with "Show diff only", lr alone remains, with each run's value
+    page.click(By.CSS_SELECTOR, "button[aria-label='Parameters - Show diff only']", "the params' diff switch")
+    params_table = browser.find_element(
+        By.XPATH, "//button[@aria-label='Parameters - Show diff only']/following::table[1]")
+    page.wait(lambda _: len(params_table.find_elements(By.XPATH, ".//tr")) == 1, "only the differing params")
+    rows = params_table.find_elements(By.XPATH, ".//tr")
+    assert [text(row.find_element(By.TAG_NAME, "th")) for row in rows] == ["lr"], see
+    shown_lr = [text(cell) for cell in rows[0].find_elements(By.TAG_NAME, "td")]
+    assert shown_lr == [by_id[run_id].data.params["lr"] for run_id in columns], f"lr shown: {shown_lr}; {see}"
+
+    # Metrics: a virtualized grid of names beside a grid of values, both unscrolled: a row's cells share its height
+    name_cell = page.wait(EC.presence_of_element_located(
+        (By.XPATH, "//div[@role='grid']//a[normalize-space()='test_accuracy']/..")), "the metric test_accuracy")
+    values_grid = name_cell.find_element(By.XPATH, "./ancestor::div[@role='grid']/following::div[@role='grid'][1]")
+    row_cells = [cell for cell in values_grid.find_elements(By.XPATH, "./div/div")
+                 if cell.rect["y"] == name_cell.rect["y"]]
+    shown_accuracy = [text(cell) for cell in sorted(row_cells, key=lambda cell: cell.rect["x"])]
+    assert len(shown_accuracy) == 2, f"test_accuracy cells: {shown_accuracy}; {see}"
+    for run_id, shown in zip(columns, shown_accuracy):
+        # the UI rounds metrics to 3 decimals
+        assert float(shown) == pytest.approx(by_id[run_id].data.metrics["test_accuracy"], abs=5e-4), \
+            f"test_accuracy of run {run_id}: shown {shown}; {see}"

@@ -1,0 +1,194 @@
+"""The report: claims, figures and environment as Markdown and as self-contained HTML; and, end to
+end, that `dvc repro` builds it and that `dvc plots show`, `dvc params diff` and `dvc metrics diff`
+show every curve and every change."""
+
+import base64
+import hashlib
+import json
+import re
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from dlcourse.figures import plot_curves
+from dlcourse.report import (NOT_RECORDED, Results, document, environment, markdown_to_html, recorded_run,
+                             unlisted_figures, write_report)
+
+CLAIMS = [
+    {"id": "first-claim", "claim": "Something holds.", "course": "Quelque chose est vrai", "measured": "42 %",
+     "values": {}, "holds": True},
+    {"id": "second-claim", "claim": "Something else holds.", "course": "Autre chose", "measured": "a | b",
+     "values": {}, "holds": False},
+]
+
+
+class Attributes(HTMLParser):
+    """Every (tag, attribute, value) of an HTML page."""
+
+    def __init__(self, page: str):
+        super().__init__()
+        self.found = []
+        self.feed(page)
+
+    def handle_starttag(self, tag, attrs):
+        self.found += [(tag, name, value) for name, value in attrs]
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A tiny project: params.yaml, one stage's timing and run record, one report figure, one stage figure."""
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text("seed: 0\n")
+    Path("metrics/timing").mkdir(parents=True)
+    Path("metrics/timing/train-linear@one_epoch.json").write_text(json.dumps({"device": "cpu", "train_seconds": 1.0}))
+    Path("tracking").mkdir()
+    Path("tracking/train-linear@one_epoch.json").write_text(
+        json.dumps({"stage": "train-linear@one_epoch", "run_id": "abc123", "experiment": "dl-course"}))
+    curve = pd.DataFrame({"step": [0, 1, 2], "test_accuracy": [0.1, 0.5, 0.9]})
+    plot_curves({"run": curve}, "step", "test_accuracy", "a curve", Path("reports/figures/curve.png"), "step")
+    plot_curves({"run": curve}, "step", "test_accuracy", "a stage's figure", Path("plots/stage/figure.png"), "step")
+    return tmp_path
+
+
+def build(stages=("train-linear@one_epoch", "evaluate@cnn/mnist", "report")) -> str:
+    env = environment(list(stages), Results(Path("metrics"), Path("plots")), runs_in_progress={"report": "run-now"})
+    section = "## Figures\n\n![curve](figures/curve.png)\n\n| a stage's |\n| --- |\n| ![](../plots/stage/figure.png) |\n"
+    return document(CLAIMS, [section], env)
+
+
+def table_rows(page: str) -> list[str]:
+    return re.findall(r"<tr>(.*?)</tr>", page, flags=re.S)
+
+
+def test_html_is_self_contained_with_every_image_embedded(project):
+    write_report(build(), Path("reports"))
+    page = Path("reports/report.html").read_text()
+    attributes = Attributes(page).found
+    sources = [value for tag, name, value in attributes if tag == "img" and name == "src"]
+    expected = [Path("reports/figures/curve.png").read_bytes(), Path("plots/stage/figure.png").read_bytes()]
+    assert [base64.b64decode(src.removeprefix("data:image/png;base64,")) for src in sources] == expected
+    assert all(src.startswith("data:image/png;base64,") for src in sources)
+    assert not [(tag, name) for tag, name, _ in attributes if name in {"src", "href"} and tag != "img"]
+    assert "<link" not in page and "<script" not in page
+
+
+def test_every_claim_appears_with_its_verdict(project):
+    markdown = build()
+    write_report(markdown, Path("reports"))
+    page = Path("reports/report.html").read_text()
+    assert "1 of 2 course claims hold" in markdown
+    for claim in CLAIMS:
+        verdict = "✅ yes" if claim["holds"] else "❌ no"
+        [row] = [row for row in table_rows(page) if claim["id"] in row]
+        cells = re.findall(r"<td>(.*?)</td>", row, flags=re.S)
+        assert len(cells) == 4  # the pipe in "a | b" stays inside its cell
+        assert claim["course"] in cells[1] and cells[2] == claim["measured"] and cells[3] == verdict
+    assert markdown == Path("reports/report.md").read_text()
+
+
+def test_environment_section_names_versions_commit_params_and_each_stage(project):
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "empty"], check=True)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    markdown = build()
+    environment_part = markdown[markdown.index("## Environment"):]
+    rows = {cells[0]: cells[1:] for line in environment_part.splitlines() if line.startswith("| ")
+            for cells in [[cell.strip() for cell in line.split("|")[1:-1]]]}
+    assert rows["params.yaml (sha256)"] == [f"`{hashlib.sha256(Path('params.yaml').read_bytes()).hexdigest()}`"]
+    assert rows["torch"] == [torch.__version__] and rows["CUDA (torch build)"] == [torch.version.cuda or
+                                                                                  "none: CPU-only build"]
+    assert rows["git commit"] == [f"`{commit}`"]
+    assert rows["MLflow experiment"] == ["`dl-course`"]
+    assert rows["`train-linear@one_epoch`"] == ["cpu", "`abc123`"]
+    assert rows["`evaluate@cnn/mnist`"] == [NOT_RECORDED, NOT_RECORDED]  # no timing, no run record
+    assert rows["`report`"] == [NOT_RECORDED, "`run-now`"]  # its record is written only when its run ends
+    assert "<h2>Environment</h2>" in markdown_to_html(markdown, Path("reports"))
+
+
+def test_missing_run_record_is_not_recorded_and_a_broken_one_is_named(project):
+    assert recorded_run("score-gan") is None
+    Path("tracking/score-gan.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"tracking/score-gan\.json: not valid JSON"):
+        recorded_run("score-gan")
+    Path("tracking/score-gan.json").write_text(json.dumps({"stage": "score-gan"}))
+    with pytest.raises(ValueError, match=r"tracking/score-gan\.json: holds no run_id"):
+        recorded_run("score-gan")
+
+
+def test_a_missing_image_stops_the_report_before_anything_is_written(project):
+    markdown = build() + "\n![gone](../plots/stage/gone.png)\n"
+    with pytest.raises(FileNotFoundError, match=r"plots/stage/gone\.png: image shown in the report is missing"):
+        write_report(markdown, Path("reports"))
+    assert not Path("reports/report.md").exists() and not Path("reports/report.html").exists()
+
+
+def test_unlisted_figures_are_the_ones_no_image_shows(project):
+    plot_curves({"run": pd.DataFrame({"x": [0, 1], "y": [0, 1]})}, "x", "y", "another", Path("plots/other/b.png"),
+                "x")
+    assert unlisted_figures(build(), Path("reports"), Path("plots")) == [Path("plots/other/b.png")]
+    assert unlisted_figures(build(), Path("reports"), Path("reports/figures")) == []
+
+
+@pytest.mark.slow
+def test_repro_builds_the_report_and_dvc_shows_every_plot_and_every_change(tmp_path, mirror):
+    from test_pipeline import Workspace, copy_repository, tiny_params
+
+    copy_repository(tmp_path)
+    ws = Workspace(tmp_path, mirror)
+    ws.edit_params(tiny_params)
+    commit = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm"]
+    ws.run("git", "init", "-q")
+    ws.run("git", "add", "-A")
+    ws.run(*commit, "tiny")
+    assert "report" in ws.repro()
+
+    # the report: every figure of the stages shown, all embedded in the HTML; every stage's run id
+    reports = tmp_path / "reports"
+    markdown, page = (reports / "report.md").read_text(), (reports / "report.html").read_text()
+    assert unlisted_figures(markdown, reports, tmp_path / "plots") == []
+    assert unlisted_figures(markdown, reports, reports / "figures") == []
+    sources = [value for tag, name, value in Attributes(page).found if tag == "img" and name == "src"]
+    assert len(sources) == markdown.count("![") and all(s.startswith("data:image/png;base64,") for s in sources)
+    for record in (tmp_path / "tracking").rglob("*.json"):
+        assert json.loads(record.read_text())["run_id"] in markdown, record
+
+    # dvc plots show: every declared plot has data, and every CSV a stage writes is drawn by some plot
+    shown = json.loads(ws.run("dvc", "plots", "show", "--json"))
+    assert not shown.get("errors"), shown["errors"]
+    top_level = [definition for entry in yaml.safe_load((tmp_path / "dvc.yaml").read_text())["plots"]
+                 for definition in entry.items()]
+    assert {name for name, _ in top_level} <= set(shown["data"])
+    for name, renders in shown["data"].items():
+        assert renders[0]["content"]["data"]["values"], name
+    drawn = set(shown["data"]) | {path for _, definition in top_level for path in definition["y"]}
+    assert {p.relative_to(tmp_path).as_posix() for p in (tmp_path / "plots").rglob("*.csv")} <= drawn
+
+    # one params edit, committed results before it: params diff names the key, metrics diff the changes
+    ws.run("git", "add", "-A")
+    ws.run(*commit, "tiny results")
+
+    def longer(params):
+        params["train_linear"]["one_epoch"]["iterations"] = 20
+        return params
+
+    ws.edit_params(longer)
+    assert ws.repro() == ["train-linear@one_epoch", "evaluate@linear/one_epoch", "attack@linear/one_epoch", "report"]
+    params_diff = json.loads(ws.run("dvc", "params", "diff", "--json"))
+    assert params_diff == {"params.yaml": {"train_linear.one_epoch.iterations": {"old": 10, "new": 20, "diff": 10}}}
+    metrics_diff = json.loads(ws.run("dvc", "metrics", "diff", "--json"))
+    assert metrics_diff["metrics/linear/one_epoch.json"]["iterations"] == {"old": 10, "new": 20, "diff": 10}
+
+    # rebuilt from the same inputs, the report changes only by its own run id
+    before = {name: (reports / name).read_text() for name in ("report.md", "report.html", "claims.json")}
+    old_run = json.loads((tmp_path / "tracking/report.json").read_text())["run_id"]
+    assert ws.repro("--force", "--single-item", "report") == ["report"]
+    new_run = json.loads((tmp_path / "tracking/report.json").read_text())["run_id"]
+    assert new_run != old_run
+    for name, text in before.items():
+        assert (reports / name).read_text() == text.replace(old_run, new_run), name
