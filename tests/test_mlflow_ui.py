@@ -24,7 +24,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from test_pipeline import ROOT, Workspace, copy_repository, tiny_params
+from test_pipeline import ROOT, Workspace, tiny_workspace
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -42,13 +42,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, mirror) -> Workspace:
     """A tiny copy of the repository where `train-cnn@cifar10-linear` ran twice: with its lr, then with NEW_LR."""
-    path = tmp_path_factory.mktemp("repo")
-    copy_repository(path)
-    ws = Workspace(path, mirror)
-    ws.edit_params(tiny_params)
-    for command in (["git", "init", "-q"], ["git", "add", "-A"],
-                    ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"]):
-        ws.run(*command)
+    ws = tiny_workspace(tmp_path_factory.mktemp("repo"), mirror)
     ws.repro(STAGE)
 
     def new_lr(params):

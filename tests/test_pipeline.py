@@ -48,6 +48,10 @@ class Workspace:
         path = self.path / "params.yaml"
         path.write_text(yaml.safe_dump(edit(yaml.safe_load(path.read_text())), sort_keys=False))
 
+    def commit(self, message: str) -> None:
+        self.run("git", "add", "-A")
+        self.run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
+
 
 def copy_repository(destination: Path) -> None:
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
@@ -59,15 +63,19 @@ def copy_repository(destination: Path) -> None:
             shutil.copy2(source, destination / name)
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory, mirror) -> Workspace:
-    path = tmp_path_factory.mktemp("repo")
+def tiny_workspace(path: Path, mirror: Path, edit=tiny_params) -> Workspace:
+    """A copy of the repository with tiny params (`edit`), committed to a fresh git repository."""
     copy_repository(path)
     ws = Workspace(path, mirror)
-    ws.edit_params(tiny_params)
-    for command in (["git", "init", "-q"], ["git", "add", "-A"],
-                    ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"]):
-        ws.run(*command)
+    ws.edit_params(edit)
+    ws.run("git", "init", "-q")
+    ws.commit("tiny")
+    return ws
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, mirror) -> Workspace:
+    ws = tiny_workspace(tmp_path_factory.mktemp("repo"), mirror)
     ws.first_run = ws.repro()
     return ws
 

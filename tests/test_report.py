@@ -137,15 +137,9 @@ def test_unlisted_figures_are_the_ones_no_image_shows(project):
 
 @pytest.mark.slow
 def test_repro_builds_the_report_and_dvc_shows_every_plot_and_every_change(tmp_path, mirror):
-    from test_pipeline import Workspace, copy_repository, tiny_params
+    from test_pipeline import tiny_workspace
 
-    copy_repository(tmp_path)
-    ws = Workspace(tmp_path, mirror)
-    ws.edit_params(tiny_params)
-    commit = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm"]
-    ws.run("git", "init", "-q")
-    ws.run("git", "add", "-A")
-    ws.run(*commit, "tiny")
+    ws = tiny_workspace(tmp_path, mirror)
     assert "report" in ws.repro()
 
     # the report: every figure of the stages shown, all embedded in the HTML; every stage's run id
@@ -170,8 +164,7 @@ def test_repro_builds_the_report_and_dvc_shows_every_plot_and_every_change(tmp_p
     assert {p.relative_to(tmp_path).as_posix() for p in (tmp_path / "plots").rglob("*.csv")} <= drawn
 
     # one params edit, committed results before it: params diff names the key, metrics diff the changes
-    ws.run("git", "add", "-A")
-    ws.run(*commit, "tiny results")
+    ws.commit("tiny results")
 
     def longer(params):
         params["train_linear"]["one_epoch"]["iterations"] = 20

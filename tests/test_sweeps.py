@@ -11,11 +11,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from dlcourse import tracking
-from test_reruns import commit, new_workspace
+from test_reruns import new_workspace
 
 WRITERS = 6
 SWEPT = "train-linear@one_epoch"
-GRID = {(lr, batch_size) for lr in (0.001, 0.002) for batch_size in (30, 60)}
+# None of them is the baseline's (0.001, 60): an experiment with nothing to rerun would log no MLflow run.
+GRID = {(lr, batch_size) for lr in (0.002, 0.003) for batch_size in (30, 40)}
 SWEEP_TIMEOUT_S = 1200
 
 
@@ -55,6 +56,20 @@ def test_processes_logging_at_once_into_a_new_sqlite_store_all_land(monkeypatch,
         assert len(client.get_metric_history(run.info.run_id, "curve.test_accuracy")) == 100
 
 
+def test_a_store_locked_too_long_stops_the_stage_naming_the_lock(monkeypatch, tmp_path):
+    from filelock import FileLock
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.setattr(tracking, "STORE_LOCK_TIMEOUT_S", 0.5)
+    with FileLock(tmp_path / "mlflow.db.lock"):  # another process opening the store, stuck
+        with pytest.raises(tracking.TrackingError, match=r"mlflow\.db\.lock stayed locked for 0.5 s"):
+            with tracking.stage_run("train-linear@x", {"lr": 0.1}):
+                pytest.fail("the stage body must not run")
+    assert not (tmp_path / "tracking").exists()
+
+
 def queue_states(ws) -> list[str]:
     """The status column of `dvc queue status`, one entry per queued experiment."""
     return re.findall(r"\b(Queued|Running|Success|Failed)\b", ws.run("dvc", "queue", "status"))
@@ -75,9 +90,9 @@ def test_a_queued_sweep_lands_whole_in_dvc_and_mlflow(tmp_path_factory, mirror):
     ws = new_workspace(tmp_path_factory.mktemp("sweep"), mirror, SWEPT)
     ws.run("git", "config", "user.name", "t")
     ws.run("git", "config", "user.email", "t@t")
-    commit(ws, "built")
-    ws.run("dvc", "exp", "run", "--queue", SWEPT, "-S", "train_linear.one_epoch.lr=0.001,0.002",
-           "-S", "train_linear.one_epoch.batch_size=30,60")
+    ws.commit("built")
+    ws.run("dvc", "exp", "run", "--queue", SWEPT, "-S", "train_linear.one_epoch.lr=0.002,0.003",
+           "-S", "train_linear.one_epoch.batch_size=30,40")
     assert queue_states(ws) == ["Queued"] * 4
     try:
         ws.run("dvc", "queue", "start", "-j", "2")

@@ -61,7 +61,7 @@ def store_lock(uri: str) -> Iterator[None]:
     try:
         lock.acquire(timeout=STORE_LOCK_TIMEOUT_S)
     except Timeout:
-        raise TrackingError(f"{lock.lock_file} stayed locked for {STORE_LOCK_TIMEOUT_S:.0f} s: another process "
+        raise TrackingError(f"{lock.lock_file} stayed locked for {STORE_LOCK_TIMEOUT_S:g} s: another process "
                             f"is stuck opening the MLflow store {uri}") from None
     try:
         yield
