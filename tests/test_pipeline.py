@@ -134,10 +134,14 @@ def test_second_repro_runs_nothing(workspace):
     assert workspace.repro() == []
 
 
-def test_training_is_byte_reproducible(workspace):
-    outputs = ["models/linear/one_epoch.pt", "metrics/linear/one_epoch.json", "plots/linear/one_epoch.csv"]
+@pytest.mark.parametrize("stage, outputs", [
+    ("train-linear@one_epoch", ["models/linear/one_epoch.pt", "metrics/linear/one_epoch.json", "plots/linear/one_epoch.csv"]),
+    # the CNN loop: BatchNorm, one-cycle schedule, channels-last, shuffled batches
+    ("train-cnn@mnist", ["models/cnn/mnist.pt", "metrics/cnn/mnist.json", "plots/cnn/mnist.csv"]),
+])
+def test_training_is_byte_reproducible(workspace, stage, outputs):
     before = [(workspace.path / o).read_bytes() for o in outputs]
-    assert workspace.repro("--force", "--single-item", "train-linear@one_epoch") == ["train-linear@one_epoch"]
+    assert workspace.repro("--force", "--single-item", stage) == [stage]
     assert [(workspace.path / o).read_bytes() for o in outputs] == before
     assert workspace.repro() == ["report"]  # only the wall time changed, and the report shows it
 
