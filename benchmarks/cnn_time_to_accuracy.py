@@ -28,7 +28,8 @@ from dlcourse.training import EpochRecord, seed_everything, train_epochs
 COURSE_TARGET, PROJECT_TARGET, MAX_EPOCHS = 0.98, 0.99, 3
 
 
-def course_loop(root: Path) -> tuple[float | None, int]:
+def course_loop(root: Path) -> tuple[float, int, bool]:
+    """(training seconds, iterations, whether the target was reached)."""
     seed_everything(0)
     to_tensor = torchvision.transforms.ToTensor()
     train = torchvision.datasets.MNIST(root, train=True, download=False, transform=to_tensor)
@@ -52,10 +53,10 @@ def course_loop(root: Path) -> tuple[float | None, int]:
                 with torch.no_grad():
                     correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in test_loader)
                 if correct / 10000 >= COURSE_TARGET:
-                    return seconds, iteration
+                    return seconds, iteration, True
                 start = time.perf_counter()
         seconds += time.perf_counter() - start
-    return None, iteration
+    return seconds, iteration, False
 
 
 class Reached(Exception):
@@ -85,15 +86,17 @@ def project_loop() -> tuple[float | None, list[EpochRecord]]:
 def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     with torchvision_mnist_root() as root:
-        course_s, iterations = course_loop(root)
+        course_s, iterations, reached = course_loop(root)
     project_s, records = project_loop()
-    print(f"course  Reseau2 + DataLoader: first {COURSE_TARGET:.0%} after {iterations} iterations: "
-          + (f"{course_s:.1f} s" if course_s else f"not reached in {MAX_EPOCHS} epochs"))
+    print(f"course  Reseau2 + DataLoader: first {COURSE_TARGET:.0%} after {iterations} iterations: {course_s:.1f} s"
+          if reached else f"course  Reseau2 + DataLoader: {COURSE_TARGET:.0%} not reached in {MAX_EPOCHS} epochs "
+          f"({iterations} iterations, {course_s:.1f} s): its time to {COURSE_TARGET:.0%} is longer")
     print("project train_cnn.mnist: " + ", ".join(f"epoch {r.epoch} {r.test_accuracy:.4f} ({r.seconds:.1f} s)"
                                                    for r in records))
     print(f"project first {PROJECT_TARGET:.0%}: " + (f"{project_s:.1f} s" if project_s else "not reached"))
-    if course_s and project_s:
-        print(f"ratio project / course: {project_s / course_s:.2f} (goal: <= 0.5)")
+    if project_s:
+        bound = "" if reached else " at most (the course loop's time is a lower bound)"
+        print(f"ratio project / course: {project_s / course_s:.2f}{bound} (goal: <= 0.5)")
 
 
 if __name__ == "__main__":
