@@ -10,7 +10,6 @@ import html
 import json
 import mimetypes
 import platform
-import subprocess
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -295,14 +294,6 @@ def recorded_run(stage: str) -> dict | None:
     return record
 
 
-def git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def environment(stages: list[str], results: Results, params_path: Path = Path("params.yaml"),
                 runs_in_progress: dict[str, str] | None = None) -> dict:
     """Versions, commit, params hash, and per stage the device it ran on and its MLflow run.
@@ -321,7 +312,7 @@ def environment(stages: list[str], results: Results, params_path: Path = Path("p
         rows.append({"stage": stage, "device": timing.get("device"),
                      "mlflow_run_id": runs_in_progress.get(stage, record.get("run_id"))})
     return {
-        "git_commit": git_commit(),
+        "git_commit": tracking.git_commit(),
         "params_sha256": hashlib.sha256(Path(params_path).read_bytes()).hexdigest(),
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -91,8 +91,13 @@ def _git(*args: str) -> str | None:
         return None
 
 
+def git_commit() -> str | None:
+    """The checked-out commit, or None outside a git repository (or without git)."""
+    return _git("rev-parse", "HEAD")
+
+
 def _git_tags() -> dict[str, str]:
-    commit = _git("rev-parse", "HEAD")
+    commit = git_commit()
     if commit is None:
         return {}
     status = _git("status", "--porcelain", "--untracked-files=no") or ""
