@@ -4,11 +4,10 @@ distance on its penultimate features, per epoch, beside the real test set's own 
 its own, so that editing the classifier does not retrain the GAN."""
 
 import pandas as pd
-import torch
 
 from dlcourse import data, generative, params, tracking
 from dlcourse.figures import plot_columns
-from dlcourse.files import atomic_path, write_json
+from dlcourse.files import atomic_path, load_torch, write_json
 from dlcourse.models import load_classifier
 from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
 from dlcourse.training import predict_proba, resolve_device, seed_everything
@@ -39,7 +38,7 @@ def main() -> None:
         asked = generative.sample_labels(p.samples, num_classes, device)  # every digit equally often
         rows = []
         for checkpoint in sorted((MODELS / "gan").glob("epoch_*.pt")):
-            state = torch.load(checkpoint, map_location=device, weights_only=True)
+            state = load_torch(checkpoint, map_location=device)
             generator.load_state_dict(generative.sampler_weights(state))
             rows.append({"epoch": state["epoch"], **generative.score_generator(
                 generator, noise, asked, classifier, features, real_features, p.confident)})

@@ -47,6 +47,21 @@ def test_mirror_without_entry_in_sha256sums(mirror, tmp_path):
         data.download("mnist", tmp_path / "raw", mirror=str(tmp_path / "m"), **FAST)
 
 
+@pytest.mark.parametrize("prefix, marker", [("./", " "), ("", "*"), ("./", "*")])
+def test_sha256sums_written_by_sha256sum_in_the_mirror_is_accepted(mirror, tmp_path, prefix, marker):
+    """`sha256sum ./*/*` writes `<hash>  ./mnist/<file>`; `sha256sum -b` marks names with `*`."""
+    copy = tmp_path / "mirror"
+    copy.mkdir()
+    (copy / "mnist").symlink_to(mirror / "mnist")
+    lines = [f"{digest} {marker}{prefix}{name}" for digest, name in
+             (line.split() for line in (mirror / "SHA256SUMS").read_text().splitlines())]
+    (copy / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+    assert data.read_sha256sums(str(copy), 5) == data.read_sha256sums(str(mirror), 5)
+    assert "mnist/train-images-idx3-ubyte.gz" in data.read_sha256sums(str(copy), 5)
+    paths = data.download("mnist", tmp_path / "raw", mirror=str(copy), **FAST)
+    assert [p.read_bytes() for p in paths] == [(mirror / "mnist" / p.name).read_bytes() for p in paths]
+
+
 class FlakyHandler(http.server.BaseHTTPRequestHandler):
     """Serves `body`; the first `failures` requests get a 503, and with `truncate` the body is cut short."""
 
@@ -115,6 +130,20 @@ def test_extract_tar_refuses_absolute_and_link_entries(tmp_path):
     assert not (tmp_path / "extracted").exists()
 
 
+@pytest.mark.parametrize("member", ["/etc/x", "/abs/file"])
+def test_extract_tar_refuses_an_archive_with_an_absolute_member_and_keeps_what_was_extracted(tmp_path, member):
+    destination = tmp_path / "out" / "extracted"
+    destination.mkdir(parents=True)
+    (destination / "earlier.bin").write_bytes(b"kept")
+    archive = cifar_tar_gz(tmp_path / "abs.tar.gz", 2, np.random.default_rng(0), extra={member: b"x"})
+    with pytest.raises(data.DataError) as err:
+        data.extract_tar(archive, destination)
+    assert str(err.value) == f"{archive}: refused to extract: member {member!r} has an absolute path"
+    assert [p.name for p in destination.iterdir()] == ["earlier.bin"]  # the earlier extraction is untouched
+    assert (destination / "earlier.bin").read_bytes() == b"kept"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["extracted"]  # no staging folder left
+
+
 def test_read_idx_roundtrip(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (7, 28, 28), dtype=np.uint8)
     path = write_idx_gz(tmp_path / "x.gz", images)
@@ -132,6 +161,25 @@ def test_read_idx_count_does_not_match_header(tmp_path):
     path = tmp_path / "short"
     path.write_bytes(raw[:-28])  # one row missing
     with pytest.raises(data.DataError, match=r"announces shape \(4, 28, 28\) .* holds"):
+        data.read_idx(path, expected_magic=data.IDX_IMAGES_MAGIC)
+
+
+@pytest.mark.parametrize("magic, ndim", [(data.IDX_IMAGES_MAGIC, 3), (0x0804, 4)])
+def test_read_idx_huge_dimensions_are_inconsistent_with_the_size_not_an_overflow(tmp_path, magic, ndim):
+    path = tmp_path / "huge-idx"
+    path.write_bytes(magic.to_bytes(4, "big") + b"\xff\xff\xff\xff" * ndim + bytes(100))
+    with pytest.raises(data.DataError) as err:
+        data.read_idx(path, expected_magic=magic)
+    announced = 4 + 4 * ndim + 0xFFFFFFFF**ndim
+    assert str(err.value) == (
+        f"{path}: header inconsistent with the file's size: it announces shape {(0xFFFFFFFF,) * ndim} "
+        f"({announced} bytes in all) but the file holds {4 + 4 * ndim + 100} bytes")
+
+
+def test_read_idx_header_cut_short(tmp_path):
+    path = tmp_path / "cut"
+    path.write_bytes(data.IDX_IMAGES_MAGIC.to_bytes(4, "big") + (4).to_bytes(4, "big"))  # 1 of 3 dimensions
+    with pytest.raises(data.DataError, match="cut: too short for an IDX header of 3 dimensions \\(8 bytes\\)"):
         data.read_idx(path, expected_magic=data.IDX_IMAGES_MAGIC)
 
 

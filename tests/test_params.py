@@ -9,7 +9,7 @@ import yaml
 from dlcourse import params
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULTS = yaml.safe_load((ROOT / "params.yaml").read_text())
+DEFAULTS = params.read_yaml(ROOT / "params.yaml")
 
 
 def edited(path: str, value=None, delete=False) -> dict:
@@ -27,6 +27,51 @@ def edited(path: str, value=None, delete=False) -> dict:
 
 def test_the_repository_params_are_valid():
     params.validate(DEFAULTS)
+    params.load(ROOT / "params.yaml")
+
+
+def written(tmp_path, raw: dict, literal: str, text: str) -> Path:
+    """params.yaml with the value `literal` (placed with `edited`) written as `text`, as a person would."""
+    path = tmp_path / "params.yaml"
+    dumped = yaml.safe_dump(raw)
+    assert dumped.count(literal) == 1
+    path.write_text(dumped.replace(literal, text))
+    return path
+
+
+def test_params_are_read_as_dvc_reads_them_yaml_1_2(tmp_path):
+    path = written(tmp_path, edited("train_linear.one_epoch.lr", "LR"), "lr: LR", "lr: 1e-3")
+    assert params.load(path).train_linear["one_epoch"].lr == 0.001  # PyYAML (YAML 1.1) reads the string '1e-3'
+
+
+@pytest.mark.parametrize("word", ["yes", "on"])
+def test_yes_and_on_are_strings_not_booleans(tmp_path, word):
+    path = written(tmp_path, edited("train_cnn.mnist.flip", "FLIP"), "flip: FLIP", f"flip: {word}")
+    with pytest.raises(params.ParamsError) as err:
+        params.load(path)
+    assert f"train_cnn.mnist.flip: Input should be a valid boolean (got '{word}')" in str(err.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, "params.yaml: not found; run the stage from the repository root"),
+    ("seed: [1\n", "params.yaml: not valid YAML: "),
+    ("- seed\n- device\n", "params.yaml: expected a mapping of sections, got list"),
+])
+def test_an_unreadable_params_file_is_named(tmp_path, text, message):
+    path = tmp_path / "params.yaml"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(params.ParamsError) as err:
+        params.load(path)
+    assert str(err.value).startswith(f"{tmp_path}/{message}")
+
+
+def test_a_duplicated_key_is_named_with_its_line(tmp_path):
+    (tmp_path / "params.yaml").write_text("seed: 1\nseed: 2\n")
+    with pytest.raises(params.ParamsError) as err:
+        params.load(tmp_path / "params.yaml")
+    assert 'found duplicate key "seed"' in str(err.value) and "line 2" in str(err.value)
+    assert "To suppress" not in str(err.value)  # ruamel's hint to allow them; DVC refuses them
 
 
 @pytest.mark.parametrize(

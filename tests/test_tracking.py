@@ -1,3 +1,9 @@
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -44,3 +50,134 @@ def test_stage_run_logs_params_metrics_curves_and_tags(monkeypatch, tmp_path):
     assert [m.value for m in client.get_metric_history(record["run_id"], "curve")] == [0.1, 0.5]
     assert [a.path for a in client.list_artifacts(record["run_id"])] == ["weights.bin"]
     assert (tmp_path / "mlartifacts").is_dir()
+
+
+def local_store(monkeypatch, tmp_path) -> str:
+    """Stage runs in `tmp_path` log to its own mlflow.db, as in a fresh checkout."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.mark.parametrize("uri", ["foo://bar", "notaurl", "localhost:5000"])
+def test_a_garbage_tracking_uri_stops_the_stage_listing_the_accepted_forms(monkeypatch, tmp_path, uri):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(tracking.TrackingError) as err:
+        with tracking.stage_run("train-linear@x", {"lr": 0.1}):
+            pytest.fail("the stage body must not run")
+    message = str(err.value)
+    assert message.startswith(f"MLFLOW_TRACKING_URI={uri!r} is not a tracking URI MLflow knows; use ")
+    for form in ("./mlruns", "file:", "sqlite:///", "postgresql://", "mysql://", "http(s)://", "databricks"):
+        assert form in message
+    assert list(tmp_path.iterdir()) == []  # no `notaurl` folder store, no tracking record
+
+
+@pytest.mark.parametrize("uri", ["./mlruns", "/srv/mlruns", "file:///srv/mlruns", "sqlite:///mlflow.db",
+                                 "postgresql+psycopg2://u:p@db/mlflow", "mysql://db/mlflow", "https://mlflow.example",
+                                 "databricks"])
+def test_the_tracking_uris_mlflow_knows_are_accepted(monkeypatch, tmp_path, uri):
+    monkeypatch.chdir(tmp_path)
+    tracking.check_tracking_uri(uri)
+
+
+def test_a_sqlite_store_in_a_missing_folder_stops_the_stage_naming_the_folder(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "typo" / "stores"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+    with pytest.raises(tracking.TrackingError) as err:
+        with tracking.stage_run("train-linear@x", {"lr": 0.1}):
+            pytest.fail("the stage body must not run")
+    assert f"its folder {folder} does not exist" in str(err.value)
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor the lock beside the database
+
+
+KILLABLE = """
+import time
+from dlcourse import tracking
+
+with tracking.stage_run("train-linear@x", {"lr": 0.1}) as run:
+    print(run.run_id, flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_stage_sent_sigterm_ends_its_run_as_killed_and_exits_143(monkeypatch, tmp_path):
+    uri = local_store(monkeypatch, tmp_path)
+    stage = subprocess.Popen([sys.executable, "-c", KILLABLE], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        ready, _, _ = select.select([stage.stdout], [], [], 60)
+        run_id = stage.stdout.readline().strip() if ready else ""
+        assert run_id, f"the stage never opened its run: {stage.stderr.read() if stage.poll() is not None else 'hung'}"
+        stage.send_signal(signal.SIGTERM)
+        _, stderr = stage.communicate(timeout=30)
+    finally:
+        stage.kill()
+    from mlflow.tracking import MlflowClient
+
+    assert stage.returncode == 128 + signal.SIGTERM
+    assert f"train-linear@x: stopped by SIGTERM; MLflow run {run_id} marked KILLED" in stderr
+    assert MlflowClient(uri).get_run(run_id).info.status == "KILLED"
+    assert not (tmp_path / "tracking").exists()  # no record of a run that did not end well
+
+
+def test_sigint_ends_the_run_as_killed_and_the_previous_handlers_come_back(monkeypatch, tmp_path):
+    uri = local_store(monkeypatch, tmp_path)
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with pytest.raises(SystemExit) as exit:
+        with tracking.stage_run("train-linear@x", {"lr": 0.1}) as run:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+            pytest.fail("SIGINT did not stop the stage")
+    from mlflow.tracking import MlflowClient
+
+    assert exit.value.code == 128 + signal.SIGINT
+    assert MlflowClient(uri).get_run(run.run_id).info.status == "KILLED"
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_a_run_left_running_by_a_dead_process_is_marked_killed_at_the_next_start(monkeypatch, tmp_path, capsys):
+    uri = local_store(monkeypatch, tmp_path)
+    with tracking.stage_run("train-linear@x", {"lr": 0.1}):  # creates the store and the experiment
+        pass
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    here = socket.gethostname()
+
+    def left_running(stage: str, pid: int, host: str) -> str:
+        tags = {"dvc.stage": stage, "process.pid": str(pid), "process.host": host}
+        return client.create_run(experiment, tags=tags).info.run_id
+
+    runs = {
+        "dead": left_running("train-linear@x", gone.pid, here),
+        "alive": left_running("train-linear@x", os.getpid(), here),
+        "on another host": left_running("train-linear@x", gone.pid, "another-host"),
+        "of another stage": left_running("train-linear@y", gone.pid, here),
+    }
+    with tracking.stage_run("train-linear@x", {"lr": 0.1}) as run:
+        pass
+    statuses = {name: client.get_run(run_id).info.status for name, run_id in runs.items()}
+    assert statuses == {"dead": "KILLED", "alive": "RUNNING",
+                        "on another host": "RUNNING", "of another stage": "RUNNING"}
+    assert f"MLflow run {runs['dead']} was left RUNNING by process {gone.pid}, which is gone" in capsys.readouterr().err
+    tags = client.get_run(run.run_id).data.tags
+    assert (tags["process.pid"], tags["process.host"]) == (str(os.getpid()), here)
+    assert client.get_run(run.run_id).info.status == "FINISHED"
+
+
+def test_a_stage_that_fails_ends_its_run_as_failed_and_records_nothing(monkeypatch, tmp_path):
+    uri = local_store(monkeypatch, tmp_path)
+    with pytest.raises(ValueError, match="bad batch"):
+        with tracking.stage_run("train-linear@x", {"lr": 0.1}) as run:
+            raise ValueError("bad batch")
+    from mlflow.tracking import MlflowClient
+
+    assert MlflowClient(uri).get_run(run.run_id).info.status == "FAILED"
+    assert not (tmp_path / "tracking").exists()

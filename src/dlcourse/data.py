@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
+import math
 import shutil
 import tarfile
 import time
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .files import atomic_path, save_torch
+from .files import atomic_path, load_torch, save_torch
 
 
 class DataError(RuntimeError):
@@ -150,7 +151,8 @@ def read_sha256sums(mirror: str, timeout_s: float) -> dict[str, str]:
         parts = line.split()
         if len(parts) != 2 or len(parts[0]) != 64:
             raise DataError(f"{location}, line {number}: expected '<sha256>  <path>', got {line!r}")
-        sums[parts[1].lstrip("*")] = parts[0].lower()
+        # `sha256sum -b` marks names with `*`; `sha256sum ./*/*` writes them as `./<dataset>/<file>`
+        sums[parts[1].removeprefix("*").removeprefix("./")] = parts[0].lower()
     return sums
 
 
@@ -190,7 +192,7 @@ def extract_tar(archive: Path, destination: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     try:
         with tarfile.open(archive) as tar:
-            tar.extractall(staging, filter="data")
+            tar.extractall(staging, filter=_refuse_absolute)
         shutil.rmtree(destination, ignore_errors=True)
         staging.rename(destination)
     except tarfile.FilterError as exc:
@@ -199,6 +201,14 @@ def extract_tar(archive: Path, destination: Path) -> None:
         raise DataError(f"{archive}: not a readable tar archive ({exc})") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _refuse_absolute(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
+    """The "data" filter, except that an absolute member refuses the archive: "data" would strip its
+    leading slash and extract it anyway."""
+    if member.name.startswith("/"):
+        raise tarfile.AbsolutePathError(member)
+    return tarfile.data_filter(member, path)
 
 
 # --- readers --------------------------------------------------------------------------------
@@ -222,12 +232,14 @@ def read_idx(path: Path, *, expected_magic: int) -> np.ndarray:
         raise DataError(f"{path}: wrong IDX magic number: expected {expected_magic}, found {magic}")
     ndim = data[3]
     header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{path}: too short for an IDX header of {ndim} dimensions ({len(data)} bytes)")
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected_size = header + int(np.prod(shape))
+    expected_size = header + math.prod(shape)  # Python ints: np.prod overflows int64 on huge dimensions
     if len(data) != expected_size:
         raise DataError(
-            f"{path}: header announces shape {shape} ({expected_size} bytes in all) "
-            f"but the file holds {len(data)} bytes"
+            f"{path}: header inconsistent with the file's size: it announces shape {shape} "
+            f"({expected_size} bytes in all) but the file holds {len(data)} bytes"
         )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
@@ -307,5 +319,5 @@ def load_split(prepared_dir: Path, dataset: str, split: str) -> Split:
     path = Path(prepared_dir) / dataset / f"{split}.pt"
     if not path.exists():
         raise DataError(f"{path}: missing; run `dvc repro preprocess` first")
-    data = torch.load(path, weights_only=True)
+    data = load_torch(path)
     return Split(data["images"], data["labels"], list(data["classes"]))

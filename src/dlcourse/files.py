@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -39,6 +40,10 @@ def read_json(path: str | Path):
     return json.loads(Path(path).read_text())
 
 
+class UnreadableFileError(OSError):
+    """A file the pipeline built is missing, empty, truncated or corrupt."""
+
+
 def save_torch(obj, path: str | Path) -> None:
     """torch.save through a file object: with a path, torch names the archive's inner folder after
     the (temporary) file name, and the bytes would change from run to run."""
@@ -46,3 +51,34 @@ def save_torch(obj, path: str | Path) -> None:
 
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save(obj, f)
+
+
+def load_torch(path: str | Path, map_location=None):
+    """torch.load of tensors and plain containers only (weights_only): a missing, empty, truncated or
+    corrupt file raises UnreadableFileError, naming the file and how to get it back."""
+    import torch
+
+    path = Path(path)
+    restore = f"restore it with `dvc checkout {path}`, or rebuild it with `dvc repro`"
+    if not path.exists():
+        raise UnreadableFileError(f"{path}: missing; {restore}")
+    if path.stat().st_size == 0:
+        raise UnreadableFileError(f"{path}: empty (truncated); {restore}")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # random bytes read as a pickle
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - whatever torch raises, the file cannot be read back
+        # from None: torch's advice to retry with weights_only=False is not for a file the pipeline wrote
+        raise UnreadableFileError(f"{path}: corrupt or truncated ({_reason(exc)}); {restore}") from None
+
+
+def _reason(exc: Exception) -> str:
+    """torch's reason in a few words, without its advice about weights_only."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    elif "weights_only" in text:
+        text = ""
+    words = text.strip().split("\n")[0].split(". ")[0].strip()
+    return f"{type(exc).__name__}: {words}" if words else type(exc).__name__

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .files import save_torch
+from .files import load_torch, save_torch
 
 
 # --- the networks ---------------------------------------------------------------------------
@@ -219,7 +219,7 @@ def load_checkpoint(path: str | Path, *, generator: nn.Module, discriminator: nn
                     ) -> tuple[int, GanHistory]:
     """Restore a checkpoint in place; return (epochs done, history) for `train_gan`'s
     `start_epoch` and `history`. The networks must already be on `device`."""
-    state = torch.load(path, map_location=device, weights_only=True)
+    state = load_torch(path, map_location=device)
     generator.load_state_dict(state["generator"])
     discriminator.load_state_dict(state["discriminator"])
     opt_g.load_state_dict(state["opt_g"])

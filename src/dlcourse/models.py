@@ -184,7 +184,9 @@ def save_classifier(model: Classifier, dataset: str, classes: list[str], path) -
 
 
 def load_classifier(path, device: torch.device | str = "cpu") -> tuple[Classifier, dict]:
-    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    from .files import load_torch
+
+    checkpoint = load_torch(path, map_location=device)
     channels = checkpoint["state_dict"]["mean"].shape[1]
     model = Classifier(checkpoint["architecture"], checkpoint["kwargs"], channels).to(device)
     model.load_state_dict(checkpoint["state_dict"])

@@ -10,7 +10,6 @@ import inspect
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -168,14 +167,25 @@ def validate(raw: dict, source: str = "params.yaml") -> Params:
         raise ParamsError(f"{source} is invalid:\n  {lines}") from None
 
 
+def read_yaml(path: str | Path):
+    """Parse a YAML file as DVC does: YAML 1.2, where `1e-3` is a float and `yes`/`on` are strings
+    (PyYAML, a YAML 1.1 loader, reads them the other way round)."""
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe").load(Path(path))
+
+
 def load(path: str | Path = "params.yaml") -> Params:
+    from ruamel.yaml import YAMLError
+
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = read_yaml(path)
     except FileNotFoundError:
         raise ParamsError(f"{path}: not found; run the stage from the repository root") from None
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    except YAMLError as exc:
+        reason = str(exc).split("\n\nTo suppress")[0]  # ruamel's hint to allow duplicate keys: DVC refuses them
+        raise ParamsError(f"{path}: not valid YAML: {reason}") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     return validate(raw, str(path))

@@ -9,14 +9,23 @@ lets one writer in at a time and MLflow waits up to 20 s for its turn, which is 
 few short writes of a stage. What is not safe is two processes creating the store at once: both
 would run its schema migrations, and both fail. So a file lock beside the database makes the
 first use of the store, and the creation of the experiment, one process at a time.
+
+A stage stopped by SIGTERM or SIGINT ends its run as KILLED. One killed outright (SIGKILL, a crash)
+leaves its run RUNNING: the next run of the same stage marks it KILLED, once its process, recorded in
+the tags `process.pid` and `process.host`, is gone.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
+import sys
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,16 +57,45 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
+DATABASES = ("sqlite", "postgresql", "mysql", "mssql")  # as MLflow's SQLAlchemy store takes them
+ACCEPTED_URIS = ("a local folder written as a path (./mlruns, /abs/mlruns) or file:///abs/mlruns",
+                 "sqlite:///<file>.db", "postgresql://...", "mysql://...", "mssql://...",
+                 "http(s)://<server>", "databricks")
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a SQLite URI (sqlite:///relative.db, sqlite:////abs.db); None in memory."""
+    rest = uri.split("://", 1)[1].split("?", 1)[0] if "://" in uri else ""
+    return Path(rest[1:]) if rest.startswith("/") and rest != "/" else None
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Refuse a URI MLflow would not know, or a SQLite store whose folder is missing (creating the
+    folder would hide a typo), before any compute."""
+    scheme = urllib.parse.urlparse(uri).scheme.lower()
+    database = scheme.split("+")[0] in DATABASES  # postgresql+psycopg2://: a SQLAlchemy driver
+    local_path = not scheme and "/" in uri  # a bare word is more likely a mistake than a folder
+    databricks = scheme in {"databricks", "databricks-uc"} or uri in {"databricks", "databricks-uc"}
+    if not (database or local_path or databricks or scheme in {"file", "http", "https"}):
+        raise TrackingError(f"MLFLOW_TRACKING_URI={uri!r} is not a tracking URI MLflow knows; use "
+                            + ", ".join(ACCEPTED_URIS) + ", or unset it to use the local mlflow.db")
+    path = _sqlite_path(uri) if scheme.startswith("sqlite") else None
+    if path is not None and not path.parent.is_dir():
+        raise TrackingError(f"MLflow store {uri}: its folder {path.parent} does not exist; create it, "
+                            "or unset MLFLOW_TRACKING_URI to use the local mlflow.db")
+
+
 @contextmanager
 def store_lock(uri: str) -> Iterator[None]:
     """Held while a process opens a SQLite store (creating it if needed) and its experiment; a
     tracking server serialises its clients itself."""
-    if not uri.startswith("sqlite:///"):
+    path = _sqlite_path(uri) if uri.startswith("sqlite") else None
+    if path is None:
         yield
         return
     from filelock import FileLock, Timeout
 
-    lock = FileLock(uri.removeprefix("sqlite:///") + ".lock")
+    lock = FileLock(f"{path}.lock")
     try:
         lock.acquire(timeout=STORE_LOCK_TIMEOUT_S)
     except Timeout:
@@ -144,10 +182,70 @@ class StageRun:
         self._mlflow.log_artifact(str(path), artifact_path=folder)
 
 
+class StageKilled(BaseException):
+    """SIGTERM or SIGINT, raised in the stage's code so that its run ends as KILLED."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def killed_on_signals() -> Iterator[None]:
+    """While open, SIGTERM and SIGINT raise StageKilled; a second signal meets the previous handler."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
+        yield
+        return
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore() -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+    def on_signal(signum, frame):
+        restore()
+        raise StageKilled(signum)
+
+    for signum in previous:
+        signal.signal(signum, on_signal)
+    try:
+        yield
+    finally:
+        restore()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def end_dead_runs(client, experiment_id: str, stage: str) -> None:
+    """Mark KILLED the runs of `stage` left RUNNING by a process of this host that is gone (SIGKILL,
+    a crash): never the run of a live process, nor of another host."""
+    host = socket.gethostname()
+    running = client.search_runs([experiment_id], max_results=1000,
+                                 filter_string=f"tags.`dvc.stage` = '{stage}' and attributes.status = 'RUNNING'")
+    for run in running:
+        pid, run_host = run.data.tags.get("process.pid", ""), run.data.tags.get("process.host")
+        if run_host == host and pid.isdigit() and not _alive(int(pid)):
+            client.set_terminated(run.info.run_id, "KILLED")
+            print(f"{stage}: MLflow run {run.info.run_id} was left RUNNING by process {pid}, which is gone; "
+                  "marked it KILLED", file=sys.stderr)
+
+
 @contextmanager
 def stage_run(stage: str, params: dict) -> Iterator[StageRun]:
-    """Open the MLflow run of one DVC stage (or matrix entry) and record its id when it ends well."""
+    """Open the MLflow run of one DVC stage (or matrix entry) and record its id when it ends well.
+
+    SIGTERM or SIGINT while it is open ends the run as KILLED and exits with 128 + the signal number.
+    """
     uri = tracking_uri()
+    check_tracking_uri(uri)
     check_reachable(uri)
     import mlflow  # imported here: slow, and only needed once the store is known to answer
 
@@ -160,15 +258,25 @@ def stage_run(stage: str, params: dict) -> Iterator[StageRun]:
                 mlflow.create_experiment(experiment_name, artifact_location=location)
             except mlflow.exceptions.MlflowException:
                 pass  # created meanwhile by a stage logging to the same tracking server
-        mlflow.set_experiment(experiment_name)
+        experiment = mlflow.set_experiment(experiment_name)
+    end_dead_runs(mlflow.MlflowClient(), experiment.experiment_id, stage)
 
-    tags = {"dvc.stage": stage, **_git_tags()}
+    tags = {"dvc.stage": stage, "process.pid": str(os.getpid()), "process.host": socket.gethostname(), **_git_tags()}
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
-    with mlflow.start_run(run_name=stage, tags=tags) as run:
-        tracked = StageRun(mlflow, run)
-        tracked.log_params(params)
-        yield tracked
+    tracked = StageRun(mlflow, mlflow.start_run(run_name=stage, tags=tags))
+    try:
+        with killed_on_signals():
+            tracked.log_params(params)
+            yield tracked
+    except StageKilled as killed:
+        mlflow.end_run("KILLED")
+        print(f"{stage}: stopped by {killed}; MLflow run {tracked.run_id} marked KILLED", file=sys.stderr)
+        raise SystemExit(128 + killed.signum) from None
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
+    mlflow.end_run("FINISHED")
     write_json(
         TRACKING_DIR / f"{stage}.json",
         {"stage": stage, "run_id": tracked.run_id, "experiment": experiment_name, "tracking_uri": uri},
