@@ -4,64 +4,72 @@ L2 sizes as controls, and natural corruptions in the style of CIFAR-10-C."""
 
 import sys
 
+import pandas as pd
 import torch
 
 from dlcourse import attacks, data, params, tracking
 from dlcourse.figures import image_grid, plot_columns
-from dlcourse.files import atomic_path, write_json
+from dlcourse.files import write_csv, write_json
 from dlcourse.models import load_classifier
 from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
-from dlcourse.training import predict_proba, resolve_device, seed_everything
+from dlcourse.training import predict_proba, resolve_device, seed_everything, to_float
+
+
+def accuracy_by_eps(table) -> dict[float, dict[str, float]]:
+    return {float(eps): row.to_dict() for eps, row in table.pivot(index="eps", columns="method", values="accuracy")
+            .iterrows()}
 
 
 def main(name: str) -> None:
     all_params = params.load()
     p = all_params.attack
-    if name not in p.models:
-        raise SystemExit(f"params.yaml: attack.models has no entry {name!r} (entries: {sorted(p.models)})")
     settings = p.models[name]
     stage = f"attack@{name}"
-    logged = {"model": name, **p.model_dump(exclude={"models"}), **settings.model_dump()}
-    with tracking.stage_run(stage, logged) as run:
-        generator = seed_everything(all_params.seed)
+    with tracking.stage_run(stage, tracking.declared_params(stage, all_params)) as run:
+        rng = seed_everything(all_params.seed)
         device = resolve_device(all_params.device)
         model, checkpoint = load_classifier(MODELS / f"{name}.pt", device)
         test = data.load_split(PREPARED, checkpoint["dataset"], "test")
-        subset = torch.randperm(len(test), generator=generator)[: p.subset]
-        x, y = test.images[subset].to(device).float().div_(255), test.labels[subset].to(device)
+        subset = torch.randperm(len(test), generator=rng)[: p.subset]
+        x, y = to_float(test.images[subset], device), test.labels[subset].to(device)
 
-        methods = attacks.standard_methods(model, generator, p.pgd_steps, p.pgd_step_factor, p.pgd_random_start)
-        eps_table = attacks.sweep(model, x, y, sorted(set(settings.eps) | {0.0, settings.claim_eps}), methods)
-        corruption_table = attacks.sweep_corruptions(model, x, y, generator)
+        # The claim's eps is chosen on one half of the attacked images and judged on the other.
+        half = len(subset) // 2
+        halves = {"selection": (x[:half], y[:half]), "evaluation": (x[half:], y[half:])}
+        methods = attacks.standard_methods(model, rng, p.pgd_steps, p.pgd_step_factor, p.pgd_random_start)
+        eps_grid = sorted(set(settings.eps) | {0.0})
+        tables = {part: attacks.sweep(model, xs, ys, eps_grid, methods) for part, (xs, ys) in halves.items()}
+        chosen_eps = attacks.choose_slight_eps(accuracy_by_eps(tables["selection"]))
+        corruption_table = attacks.sweep_corruptions(model, x, y, rng)
 
-        accuracy = eps_table.pivot(index="eps", columns="method", values="accuracy")
-        clean = float(accuracy.loc[0.0, "fgsm"])
-        at_claim = accuracy.loc[settings.claim_eps]
         metrics = {
             "dataset": checkpoint["dataset"],
-            "clean_accuracy": clean,
-            "claim_eps": settings.claim_eps,
-            "at_claim_eps": {method: float(at_claim[method]) for method in methods},
-            "drop_at_claim_eps": {method: clean - float(at_claim[method]) for method in methods},
+            "images": {part: len(ys) for part, (_, ys) in halves.items()},
+            "chosen_eps": chosen_eps,
+            **{part: {"accuracy": {f"{eps:g}": row for eps, row in accuracy_by_eps(table).items()},
+                      "psnr_db": {f"{eps:g}": {method: attacks.psnr(mse) for method, mse in row.items()}
+                                  for eps, row in table.pivot(index="eps", columns="method", values="mse")
+                                  .iterrows() if eps > 0}}
+               for part, table in tables.items()},
             "corruptions_severity_5": corruption_table[corruption_table.severity == 5]
             .set_index("corruption")["accuracy"].to_dict(),
         }
 
         out = PLOTS / "attack" / name
-        with atomic_path(out / "eps.csv") as tmp:
-            accuracy.reset_index().to_csv(tmp, index=False)
-        with atomic_path(out / "corruptions.csv") as tmp:
-            corruption_table.to_csv(tmp, index=False)
+        accuracy = pd.concat(tables.values()).groupby(["eps", "method"])["accuracy"].mean().unstack()
+        write_csv(accuracy.reset_index(), out / "eps.csv")
+        write_csv(corruption_table, out / "corruptions.csv")
         plot_columns(accuracy.reset_index(), "eps", list(methods), f"{name}: accuracy under L-inf perturbations",
                      out / "accuracy_vs_eps.png", "eps (pixel units)")
         severities = corruption_table.pivot(index="severity", columns="corruption", values="accuracy").reset_index()
         plot_columns(severities, "severity", list(attacks.CORRUPTIONS), f"{name}: accuracy under corruptions",
                      out / "corruptions.png", "severity (CIFAR-10-C style)")
 
-        # The evidence: clean images, their PGD version at the claim's eps, and the perturbation amplified.
-        clean_x, clean_y = x[: p.examples], y[: p.examples]
-        attacked = methods["pgd"](clean_x, clean_y, settings.claim_eps)
-        amplified = (attacked - clean_x) / (2 * settings.claim_eps) + 0.5
+        # The evidence: clean images of the evaluation half, their PGD version at the chosen eps, and
+        # the perturbation amplified.
+        clean_x, clean_y = halves["evaluation"][0][: p.examples], halves["evaluation"][1][: p.examples]
+        attacked = methods["pgd"](clean_x, clean_y, chosen_eps)
+        amplified = (attacked - clean_x) / (2 * chosen_eps) + 0.5
         classes = test.classes
 
         def captions(images):
@@ -69,12 +77,13 @@ def main(name: str) -> None:
             return [f"{classes[k]} ({c:.2f})" for k, c in zip(predicted.tolist(), confidence.tolist())]
 
         image_grid(torch.cat([clean_x, attacked, amplified]).cpu(),
-                   captions(clean_x) + captions(attacked) + ["perturbation x" + f"{0.5 / settings.claim_eps:.0f}"] * len(clean_x),
-                   out / "examples.png", f"{name}: clean (top), PGD eps = {settings.claim_eps} (middle), "
+                   captions(clean_x) + captions(attacked) + [f"perturbation x{0.5 / chosen_eps:.0f}"] * len(clean_x),
+                   out / "examples.png", f"{name}: clean (top), PGD eps = {chosen_eps:g} (middle), "
                    "perturbation amplified (bottom)", columns=len(clean_x))
         write_json(METRICS / "attack" / f"{name}.json", metrics)
 
-        run.log_metrics({"clean_accuracy": clean, **{f"at_claim_eps.{k}": v for k, v in metrics["at_claim_eps"].items()}})
+        run.log_metrics({"chosen_eps": chosen_eps, **{f"evaluation.{method}": acc for method, acc in
+                                                       metrics["evaluation"]["accuracy"][f"{chosen_eps:g}"].items()}})
         for step, (eps, row) in enumerate(accuracy.iterrows()):
             run.log_metrics({f"curve.{method}": float(row[method]) for method in methods}, step=step)
         for figure in ("accuracy_vs_eps.png", "corruptions.png", "examples.png"):

@@ -13,7 +13,8 @@ from dlcourse.paths import RAW
 def main() -> None:
     p = params.load()
     mirror = os.environ.get("DATA_MIRROR") or None
-    with tracking.stage_run("download", {"download": p.download.model_dump(), "mirror": mirror or "official"}) as run:
+    with tracking.stage_run("download", tracking.declared_params("download", p),
+                            tags={"data.mirror": mirror or "official"}) as run:
         for dataset in data.SOURCES:
             files = data.download(dataset, RAW, mirror=mirror, **p.download.model_dump())
             run.log_metrics({f"{dataset}.bytes": sum(f.stat().st_size for f in files)})

@@ -8,23 +8,23 @@ import pandas as pd
 from dlcourse import data, params, tracking
 from dlcourse.evaluation import calibration, confusion_matrix, hardest_errors, per_class_accuracy
 from dlcourse.figures import image_grid, plot_confusion, plot_reliability
-from dlcourse.files import atomic_path, write_json
+from dlcourse.files import write_csv, write_json
 from dlcourse.models import load_classifier
 from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
-from dlcourse.training import predict_proba, resolve_device, seed_everything
+from dlcourse.training import predict_proba, resolve_device, seed_everything, to_float
 
 
 def main(name: str) -> None:
     all_params = params.load()
     p = all_params.evaluate
     stage = f"evaluate@{name}"
-    with tracking.stage_run(stage, {"model": name, "device": all_params.device, **p.model_dump(exclude={"models"})}) as run:
+    with tracking.stage_run(stage, tracking.declared_params(stage, all_params)) as run:
         seed_everything(all_params.seed)
         device = resolve_device(all_params.device)
         model, checkpoint = load_classifier(MODELS / f"{name}.pt", device)
         test = data.load_split(PREPARED, checkpoint["dataset"], "test")
         classes = test.classes
-        images, actual = test.images.to(device).float().div_(255), test.labels.to(device)
+        images, actual = to_float(test.images, device), test.labels.to(device)
 
         probabilities = predict_proba(model, images).cpu()
         actual = actual.cpu()
@@ -45,9 +45,8 @@ def main(name: str) -> None:
         }
 
         out = PLOTS / "evaluate" / name
-        with atomic_path(out / "predictions.csv") as tmp:  # for `dvc plots show` (confusion template)
-            pd.DataFrame({"actual": [classes[i] for i in actual], "predicted": [classes[i] for i in predicted]}).to_csv(
-                tmp, index=False)
+        write_csv(pd.DataFrame({"actual": [classes[i] for i in actual], "predicted": [classes[i] for i in predicted]}),
+                  out / "predictions.csv")  # for `dvc plots show` (confusion template)
         plot_confusion(confusion, classes, f"{name}: confusion matrix", out / "confusion.png")
         plot_reliability(calib.bin_edges, calib.bin_confidence, calib.bin_accuracy, calib.ece,
                          f"{name}: reliability", out / "reliability.png")

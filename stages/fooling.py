@@ -20,7 +20,7 @@ def main(dataset: str) -> None:
     all_params = params.load()
     p = all_params.fooling[dataset]
     stage = f"fooling@{dataset}"
-    with tracking.stage_run(stage, {"dataset": dataset, "seed": all_params.seed, **p.model_dump()}) as run:
+    with tracking.stage_run(stage, tracking.declared_params(stage, all_params)) as run:
         generator = seed_everything(all_params.seed)
         device = resolve_device(all_params.device)
         model, checkpoint = load_classifier(MODELS / f"{p.model}.pt", device)

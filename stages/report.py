@@ -1,18 +1,20 @@
 """Stage `report`: every course claim beside its measured value, the figures, and the environment.
 
-Writes reports/claims.json (one entry per claim, `holds` computed from measured numbers),
-reports/report.md with its own figures in reports/figures/, and reports/report.html: the same
-document in one file, every image embedded.
+Writes reports/claims.json (one entry per claim id, `holds` computed from measured numbers: a DVC
+metric), reports/report.md with its own figures in reports/figures/, and reports/report.html: the
+same document in one file, every image embedded. Its own MLflow run id goes to reports/run.json,
+outside `tracking/`, which it reads.
 """
 
 import pandas as pd
 
 from dlcourse import params, tracking
+from dlcourse.claims import Results, evaluate_claims, pct, slight_corruption_verdict
+from dlcourse.document import document, unlisted_figures, write_report
+from dlcourse.environment import environment, pipeline_stages
+from dlcourse.figures import plot_columns, plot_curves
 from dlcourse.files import write_json
 from dlcourse.paths import PLOTS, REPORTS
-from dlcourse.figures import plot_columns, plot_curves
-from dlcourse.report import (Results, attacked_models, document, environment, evaluate_claims, evaluated_models, pct,
-                             pipeline_stages, unlisted_figures, write_report)
 
 LINEAR_RUNS = {
     "one_epoch": "slides' loss −log f(x)(y), 1 epoch",
@@ -21,10 +23,27 @@ LINEAR_RUNS = {
 }
 
 
-def linear_section(results: Results) -> str:
+def draw_figures(results: Results) -> None:
+    """The report's own figures, in reports/figures/: the curves of one kind together."""
     curves = {label: results.curve(f"linear/{name}") for name, label in LINEAR_RUNS.items()}
     plot_curves(curves, "step", "test_accuracy", "Reseau1 (784 → 10, softmax) on MNIST",
                 REPORTS / "figures" / "linear_curves.png", "iteration (batches of 60)")
+    for dataset, entries in cnn_entries(results).items():
+        plot_curves({name: results.curve(f"cnn/{name}") for name in entries}, "epoch", "test_accuracy",
+                    f"train-cnn on {dataset}", REPORTS / "figures" / f"cnn_{dataset}_curves.png", "epoch")
+    plot_columns(results.curve("gan/losses"), "step", ["generator", "discriminator"], "DCGAN training losses",
+                 REPORTS / "figures" / "gan_losses.png", "step (batch)", ylabel="loss", scale=1)
+
+
+def cnn_entries(results: Results) -> dict[str, list[str]]:
+    """The train-cnn entries by dataset."""
+    entries = {}
+    for path in sorted((results.metrics_dir / "cnn").glob("*.json")):
+        entries.setdefault(results.metrics(f"cnn/{path.stem}")["dataset"], []).append(path.stem)
+    return entries
+
+
+def linear_section(results: Results) -> str:
     rows = []
     for name, label in LINEAR_RUNS.items():
         m = results.metrics(f"linear/{name}")
@@ -41,28 +60,21 @@ def linear_section(results: Results) -> str:
 
 
 def cnn_section(results: Results) -> str:
-    frames = {}
     rows = []
-    for path in sorted((results.metrics_dir / "cnn").glob("*.json")):
-        name = path.stem
+    for name in sum(cnn_entries(results).values(), []):
         m, t = results.metrics(f"cnn/{name}"), results.metrics(f"timing/train-cnn@{name}")
-        frames.setdefault(m["dataset"], {})[name] = results.curve(f"cnn/{name}")
         rows.append({"entry": f"`{name}`", "dataset": m["dataset"], "parameters": f"{m['parameters']:,}",
                      "epochs": m["epochs"], "test accuracy": pct(m["test_accuracy"]),
                      "train time (s)": t["train_seconds"], "images/s": t["images_per_second"], "device": t["device"],
                      "> 50 %": ("yes" if m["test_accuracy"] > 0.5 else "no") if m["dataset"] == "cifar10" else ""})
-    figures = ""
-    for dataset, curves in frames.items():
-        plot_curves(curves, "epoch", "test_accuracy", f"train-cnn on {dataset}",
-                    REPORTS / "figures" / f"cnn_{dataset}_curves.png", "epoch")
-        figures += f"![{dataset} curves](figures/cnn_{dataset}_curves.png)\n\n"
+    figures = "".join(f"![{dataset} curves](figures/cnn_{dataset}_curves.png)\n\n" for dataset in cnn_entries(results))
     return ("## Convolutional networks, and the CIFAR-10 exercise\n\n" + figures
             + pd.DataFrame(rows).to_markdown(index=False) + "\n")
 
 
 def evaluation_section(results: Results) -> str:
     rows, images = [], []
-    for name, m in evaluated_models(results).items():
+    for name, m in results.per_model("evaluate").items():
         rows.append({"model": f"`{name}`", "dataset": m["dataset"], "test accuracy": pct(m["test_accuracy"]),
                      "ECE": pct(m["ece"]), "mean confidence": pct(m["mean_confidence"]), "errors": m["errors"],
                      f"wrong with confidence >= {m['confident_threshold']}": m["confidently_wrong"]})
@@ -75,12 +87,16 @@ def evaluation_section(results: Results) -> str:
 
 def robustness_section(results: Results) -> str:
     parts = ["## Robustness: slight corruptions, and fooling images\n"]
-    for name, m in attacked_models(results).items():
+    for name, m in results.per_model("attack").items():
         folder = f"../plots/attack/{name}"
-        rows = [{"method": method, f"accuracy at eps {m['claim_eps']:g}": pct(acc),
-                 "drop (points)": f"{100 * m['drop_at_claim_eps'][method]:.1f}"}
-                for method, acc in m["at_claim_eps"].items()]
-        parts.append(f"### `{name}` (clean accuracy {pct(m['clean_accuracy'])} on the attacked subset)\n\n"
+        verdict = slight_corruption_verdict(m)
+        eps = f"{verdict['eps']:g}"
+        clean = m["evaluation"]["accuracy"]["0"]
+        rows = [{"method": method, f"accuracy at eps {eps}": pct(acc), "drop (points)": f"{100 * (clean[method] - acc):.1f}",
+                 "PSNR (dB)": f"{m['evaluation']['psnr_db'][eps][method]:.1f}"}
+                for method, acc in m["evaluation"]["accuracy"][eps].items()]
+        parts.append(f"### `{name}`: eps {eps} chosen on {m['images']['selection']} images, judged on "
+                     f"{m['images']['evaluation']} others (clean accuracy {pct(verdict['clean'])})\n\n"
                      + pd.DataFrame(rows).to_markdown(index=False) + "\n\n"
                      f"![examples]({folder}/examples.png)\n\n"
                      f"| L-inf sweep | corruptions |\n| --- | --- |\n"
@@ -98,8 +114,6 @@ def gan_section(results: Results) -> str:
     epochs = sorted((results.plots_dir / "gan" / "samples").glob("epoch_*.png"))
     progression = "\n".join(f"| epoch {int(path.stem.split('_')[1])} | ![](../plots/gan/samples/{path.name}) |"
                              for path in epochs)
-    plot_columns(results.curve("gan/losses"), "step", ["generator", "discriminator"], "DCGAN training losses",
-                 REPORTS / "figures" / "gan_losses.png", "step (batch)", ylabel="loss", scale=1)
     scores = results.curve("gan/scores")
     return (
         "## GANs: from noise to digits, epoch after epoch\n\n"
@@ -120,20 +134,23 @@ def other_figures_section(figures) -> str:
 
 
 def main() -> None:
-    p = params.load()
-    with tracking.stage_run("report", {"seed": p.seed}) as run:
+    all_params = params.load()
+    with tracking.stage_run("report", tracking.declared_params("report", all_params),
+                            record=REPORTS / "run.json") as run:
         results = Results()
         claims = evaluate_claims(results)
-        write_json(REPORTS / "claims.json", claims)
+        draw_figures(results)
         sections = [linear_section(results), cnn_section(results), evaluation_section(results),
                     robustness_section(results), gan_section(results)]
         unlisted = unlisted_figures("\n".join(sections), REPORTS, PLOTS)
         if unlisted:
             sections.append(other_figures_section(unlisted))
-        env = environment(pipeline_stages(), results, runs_in_progress={"report": run.run_id})
-        markdown = document(claims, sections, env)
+        stages = [stage for stage in pipeline_stages() if stage != "report"]
+        markdown = document(claims, sections, environment(stages, results))
+
+        write_json(REPORTS / "claims.json", claims, sort_keys=False)  # in the course's order
         write_report(markdown, REPORTS)
-        held = sum(c["holds"] for c in claims)
+        held = sum(claim["holds"] for claim in claims.values())
         run.log_metrics({"claims_held": held, "claims_total": len(claims)})
         for path in [REPORTS / "claims.json", REPORTS / "report.md", REPORTS / "report.html",
                      *sorted((REPORTS / "figures").glob("*.png"))]:

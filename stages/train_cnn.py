@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 
 from dlcourse import data, params, tracking
-from dlcourse.files import atomic_path, write_json
+from dlcourse.files import write_csv, write_json
 from dlcourse.models import Classifier, parameter_count, save_classifier
 from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
 from dlcourse.training import resolve_device, seed_everything, train_epochs
@@ -20,7 +20,7 @@ def main(name: str) -> None:
         raise SystemExit(f"params.yaml: train_cnn has no entry {name!r} (entries: {sorted(all_params.train_cnn)})")
     p = all_params.train_cnn[name]
     stage = f"train-cnn@{name}"
-    with tracking.stage_run(stage, {"seed": all_params.seed, "device": all_params.device, **p.model_dump()}) as run:
+    with tracking.stage_run(stage, tracking.declared_params(stage, all_params)) as run:
         device = resolve_device(all_params.device)
         generator = seed_everything(all_params.seed, device)
         if p.threads:
@@ -50,9 +50,8 @@ def main(name: str) -> None:
         save_classifier(model, p.dataset, train.classes, MODELS / "cnn" / f"{name}.pt")
         write_json(METRICS / "cnn" / f"{name}.json", metrics)
         write_json(METRICS / "timing" / f"{stage}.json", timing)
-        with atomic_path(PLOTS / "cnn" / f"{name}.csv") as tmp:
-            pd.DataFrame([{"epoch": r.epoch, "test_accuracy": r.test_accuracy, "train_loss": r.train_loss}
-                          for r in records]).to_csv(tmp, index=False)
+        write_csv(pd.DataFrame([{"epoch": r.epoch, "test_accuracy": r.test_accuracy, "train_loss": r.train_loss}
+                                for r in records]), PLOTS / "cnn" / f"{name}.csv")
 
         run.log_metrics({k: v for k, v in {**metrics, **timing}.items() if not isinstance(v, str)})
         run.log_artifact(MODELS / "cnn" / f"{name}.pt")

@@ -15,7 +15,7 @@ import torch
 
 from dlcourse import data, generative, params, tracking
 from dlcourse.figures import image_grid
-from dlcourse.files import atomic_path, write_json
+from dlcourse.files import write_csv, write_json
 from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
 from dlcourse.training import resolve_device, seed_everything
 
@@ -25,8 +25,8 @@ CHECKPOINTS, SAMPLES = MODELS / "gan", PLOTS / "gan" / "samples"
 def main(resume: bool) -> None:
     all_params = params.load()
     p = all_params.train_gan
-    with tracking.stage_run("train-gan", {"seed": all_params.seed, "device": all_params.device, "resume": resume,
-                                          **p.model_dump()}) as run:
+    with tracking.stage_run("train-gan", tracking.declared_params("train-gan", all_params),
+                            tags={"gan.resume": str(resume).lower()}) as run:
         device = resolve_device(all_params.device)
         rng = seed_everything(all_params.seed, device)
         train = data.load_split(PREPARED, "mnist", "train")
@@ -72,14 +72,14 @@ def main(resume: bool) -> None:
                    PLOTS / "gan" / "interpolation.png", "latent-space interpolation (slerp), one row per pair",
                    columns=p.interpolation_steps, scale=0.9)
         steps = list(range(1, len(history.g_loss) + 1))
-        with atomic_path(PLOTS / "gan" / "losses.csv") as tmp:
-            pd.DataFrame({"step": steps, "generator": history.g_loss, "discriminator": history.d_loss}).to_csv(
-                tmp, index=False)
+        write_csv(pd.DataFrame({"step": steps, "generator": history.g_loss, "discriminator": history.d_loss}),
+                  PLOTS / "gan" / "losses.csv")
         write_json(METRICS / "gan" / "train.json", {
             "epochs": p.epochs, "steps": len(steps),
             "final_generator_loss": history.g_loss[-1], "final_discriminator_loss": history.d_loss[-1]})
         write_json(METRICS / "timing" / "train-gan.json", {
             "train_seconds": round(sum(history.epoch_seconds), 3), "device": str(device),
+            "epochs_timed": f"{start_epoch + 1}-{p.epochs}",  # a resumed run times its own epochs only
             "epoch_seconds": [round(s, 3) for s in history.epoch_seconds]})
 
         run.log_curve("curve.generator_loss", steps, history.g_loss)

@@ -7,7 +7,7 @@ import pandas as pd
 import torch
 
 from dlcourse import data, params, tracking
-from dlcourse.files import atomic_path, write_json
+from dlcourse.files import write_csv, write_json
 from dlcourse.models import Classifier, save_classifier
 from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
 from dlcourse.training import LOSSES, accuracy, resolve_device, seed_everything, to_float, train_iterations
@@ -19,7 +19,7 @@ def main(name: str) -> None:
         raise SystemExit(f"params.yaml: train_linear has no run {name!r} (runs: {sorted(all_params.train_linear)})")
     p = all_params.train_linear[name]
     stage = f"train-linear@{name}"
-    with tracking.stage_run(stage, {"seed": all_params.seed, "device": all_params.device, **p.model_dump()}) as run:
+    with tracking.stage_run(stage, tracking.declared_params(stage, all_params)) as run:
         generator = seed_everything(all_params.seed)
         # 784 x 10 is too small to split across threads: the threads' synchronisation costs more
         # than it saves, and ruins the timing whenever another process holds a core.
@@ -58,8 +58,8 @@ def main(name: str) -> None:
         save_classifier(model, "mnist", train.classes, MODELS / "linear" / f"{name}.pt")
         write_json(METRICS / "linear" / f"{name}.json", metrics)
         write_json(METRICS / "timing" / f"{stage}.json", timing)
-        with atomic_path(PLOTS / "linear" / f"{name}.csv") as tmp:
-            pd.DataFrame({"step": curve.steps, "test_accuracy": curve.test_accuracy}).to_csv(tmp, index=False)
+        write_csv(pd.DataFrame({"step": curve.steps, "test_accuracy": curve.test_accuracy}),
+                  PLOTS / "linear" / f"{name}.csv")
 
         run.log_metrics({**metrics, "train_seconds": seconds})
         run.log_curve("curve.test_accuracy", curve.steps, curve.test_accuracy)

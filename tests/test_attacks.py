@@ -1,7 +1,5 @@
 """dlcourse.attacks on a tiny MLP trained in a second on generated 10-class 8x8 images."""
 
-import importlib.util
-
 import matplotlib.colors
 import numpy as np
 import pytest
@@ -90,7 +88,7 @@ def test_attacks_leave_no_gradient_on_the_model(model, test_data):
 def test_pgd_is_at_least_as_strong_as_fgsm_and_noise_is_weak(model, test_data):
     x, y = test_data
     table = attacks.sweep(model, x, y, [0.1, 0.2, 0.3], attacks.standard_methods(model, gen()), batch_size=200)
-    assert list(table.columns) == ["method", "eps", "accuracy", "confidence", "linf", "l2"]
+    assert list(table.columns) == ["method", "eps", "accuracy", "confidence", "linf", "l2", "mse"]
     accuracy = table.pivot(index="eps", columns="method", values="accuracy")
     assert (accuracy["pgd"] <= accuracy["fgsm"]).all()
     assert accuracy["fgsm"].is_monotonic_decreasing
@@ -205,7 +203,6 @@ def test_transfer_confidence_on_a_second_model(model):
     assert ((transferred >= 0) & (transferred <= 1)).all()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torchattacks") is None, reason="torchattacks is not installed")
 def test_matches_torchattacks(model, test_data):
     import torchattacks
 
@@ -214,3 +211,35 @@ def test_matches_torchattacks(model, test_data):
     ours = attacks.pgd(model, x, y, 0.1, steps=5, step_size=0.03, random_start=False)
     theirs = torchattacks.PGD(model, eps=0.1, alpha=0.03, steps=5, random_start=False)(x, y)
     assert torch.allclose(ours, theirs, atol=1e-6)
+
+
+def test_psnr_of_a_sign_perturbation_is_the_formula():
+    x = torch.full((2, 1, 8, 8), 0.5)
+    row = attacks.accuracy_under(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), x, torch.zeros(2, dtype=torch.long),
+                                 lambda xb, yb: attacks.sign_noise(xb, 0.1, gen()))
+    assert row["mse"] == pytest.approx(0.01)  # every pixel moved by exactly 0.1
+    assert attacks.psnr(row["mse"]) == pytest.approx(20.0)  # 10 log10(1 / 0.01)
+    assert attacks.psnr(0.0) == float("inf")
+
+
+def sweep_table(rows: dict[float, tuple[float, float]]) -> dict[float, dict[str, float]]:
+    """{eps: (pgd, noise)} as a sweep's accuracies, clean 0.9 at eps 0."""
+    table = {0.0: dict.fromkeys(("fgsm", "pgd", "sign_noise", "l2_noise"), 0.9)}
+    for eps, (pgd, noise) in rows.items():
+        table[eps] = {"fgsm": pgd, "pgd": pgd, "sign_noise": noise, "l2_noise": noise + 0.005}
+    return table
+
+
+@pytest.mark.parametrize("rows, chosen", [
+    ({0.05: (0.5, 0.89), 0.1: (0.3, 0.89), 0.2: (0.0, 0.5)}, 0.1),  # the smallest passing eps
+    ({0.05: (0.1, 0.89), 0.1: (0.0, 0.89)}, 0.05),
+    ({0.05: (0.6, 0.89), 0.1: (0.5, 0.89), 0.2: (0.0, 0.5)}, 0.1),  # none passes: PGD's worst where noise is harmless
+    ({0.05: (0.0, 0.8), 0.1: (0.0, 0.7)}, 0.05),  # noise hurts everywhere: the smallest
+])
+def test_the_claims_eps_is_the_slightest_that_wrecks(rows, chosen):
+    assert attacks.choose_slight_eps(sweep_table(rows)) == chosen
+
+
+def test_slight_and_wrecking_at_each_eps():
+    verdicts = attacks.slight_and_wrecking(sweep_table({0.05: (0.41, 0.89), 0.1: (0.39, 0.89), 0.2: (0.0, 0.87)}))
+    assert verdicts == {0.05: False, 0.1: True, 0.2: False}

@@ -8,7 +8,6 @@ last page shown goes to $TEST_ARTIFACTS (default: test-artifacts/ in the reposit
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from test_pipeline import ROOT, Workspace, tiny_workspace
+from workspace import ROOT, Workspace, free_port
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -32,18 +31,22 @@ STAGE = "train-cnn@cifar10-linear"
 NEW_LR = 0.05
 UI_WAIT_S = 60
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                       reason="needs chromium and chromedriver on PATH (Debian: apt-get install chromium chromium-driver)"),
-]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def chromium():
+    if not (CHROMIUM and CHROMEDRIVER):
+        reason = "needs chromium and chromedriver on PATH (Debian: apt-get install chromium chromium-driver)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; .ci/run installs them")
+        pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, mirror) -> Workspace:
-    """A tiny copy of the repository where `train-cnn@cifar10-linear` ran twice: with its lr, then with NEW_LR."""
-    ws = tiny_workspace(tmp_path_factory.mktemp("repo"), mirror)
-    ws.repro(STAGE)
+def workspace(built, tmp_path_factory) -> Workspace:
+    """A copy of the tiny workspace where `train-cnn@cifar10-linear` ran twice: with its lr, then with NEW_LR."""
+    ws = built.copy_to(tmp_path_factory.mktemp("ui") / "repo")
 
     def new_lr(params):
         entry = params["train_cnn"]["cifar10-linear"]
@@ -69,11 +72,6 @@ def stage_runs(workspace):
     assert [run.info.run_name for run in runs] == [STAGE, STAGE]
     return runs
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

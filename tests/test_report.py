@@ -16,15 +16,16 @@ import torch
 import yaml
 
 from dlcourse.figures import plot_curves
-from dlcourse.report import (NOT_RECORDED, Results, document, environment, markdown_to_html, recorded_run,
-                             unlisted_figures, write_report)
+from dlcourse.claims import Results
+from dlcourse.document import document, markdown_to_html, unlisted_figures, write_report
+from dlcourse.environment import NOT_RECORDED, environment, recorded_run
 
-CLAIMS = [
-    {"id": "first-claim", "claim": "Something holds.", "course": "Quelque chose est vrai", "measured": "42 %",
-     "values": {}, "holds": True},
-    {"id": "second-claim", "claim": "Something else holds.", "course": "Autre chose", "measured": "a | b",
-     "values": {}, "holds": False},
-]
+CLAIMS = {
+    "first-claim": {"claim": "Something holds.", "course": "Quelque chose est vrai", "measured": "42 %",
+                    "values": {}, "holds": True},
+    "second-claim": {"claim": "Something else holds.", "course": "Autre chose", "measured": "a | b",
+                     "values": {}, "holds": False},
+}
 
 
 class Attributes(HTMLParser):
@@ -55,8 +56,8 @@ def project(tmp_path, monkeypatch):
     return tmp_path
 
 
-def build(stages=("train-linear@one_epoch", "evaluate@cnn/mnist", "report")) -> str:
-    env = environment(list(stages), Results(Path("metrics"), Path("plots")), runs_in_progress={"report": "run-now"})
+def build(stages=("train-linear@one_epoch", "evaluate@cnn/mnist")) -> str:
+    env = environment(list(stages), Results(Path("metrics"), Path("plots")))
     section = "## Figures\n\n![curve](figures/curve.png)\n\n| a stage's |\n| --- |\n| ![](../plots/stage/figure.png) |\n"
     return document(CLAIMS, [section], env)
 
@@ -82,9 +83,9 @@ def test_every_claim_appears_with_its_verdict(project):
     write_report(markdown, Path("reports"))
     page = Path("reports/report.html").read_text()
     assert "1 of 2 course claims hold" in markdown
-    for claim in CLAIMS:
+    for claim_id, claim in CLAIMS.items():
         verdict = "✅ yes" if claim["holds"] else "❌ no"
-        [row] = [row for row in table_rows(page) if claim["id"] in row]
+        [row] = [row for row in table_rows(page) if claim_id in row]
         cells = re.findall(r"<td>(.*?)</td>", row, flags=re.S)
         assert len(cells) == 4  # the pipe in "a | b" stays inside its cell
         assert claim["course"] in cells[1] and cells[2] == claim["measured"] and cells[3] == verdict
@@ -107,7 +108,6 @@ def test_environment_section_names_versions_commit_params_and_each_stage(project
     assert rows["MLflow experiment"] == ["`dl-course`"]
     assert rows["`train-linear@one_epoch`"] == ["cpu", "`abc123`"]
     assert rows["`evaluate@cnn/mnist`"] == [NOT_RECORDED, NOT_RECORDED]  # no timing, no run record
-    assert rows["`report`"] == [NOT_RECORDED, "`run-now`"]  # its record is written only when its run ends
     assert "<h2>Environment</h2>" in markdown_to_html(markdown, Path("reports"))
 
 
@@ -136,36 +136,40 @@ def test_unlisted_figures_are_the_ones_no_image_shows(project):
 
 
 @pytest.mark.slow
-def test_repro_builds_the_report_and_dvc_shows_every_plot_and_every_change(tmp_path, mirror):
-    from test_pipeline import tiny_workspace
+def test_repro_builds_the_report_and_dvc_shows_every_plot_and_every_change(workspace):
+    ws, root = workspace, workspace.path
 
-    ws = tiny_workspace(tmp_path, mirror)
-    assert "report" in ws.repro()
-
-    # the report: every figure of the stages shown, all embedded in the HTML; every stage's run id
-    reports = tmp_path / "reports"
+    # the report: every figure of the stages shown, all embedded in the HTML; every other stage's run id
+    reports = root / "reports"
     markdown, page = (reports / "report.md").read_text(), (reports / "report.html").read_text()
-    assert unlisted_figures(markdown, reports, tmp_path / "plots") == []
+    assert unlisted_figures(markdown, reports, root / "plots") == []
     assert unlisted_figures(markdown, reports, reports / "figures") == []
     sources = [value for tag, name, value in Attributes(page).found if tag == "img" and name == "src"]
     assert len(sources) == markdown.count("![") and all(s.startswith("data:image/png;base64,") for s in sources)
-    for record in (tmp_path / "tracking").rglob("*.json"):
+    records = sorted((root / "tracking").rglob("*.json"))
+    assert len(records) == len(ws.first_run) - 1  # the report's own record is not among its inputs
+    for record in records:
         assert json.loads(record.read_text())["run_id"] in markdown, record
 
     # dvc plots show: every declared plot has data, and every CSV a stage writes is drawn by some plot
     shown = json.loads(ws.run("dvc", "plots", "show", "--json"))
     assert not shown.get("errors"), shown["errors"]
-    top_level = [definition for entry in yaml.safe_load((tmp_path / "dvc.yaml").read_text())["plots"]
+    top_level = [definition for entry in yaml.safe_load((root / "dvc.yaml").read_text())["plots"]
                  for definition in entry.items()]
     assert {name for name, _ in top_level} <= set(shown["data"])
     for name, renders in shown["data"].items():
         assert renders[0]["content"]["data"]["values"], name
     drawn = set(shown["data"]) | {path for _, definition in top_level for path in definition["y"]}
-    assert {p.relative_to(tmp_path).as_posix() for p in (tmp_path / "plots").rglob("*.csv")} <= drawn
+    assert {p.relative_to(root).as_posix() for p in (root / "plots").rglob("*.csv")} <= drawn
 
-    # one params edit, committed results before it: params diff names the key, metrics diff the changes
-    ws.commit("tiny results")
+    # rebuilt from the same inputs, the report is the same, byte for byte
+    before = {name: (reports / name).read_bytes() for name in ("report.md", "report.html", "claims.json")}
+    assert ws.repro("--force", "--single-item", "report") == ["report"]
+    for name, content in before.items():
+        assert (reports / name).read_bytes() == content, name
 
+    # one params edit after the committed results: params diff names the key, metrics diff the changes,
+    # and every claim's verdict is a metric that DVC shows
     def longer(params):
         params["train_linear"]["one_epoch"]["iterations"] = 20
         return params
@@ -176,12 +180,8 @@ def test_repro_builds_the_report_and_dvc_shows_every_plot_and_every_change(tmp_p
     assert params_diff == {"params.yaml": {"train_linear.one_epoch.iterations": {"old": 10, "new": 20, "diff": 10}}}
     metrics_diff = json.loads(ws.run("dvc", "metrics", "diff", "--json"))
     assert metrics_diff["metrics/linear/one_epoch.json"]["iterations"] == {"old": 10, "new": 20, "diff": 10}
-
-    # rebuilt from the same inputs, the report changes only by its own run id
-    before = {name: (reports / name).read_text() for name in ("report.md", "report.html", "claims.json")}
-    old_run = json.loads((tmp_path / "tracking/report.json").read_text())["run_id"]
-    assert ws.repro("--force", "--single-item", "report") == ["report"]
-    new_run = json.loads((tmp_path / "tracking/report.json").read_text())["run_id"]
-    assert new_run != old_run
-    for name, text in before.items():
-        assert (reports / name).read_text() == text.replace(old_run, new_run), name
+    claims = json.loads((reports / "claims.json").read_text())
+    shown = json.loads(ws.run("dvc", "metrics", "show", "--json"))
+    [workspace_metrics] = [revision["data"] for revision in shown.values()]
+    verdicts = workspace_metrics["reports/claims.json"]["data"]
+    assert {claim: verdicts[claim]["holds"] for claim in claims} == {c: v["holds"] for c, v in claims.items()}

@@ -11,7 +11,6 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from dlcourse import tracking
-from test_reruns import new_workspace
 
 WRITERS = 6
 SWEPT = "train-linear@one_epoch"
@@ -86,11 +85,10 @@ def experiments(ws) -> dict[str, tuple[float, int]]:
 
 
 @pytest.mark.slow
-def test_a_queued_sweep_lands_whole_in_dvc_and_mlflow(tmp_path_factory, mirror):
-    ws = new_workspace(tmp_path_factory.mktemp("sweep"), mirror, SWEPT)
+def test_a_queued_sweep_lands_whole_in_dvc_and_mlflow(workspace):
+    ws = workspace
     ws.run("git", "config", "user.name", "t")
     ws.run("git", "config", "user.email", "t@t")
-    ws.commit("built")
     ws.run("dvc", "exp", "run", "--queue", SWEPT, "-S", "train_linear.one_epoch.lr=0.002,0.003",
            "-S", "train_linear.one_epoch.batch_size=30,40")
     assert queue_states(ws) == ["Queued"] * 4
@@ -99,7 +97,7 @@ def test_a_queued_sweep_lands_whole_in_dvc_and_mlflow(tmp_path_factory, mirror):
         deadline = time.monotonic() + SWEEP_TIMEOUT_S
         while {"Queued", "Running"} & set(states := queue_states(ws)):
             assert time.monotonic() < deadline, f"the sweep is still {states} after {SWEEP_TIMEOUT_S} s"
-            time.sleep(10)
+            time.sleep(1)
     finally:
         ws.run("dvc", "queue", "stop")
     assert states == ["Success"] * 4, ws.run("dvc", "queue", "status")

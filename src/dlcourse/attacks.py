@@ -96,6 +96,36 @@ def fgsm_l2_radius(x: torch.Tensor, eps: float) -> float:
     return eps * math.sqrt(x[0].numel())
 
 
+# --- the course's claim: a very slight corruption can wreck the predictions --------------------
+# Fixed before any attack was run: at the eps chosen, PGD costs at least WRECKED of the accuracy,
+# while random noise of the same L-inf or L2 size costs at most HARMLESS (it stays recognisable).
+
+WRECKED = 0.5
+HARMLESS = 0.02
+CONTROLS = ("sign_noise", "l2_noise")
+
+
+def slight_and_wrecking(accuracy: dict[float, dict[str, float]]) -> dict[float, bool]:
+    """For each eps > 0 of a sweep ({eps: {method: accuracy}}, with eps 0 the clean accuracy):
+    does PGD wreck the predictions while random noise of the same size stays harmless?"""
+    clean = accuracy[0.0]["pgd"]
+    return {eps: clean - row["pgd"] >= WRECKED and max(clean - row[c] for c in CONTROLS) <= HARMLESS
+            for eps, row in sorted(accuracy.items()) if eps > 0}
+
+
+def choose_slight_eps(accuracy: dict[float, dict[str, float]]) -> float:
+    """The eps a claim is judged at, chosen on one half of the images (the selection half): the
+    smallest eps where PGD wrecks and noise is harmless; failing that, the eps where PGD costs the
+    most among those where noise stays harmless (or the smallest eps, if noise hurts at every eps)."""
+    verdicts = slight_and_wrecking(accuracy)
+    passing = [eps for eps, holds in verdicts.items() if holds]
+    if passing:
+        return min(passing)
+    clean = accuracy[0.0]["pgd"]
+    harmless = [eps for eps in verdicts if max(clean - accuracy[eps][c] for c in CONTROLS) <= HARMLESS]
+    return max(harmless, key=lambda eps: clean - accuracy[eps]["pgd"]) if harmless else min(verdicts)
+
+
 # --- natural corruptions, CIFAR-10-C style ----------------------------------------------------
 # Severity constants from make_cifar_c.py (github.com/hendrycks/robustness), severities 1..5.
 
@@ -158,9 +188,10 @@ def accuracy_under(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, perturb: Perturb, batch_size: int = 1000,
 ) -> dict[str, float]:
     """Accuracy and mean confidence (softmax probability of the predicted class) on perturb(x, y),
-    batch by batch, with the mean L-infinity and L2 size of the perturbation actually applied."""
+    batch by batch, with the mean L-infinity and L2 size and the mean squared error per pixel of
+    the perturbation actually applied."""
     model.eval()
-    totals = dict.fromkeys(("accuracy", "confidence", "linf", "l2"), 0.0)
+    totals = dict.fromkeys(("accuracy", "confidence", "linf", "l2", "mse"), 0.0)
     for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
         perturbed = perturb(xb, yb)
         with torch.no_grad():
@@ -170,7 +201,14 @@ def accuracy_under(
         totals["confidence"] += confidence.sum().item()
         totals["linf"] += delta.abs().amax(dim=1).sum().item()
         totals["l2"] += delta.norm(dim=1).sum().item()
+        totals["mse"] += delta.pow(2).mean(dim=1).sum().item()
     return {key: value / len(y) for key, value in totals.items()}
+
+
+def psnr(mse: float) -> float:
+    """Peak signal-to-noise ratio, in dB, of images in [0, 1] at this mean squared error (the
+    higher, the less visible the perturbation); infinite for none."""
+    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
 
 
 def standard_methods(

@@ -44,7 +44,7 @@ class LinearRunParams(Section):
 class CnnRunParams(Section):
     """One entry of `train-cnn`: a dataset, an architecture and how to train it."""
 
-    dataset: Literal["mnist", "cifar10"]
+    dataset: Dataset
     architecture: Literal["reseau2", "mnistnet", "mlp", "smallcnn", "airnet"]
     model: dict[str, int | float | str | bool | list[int]]  # the architecture's constructor arguments
     normalize: bool  # per-channel mean/std of the training set (False: pixels / 255, as ToTensor)
@@ -77,16 +77,25 @@ class CnnRunParams(Section):
         return self
 
 
+Dataset = Literal["mnist", "cifar10"]
+
+
+class ModelRef(Section):
+    """A trained model another stage reads, by its name ("linear/<run>" or "cnn/<entry>"): the key."""
+
+    dataset: Dataset  # what it was trained on: the stage reads this dataset only (checked against the entry)
+
+
 class EvaluateParams(Section):
-    models: list[str] = Field(min_length=1)  # "linear/<run>" or "cnn/<entry>": models/<name>.pt
+    models: dict[str, ModelRef] = Field(min_length=1)
     confident: Probability  # "very wrong": misclassified with at least this confidence
     ece_bins: PositiveInt
     hardest: PositiveInt  # images in the grid of the most confidently wrong
 
 
-class AttackModelParams(Section):
-    eps: list[Annotated[float, Field(ge=0, le=1)]] = Field(min_length=1)  # the L-inf sweep, in pixel units
-    claim_eps: Annotated[float, Field(gt=0, le=1)]  # the "very slight corruption" the claim is checked at
+class AttackModelParams(ModelRef):
+    # the L-inf sweep, in pixel units; the claim's eps is chosen among them on half of the images
+    eps: list[Annotated[float, Field(gt=0, le=1)]] = Field(min_length=1)
 
 
 class AttackParams(Section):
@@ -139,9 +148,32 @@ class Params(Section):
     train_cnn: dict[str, CnnRunParams] = Field(min_length=1)
     evaluate: EvaluateParams
     attack: AttackParams
-    fooling: dict[Literal["mnist", "cifar10"], FoolingParams] = Field(min_length=1)
+    fooling: dict[Dataset, FoolingParams] = Field(min_length=1)
     train_gan: GanParams
     score_gan: ScoreGanParams
+
+    def trained_models(self) -> dict[str, str]:
+        """Every model a train stage produces, by name, with the dataset it is trained on."""
+        return {**{f"linear/{run}": "mnist" for run in self.train_linear},
+                **{f"cnn/{name}": entry.dataset for name, entry in self.train_cnn.items()}}
+
+    @model_validator(mode="after")
+    def _models_read_are_models_trained(self):
+        """A model named by a stage that reads it must be one a train entry produces, on the dataset
+        said: checked here, before DVC looks for a models/<name>.pt that no stage writes."""
+        trained = self.trained_models()
+        read = {**{f"evaluate.models.{name}": (name, ref.dataset) for name, ref in self.evaluate.models.items()},
+                **{f"attack.models.{name}": (name, ref.dataset) for name, ref in self.attack.models.items()},
+                **{f"fooling.{dataset}.{role}": (getattr(entry, role), dataset)
+                   for dataset, entry in self.fooling.items() for role in ("model", "transfer_model")},
+                "score_gan.classifier": (self.score_gan.classifier, "mnist")}
+        for key, (name, dataset) in read.items():
+            if name not in trained:
+                raise ValueError(f"{key}: no train entry produces the model {name!r} "
+                                 f"(trained: {', '.join(sorted(trained))})")
+            if trained[name] != dataset:
+                raise ValueError(f"{key}: {name} is trained on {trained[name]}, not {dataset}")
+        return self
 
 
 class ParamsError(ValueError):

@@ -154,6 +154,25 @@ def flatten(params: dict, prefix: str = "") -> dict[str, object]:
     return flat
 
 
+def declared_params(stage: str, all_params) -> dict[str, object]:
+    """Exactly the params.yaml keys that dvc.yaml declares for the stage (a `foreach` entry's, resolved
+    by DVC), flattened with their values: what the stage's MLflow run logs."""
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    values = all_params.model_dump() if hasattr(all_params, "model_dump") else all_params
+    with Repo() as repo:
+        [definition] = repo.stage.collect(stage)
+    keys = [key for dep in definition.deps if isinstance(dep, ParamsDependency) for key in dep.params]
+    selected = {}
+    for key in keys:
+        value = values
+        for part in key.split("."):
+            value = value[part]
+        selected.update(flatten({key: value}))
+    return selected
+
+
 class StageRun:
     """What a stage logs: params, metrics, curves (step metrics) and artifacts."""
 
@@ -239,8 +258,11 @@ def end_dead_runs(client, experiment_id: str, stage: str) -> None:
 
 
 @contextmanager
-def stage_run(stage: str, params: dict) -> Iterator[StageRun]:
-    """Open the MLflow run of one DVC stage (or matrix entry) and record its id when it ends well.
+def stage_run(stage: str, params: dict, record: Path | None = None,
+              tags: dict[str, str] | None = None) -> Iterator[StageRun]:
+    """Open the MLflow run of one DVC stage (or matrix entry), log `params` (see `declared_params`)
+    and `tags` (facts that are not params), and write its id to `record` (default
+    `tracking/<stage>.json`) when it ends well.
 
     SIGTERM or SIGINT while it is open ends the run as KILLED and exits with 128 + the signal number.
     """
@@ -261,7 +283,7 @@ def stage_run(stage: str, params: dict) -> Iterator[StageRun]:
         experiment = mlflow.set_experiment(experiment_name)
     end_dead_runs(mlflow.MlflowClient(), experiment.experiment_id, stage)
 
-    tags = {"dvc.stage": stage, "process.pid": str(os.getpid()), "process.host": socket.gethostname(), **_git_tags()}
+    tags = {**(tags or {}), "dvc.stage": stage, "process.pid": str(os.getpid()), "process.host": socket.gethostname(), **_git_tags()}
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
     tracked = StageRun(mlflow, mlflow.start_run(run_name=stage, tags=tags))
@@ -278,7 +300,7 @@ def stage_run(stage: str, params: dict) -> Iterator[StageRun]:
         raise
     mlflow.end_run("FINISHED")
     write_json(
-        TRACKING_DIR / f"{stage}.json",
+        record or TRACKING_DIR / f"{stage}.json",
         {"stage": stage, "run_id": tracked.run_id, "experiment": experiment_name, "tracking_uri": uri},
     )
 

@@ -1,0 +1,299 @@
+"""The course's claims, each checked against measured numbers.
+
+Every bar is fixed here, before the data it judges is seen, and written once: a claim's text is
+built from the same constants (and, where a bar is a param, from the value the stage recorded), so
+the sentence and the check cannot disagree. Where a bar is a param, a floor that no param edit can
+lower stands beside it (`floor`). `evaluate_claims` gives `reports/claims.json`: one entry per
+claim id, with `holds` and the values it was judged on, a DVC metric.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from .attacks import HARMLESS, WRECKED, choose_slight_eps, slight_and_wrecking
+from .files import read_json
+from .paths import METRICS, PLOTS
+
+MNIST_SIZE = (60000, 10000)
+INIT_BAND = (0.07, 0.13)  # "à peu près 10 %": a random guess among 10 classes
+ONE_EPOCH_BAND = (0.875, 0.925)  # "environ 90 %"
+PLATEAU_GAIN_MAX = 0.02  # "pas vraiment [...] nettement plus élevée": at most 2 points more
+PLATEAU_LENGTH_MIN = 5  # the long run trains at least 5x as many iterations as the one-epoch run
+CNN_BAR, CNN_EPOCHS = 0.97, 2  # "en 1 ou 2 epochs une précision de 97~98%"
+SLOWER_MIN = 5  # "nettement plus long": an epoch at least 5x as long
+CIFAR10_BAR = 0.5  # "plus de 50%"
+VERY_WRONG_MIN = 0.9  # the least confidence that counts as "very wrong"
+FOOLING_MIN = 0.99  # the least confidence that counts as "une grande confiance"
+GAN_CONFIDENT_MIN = 0.9  # the least classifier confidence that counts a sample as recognisable
+GAN_RECOGNISABLE = 0.9  # of the samples
+GAN_AGREEMENT = 0.9  # a conditional GAN's samples read as the digit asked for
+
+
+class Results:
+    """Read access to the stages' metrics and curves, with a clear error for a missing one."""
+
+    def __init__(self, metrics_dir: Path = METRICS, plots_dir: Path = PLOTS):
+        self.metrics_dir, self.plots_dir = Path(metrics_dir), Path(plots_dir)
+
+    def metrics(self, name: str) -> dict:
+        path = self.metrics_dir / f"{name}.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: missing; the stage that writes it has not run (see dvc.yaml)")
+        return read_json(path)
+
+    def optional_metrics(self, name: str) -> dict | None:
+        """The metrics file, or None where the stage that would write it never does (or has not run)."""
+        path = self.metrics_dir / f"{name}.json"
+        return read_json(path) if path.exists() else None
+
+    def per_model(self, stage: str) -> dict[str, dict]:
+        """The metrics a per-model stage wrote, by model name ("cnn/mnist", "linear/one_epoch", ...)."""
+        folder = self.metrics_dir / stage
+        return {path.relative_to(folder).with_suffix("").as_posix(): read_json(path)
+                for path in sorted(folder.rglob("*.json"))}
+
+    def curve(self, name: str) -> pd.DataFrame:
+        path = self.plots_dir / f"{name}.csv"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: missing; the stage that writes it has not run (see dvc.yaml)")
+        return pd.read_csv(path)
+
+
+class ClaimError(ValueError):
+    pass
+
+
+def floor(value: float, least: float, what: str) -> float:
+    """A bar read from the metrics (set by a param), refused when below the least the claim allows."""
+    if value < least:
+        raise ClaimError(f"{what} is {value:g}, below {least:g}: too low a bar for the course's words; "
+                         "raise it in params.yaml")
+    return value
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.2f} %"
+
+
+def band(bounds: tuple[float, float]) -> str:
+    return f"{100 * bounds[0]:g}-{100 * bounds[1]:g} %"
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    claim: str  # what the course states, in English, with the test applied: built from the constants above
+    course: str  # the course's own words (slides, in French)
+    check: Callable[[Results], tuple[str, dict, bool]]  # -> (measured, values, holds)
+
+    def evaluate(self, results: Results) -> dict:
+        measured, values, holds = self.check(results)
+        return {"claim": self.claim, "course": self.course, "measured": measured, "values": values,
+                "holds": bool(holds)}
+
+
+def _mnist_size(r: Results):
+    data = r.metrics("data")
+    train, test = data["mnist.train"]["count"], data["mnist.test"]["count"]
+    return f"{train} train / {test} test images", {"train": train, "test": test}, (train, test) == MNIST_SIZE
+
+
+def _linear_init(r: Results):
+    m = r.metrics("linear/one_epoch")
+    mean = m["init_accuracy_mean"]
+    return (f"{pct(mean)} on average over {m['init_trials']} initialisations "
+            f"(this run's own initialisation: {pct(m['init_batch_accuracy'])})",
+            {"mean": mean, "this_run": m["init_batch_accuracy"], "trials": m["init_trials"]},
+            INIT_BAND[0] <= mean <= INIT_BAND[1])
+
+
+def _linear_one_epoch(r: Results):
+    m = r.metrics("linear/one_epoch")
+    acc = m["test_accuracy"]
+    return (f"{pct(acc)} after {m['iterations']} iterations ({m['epochs']:g} epoch)", {"test_accuracy": acc},
+            ONE_EPOCH_BAND[0] <= acc <= ONE_EPOCH_BAND[1])
+
+
+def _linear_plateau(r: Results):
+    one, long = r.metrics("linear/one_epoch"), r.metrics("linear/long")
+    gain = long["best_test_accuracy"] - one["test_accuracy"]
+    length = long["iterations"] / one["iterations"]
+    return (f"{long['epochs']:g} epochs: best {pct(long['best_test_accuracy'])}, final {pct(long['test_accuracy'])}; "
+            f"{100 * gain:+.2f} points over one epoch ({pct(one['test_accuracy'])})",
+            {"one_epoch": one["test_accuracy"], "long_best": long["best_test_accuracy"],
+             "long_final": long["test_accuracy"], "gain": gain, "length_factor": length},
+            gain <= PLATEAU_GAIN_MAX and length >= PLATEAU_LENGTH_MIN)
+
+
+def _cnn_mnist(r: Results):
+    curve = r.curve("cnn/mnist-course")
+    early = curve[curve["epoch"] <= CNN_EPOCHS]
+    by_epoch = ", ".join(f"epoch {int(e)}: {pct(a)}" for e, a in zip(early["epoch"], early["test_accuracy"]))
+    best = float(early["test_accuracy"].max())
+    return f"Reseau2, {by_epoch}", {"by_epoch": early["test_accuracy"].tolist(), "best": best}, best >= CNN_BAR
+
+
+def _cnn_slower(r: Results):
+    linear, cnn = r.metrics("timing/train-linear@one_epoch"), r.metrics("timing/train-cnn@mnist-course")
+    per_epoch = cnn["train_seconds"] / r.metrics("cnn/mnist-course")["epochs"]
+    ratio = per_epoch / linear["train_seconds"]
+    return (f"one epoch: Reseau1 {linear['train_seconds']:.2f} s, Reseau2 {per_epoch:.1f} s ({ratio:.0f}x longer, "
+            f"on {cnn['device']})",
+            {"linear_epoch_seconds": linear["train_seconds"], "cnn_epoch_seconds": per_epoch, "ratio": ratio},
+            ratio >= SLOWER_MIN)
+
+
+def cifar10_entries(r: Results) -> dict[str, dict]:
+    entries = {}
+    for path in sorted((r.metrics_dir / "cnn").glob("*.json")):
+        metrics = r.metrics(f"cnn/{path.stem}")
+        if metrics["dataset"] == "cifar10":
+            entries[path.stem] = metrics
+    return entries
+
+
+def _cifar10_50(r: Results):
+    entries = cifar10_entries(r)
+    passing = [name for name, m in entries.items() if m["test_accuracy"] > CIFAR10_BAR]
+    listing = ", ".join(f"{name} {pct(m['test_accuracy'])}" for name, m in entries.items())
+    return (f"{len(passing)} of {len(entries)} networks pass: {listing}",
+            {name: {"test_accuracy": m["test_accuracy"], "passes": m["test_accuracy"] > CIFAR10_BAR}
+             for name, m in entries.items()},
+            bool(passing))
+
+
+def _hard_errors(r: Results):
+    models = r.per_model("evaluate")
+    counts = {name: m["confidently_wrong"] for name, m in models.items()}
+    bars = {floor(m["confident_threshold"], VERY_WRONG_MIN, f"evaluate.confident ({name})")
+            for name, m in models.items()}
+    listing = ", ".join(f"{name}: {n}" for name, n in counts.items())
+    return (f"test images misclassified with confidence >= {' / '.join(f'{b:g}' for b in sorted(bars))}: {listing}",
+            counts, bool(counts) and all(n > 0 for n in counts.values()))
+
+
+def slight_corruption_verdict(m: dict) -> dict:
+    """One attacked model's verdict: the eps chosen on the selection half, judged on the evaluation half."""
+    selection = {float(eps): row for eps, row in m["selection"]["accuracy"].items()}
+    evaluation = {float(eps): row for eps, row in m["evaluation"]["accuracy"].items()}
+    eps = choose_slight_eps(selection)
+    holds_at = slight_and_wrecking(evaluation)
+    clean, at = evaluation[0.0]["pgd"], evaluation[eps]
+    psnr = m["evaluation"]["psnr_db"][f"{eps:g}"]
+    return {"eps": eps, "images": m["images"], "clean": clean, "pgd": at["pgd"], "pgd_drop": clean - at["pgd"],
+            "noise_drop": max(clean - at[c] for c in ("sign_noise", "l2_noise")),
+            "psnr_db": {"pgd": psnr["pgd"], "sign_noise": psnr["sign_noise"], "l2_noise": psnr["l2_noise"]},
+            "eps_where_it_holds": [e for e, holds in holds_at.items() if holds], "holds": holds_at[eps]}
+
+
+def _slight_corruption(r: Results):
+    verdicts = {name: slight_corruption_verdict(m) for name, m in r.per_model("attack").items()}
+    parts = [f"{name}, eps {v['eps']:g} chosen on {v['images']['selection']} images, judged on "
+             f"{v['images']['evaluation']} others: {pct(v['clean'])} → {pct(v['pgd'])} under PGD (PSNR "
+             f"{v['psnr_db']['pgd']:.1f} dB), random noise of the same size costs {100 * v['noise_drop']:.1f} points "
+             f"(PSNR {v['psnr_db']['sign_noise']:.1f} dB); holds at eps "
+             f"{', '.join(f'{e:g}' for e in v['eps_where_it_holds']) or 'none'}"
+             for name, v in verdicts.items()]
+    return "; ".join(parts), verdicts, bool(verdicts) and all(v["holds"] for v in verdicts.values())
+
+
+def _fooling(r: Results):
+    verdicts, parts = {}, []
+    for path in sorted((r.metrics_dir / "fooling").glob("*.json")):
+        m = read_json(path)
+        bar = floor(m["confidence_bar"], FOOLING_MIN, f"fooling.{path.stem}.confidence")
+        methods = [k for k, v in m.items() if isinstance(v, dict) and "per_class" in v]
+        reached = [method for method in methods
+                   if all(c["confidence"] >= bar for c in m[method]["per_class"].values())]
+        verdicts[path.stem] = {"model": m["model"], "bar": bar, "methods_reaching_every_class": reached}
+        parts.append(f"{path.stem} ({m['model']}, confidence >= {bar:g}): every class reached by "
+                     f"{' and '.join(reached) if reached else 'no method'} (of {', '.join(methods)})")
+    return "; ".join(parts), verdicts, bool(verdicts) and all(v["methods_reaching_every_class"] for v in verdicts.values())
+
+
+def _gan_digits(r: Results):
+    m = r.metrics("gan/scores")
+    bar = floor(m["confident_threshold"], GAN_CONFIDENT_MIN, "score_gan.confident")
+    first, last, real = m["first_epoch"], m["generated"], m["real"]
+    improved = last["frechet_distance"] < first["frechet_distance"] and \
+        last["confident_fraction"] > first["confident_fraction"]
+    recognisable = last["confident_fraction"] >= GAN_RECOGNISABLE
+    agreement = last.get("label_agreement")
+    asked = agreement is None or agreement >= GAN_AGREEMENT
+    measured = (
+        f"epoch {first['epoch']} → {last['epoch']}: Fréchet distance {first['frechet_distance']:.2f} → "
+        f"{last['frechet_distance']:.2f} (real train vs test, {m['samples']} images each: "
+        f"{real['frechet_distance_train_vs_test']:.2f}), classified with confidence >= {bar:g}: "
+        f"{pct(first['confident_fraction'])} → {pct(last['confident_fraction'])} (real test set: "
+        f"{pct(real['confident_fraction'])}); Inception-Score analogue {last['inception_score']:.2f} "
+        f"(real: {real['inception_score']:.2f})"
+        + (f"; class-conditional: the classifier reads the digit asked for in {pct(agreement)}"
+           if agreement is not None else "; unconditional"))
+    values = {"first_epoch": first, "last_epoch": last, "real": real, "improved": improved,
+              "recognisable": recognisable, "reads_the_digit_asked_for": asked}
+    return measured, values, improved and recognisable and asked
+
+
+CLAIMS = [
+    Claim("mnist-size", f"MNIST has {MNIST_SIZE[0]:,} training and {MNIST_SIZE[1]:,} test images.",
+          "Un ensemble d'entraînement de taille 60000 [...] Et un ensemble de test de taille 10000", _mnist_size),
+    Claim("linear-init",
+          "Right after initialisation, the linear network is right about 10 % of the time on a 1000-image "
+          f"test batch, as a random guess among 10 classes (checked: mean over initialisations within {band(INIT_BAND)}).",
+          "Juste après initialisation [...] le réseau effectue une prédiction correcte dans à peu près 10% des cas",
+          _linear_init),
+    Claim("linear-one-epoch",
+          "After 1000 iterations on batches of 60 (one epoch), about 90 % of test predictions are right "
+          f"(checked: {band(ONE_EPOCH_BAND)}).",
+          "Après 1000 itérations sur des batchs de taille 60 (une \"epoch\") [...] correctes à environ 90%",
+          _linear_one_epoch),
+    Claim("linear-plateau",
+          "Training the linear network longer does not give a clearly higher accuracy than 90-92 % (checked: a run "
+          f"at least {PLATEAU_LENGTH_MIN}x as long gains at most {100 * PLATEAU_GAIN_MAX:g} points of best test "
+          "accuracy over the one-epoch run).",
+          "entraîner le réseau plus longtemps ne permet pas vraiment d'obtenir une précision nettement plus "
+          "élevée que 90~92%", _linear_plateau),
+    Claim("cnn-mnist", f"The course's CNN (Reseau2) reaches 97-98 % within 1-2 epochs (checked: >= {100 * CNN_BAR:g} % "
+          f"by epoch {CNN_EPOCHS}).",
+          "il est possible d'atteindre en 1 ou 2 epochs une précision de 97~98%", _cnn_mnist),
+    Claim("cnn-slower",
+          f"The CNN's training takes much longer than the linear network's (checked: an epoch takes >= {SLOWER_MIN}x "
+          "longer).",
+          "Avec l'architecture proposée, le temps d'apprentissage est nettement plus long (car il y a beaucoup plus "
+          "de paramètres)", _cnn_slower),
+    Claim("cifar10-50", f"Simple and more complex networks on CIFAR-10: more than {100 * CIFAR10_BAR:g} % test "
+          "accuracy (checked: at least one network above it; each network's verdict in `values`).",
+          "Tester des réseaux simples et plus complexes sur la base de données CIFAR 10. Tenter d'obtenir plus de "
+          "50% de précision sur CIFAR 10.", _cifar10_50),
+    Claim("hard-errors", "There are test images on which the network is very wrong (checked: every evaluated model "
+          f"misclassifies some test images with confidence >= evaluate.confident, itself >= {VERY_WRONG_MIN:g}).",
+          "Trouver des images sur lesquelles le réseau se trompe beaucoup.", _hard_errors),
+    Claim("slight-corruption", "A very slight corruption of still recognisable images can wreck the predictions "
+          "(checked for every attacked model: the eps is chosen on one half of the attacked images, the smallest of "
+          f"the sweep where PGD costs >= {100 * WRECKED:g} points of accuracy while random noise of the same L-inf "
+          f"or L2 size costs <= {100 * HARMLESS:g} points; the verdict is both conditions at that eps on the other "
+          "half).",
+          "introduire une corruption très légère des images et montrer que cela peut significativement réduire la "
+          "qualité des prédictions du réseau (alors que les images restent très reconnaissables)", _slight_corruption),
+    Claim("fooling", "Strange images can be made that the network classifies wrongly with very high confidence "
+          "(checked: for every class of each dataset, an image from noise reaching fooling.<dataset>.confidence, "
+          f"itself >= {100 * FOOLING_MIN:g} %, with at least one method).",
+          "on peut essayer de créer des images étranges mais pour lesquelles le réseau fait des prédictions fausses "
+          "avec une grande confiance", _fooling),
+    Claim("gan-digits", "Generated images improve: a GAN's samples get better as it trains, until they are "
+          "recognisable digits (checked with the project's classifier: the last epoch's Fréchet distance is lower "
+          "and its fraction of samples classified with confidence >= score_gan.confident (itself >= "
+          f"{GAN_CONFIDENT_MIN:g}) higher than the first epoch's; that fraction >= {100 * GAN_RECOGNISABLE:g} %; a "
+          f"class-conditional GAN's samples read as the digit asked for >= {100 * GAN_AGREEMENT:g} % of the time).",
+          "GANs [...] 2014, 2015, 2016, 2017, 2019 (les images générées s'améliorent)", _gan_digits),
+]
+
+
+def evaluate_claims(results: Results) -> dict[str, dict]:
+    """Every claim's verdict, keyed by claim id, in the course's order."""
+    return {claim.id: claim.evaluate(results) for claim in CLAIMS}

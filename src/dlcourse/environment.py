@@ -1,0 +1,96 @@
+"""The environment a report's numbers were measured in: code, params, versions, and per stage the
+device it ran on and its MLflow run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from importlib.metadata import version
+from pathlib import Path
+
+import pandas as pd
+
+from . import tracking
+from .claims import Results
+
+NOT_RECORDED = "not recorded"
+
+
+def pipeline_stages() -> list[str]:
+    """Every stage of dvc.yaml, each `foreach` entry on its own, in the file's order."""
+    from dvc.repo import Repo
+
+    with Repo() as repo:
+        return [stage.addressing for stage in repo.index.stages]
+
+
+def recorded_run(stage: str) -> dict | None:
+    """The stage's MLflow run record (`tracking/<stage>.json`), or None when it has none yet."""
+    path = tracking.TRACKING_DIR / f"{stage}.json"
+    try:
+        record = tracking.read_run_record(stage)
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); rerun the stage `{stage}` to rewrite it") from None
+    if not isinstance(record, dict) or not record.get("run_id"):
+        raise ValueError(f"{path}: holds no run_id; rerun the stage `{stage}` to rewrite it")
+    return record
+
+
+def environment(stages: list[str], results: Results, params_path: Path = Path("params.yaml")) -> dict:
+    """Versions, commit, params hash, and per stage the device it ran on and its MLflow run (from
+    `tracking/<stage>.json`: the report's inputs, which its own run record is not)."""
+    import torch
+
+    rows, experiments = [], set()
+    for stage in stages:
+        timing = results.optional_metrics(f"timing/{stage}") or {}
+        record = recorded_run(stage) or {}
+        if "experiment" in record:
+            experiments.add(record["experiment"])
+        rows.append({"stage": stage, "device": timing.get("device"),
+                     "mlflow_run_id": record.get("run_id")})
+    return {
+        "git_commit": tracking.git_commit(),
+        "params_sha256": hashlib.sha256(Path(params_path).read_bytes()).hexdigest(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,  # None for a CPU-only build of torch
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "dvc": version("dvc"),
+        "mlflow": version("mlflow"),
+        "mlflow_experiments": sorted(experiments),
+        "stages": rows,
+    }
+
+
+def environment_section(env: dict) -> str:
+    def code(value):
+        return f"`{value}`" if value else NOT_RECORDED
+
+    facts = [
+        ("git commit", code(env["git_commit"])),
+        ("params.yaml (sha256)", code(env["params_sha256"])),
+        ("Python", env["python"]),
+        ("torch", env["torch"]),
+        ("CUDA (torch build)", env["cuda"] or "none: CPU-only build"),
+        ("GPU", env["gpu"] or "none visible"),
+        ("DVC", env["dvc"]),
+        ("MLflow", env["mlflow"]),
+        ("MLflow experiment", ", ".join(f"`{name}`" for name in env["mlflow_experiments"]) or NOT_RECORDED),
+    ]
+    stages = pd.DataFrame([{"stage": f"`{row['stage']}`", "device": row["device"] or NOT_RECORDED,
+                            "MLflow run id": code(row["mlflow_run_id"])} for row in env["stages"]],
+                          columns=["stage", "device", "MLflow run id"])
+    return (
+        "## Environment\n\n"
+        "The machine and code this report was built with. Devices come from `metrics/timing/` (written by the "
+        "stages that train or search); run ids from `tracking/<stage>.json`, the records of the runs that made "
+        "the results shown (the report's own run is in `reports/run.json`).\n\n"
+        + pd.DataFrame(facts, columns=["", "value"]).to_markdown(index=False) + "\n\n"
+        + stages.to_markdown(index=False) + "\n"
+    )
+
+

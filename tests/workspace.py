@@ -1,0 +1,140 @@
+"""The tiny workspace: a copy of the repository with tiny params, run on a tiny generated mirror.
+
+`conftest.py` builds one per test session (a full `dvc repro`, its results committed) and gives
+each test that changes it a copy of its own (`Workspace.copy_to`): git, DVC cache and MLflow
+store included, at the cost of copying a few megabytes instead of rerunning the pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED_RESULTS = ("dvc.lock", "metrics/", "plots/", "reports/", "tracking/")  # the real run's: left out
+
+
+def tiny_params(params: dict) -> dict:
+    for run in params["train_linear"].values():
+        run.update(iterations=30 if run["iterations"] > 1000 else 10, eval_every=5, init_trials=3, init_eval_size=100)
+    for entry in params["train_cnn"].values():
+        entry.update(epochs=1, batch_size=64)
+    params["attack"].update(subset=40, pgd_steps=2, examples=4)
+    for fooling in params["fooling"].values():
+        fooling.update(gradient_steps_max=5, evolution_generations_max=3, evolution_population=4)
+    params["train_gan"].update(epochs=2, width=8, grid_size=16, interpolation_steps=4, interpolation_rows=2)
+    params["score_gan"].update(samples=200)
+    params["download"].update(retries=0, backoff_s=0.0)
+    return params
+
+
+class Workspace:
+    def __init__(self, path: Path, mirror: Path):
+        self.path, self.mirror = Path(path), Path(mirror)
+        self.env = {**os.environ, "DATA_MIRROR": str(mirror),
+                    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+                    "CUDA_VISIBLE_DEVICES": "",  # `device: auto` is the CPU, where training is byte-reproducible
+                    "OMP_NUM_THREADS": "1"}  # tiny data: one thread each, so that test workers do not fight
+        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "DVC_ROOT", "GAN_RESUME"):
+            self.env.pop(name, None)
+
+    def run(self, *args: str, check: bool = True) -> str:
+        result = subprocess.run(args, cwd=self.path, env=self.env, capture_output=True, text=True, timeout=900)
+        assert not check or result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr}"
+        return result.stdout + ("" if check else result.stderr)
+
+    def repro(self, *args: str) -> list[str]:
+        """The stages that `dvc repro` ran."""
+        return re.findall(r"Running stage '([^']+)'", self.run("dvc", "repro", *args))
+
+    def out_of_date(self) -> list[str]:
+        """The stages `dvc status` names."""
+        return sorted(json.loads(self.run("dvc", "status", "--json")))
+
+    def stages(self) -> list[str]:
+        return [line.split()[0] for line in self.run("dvc", "stage", "list").splitlines() if line.strip()]
+
+    def params(self) -> dict:
+        return yaml.safe_load((self.path / "params.yaml").read_text())
+
+    def edit_params(self, edit) -> None:
+        path = self.path / "params.yaml"
+        path.write_text(yaml.safe_dump(edit(yaml.safe_load(path.read_text())), sort_keys=False))
+
+    def set_param(self, key: str, value) -> None:
+        """Set one dotted key (`train_linear.one_epoch.lr`); it must exist and change."""
+        def edit(params: dict) -> dict:
+            *sections, name = key.split(".")
+            section = params
+            for part in sections:
+                section = section[part]
+            assert name in section, f"params.yaml has no {key}"
+            assert section[name] != value, f"{key} is already {value!r}: no edit"
+            section[name] = value
+            return params
+
+        self.edit_params(edit)
+
+    def commit(self, message: str) -> None:
+        self.run("git", "add", "-A")
+        self.run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
+
+    def copy_to(self, destination: Path) -> Workspace:
+        """A copy of this workspace whose MLflow store keeps its artifacts inside the copy."""
+        shutil.copytree(self.path, destination, symlinks=True)
+        store = destination / "mlflow.db"
+        if store.exists():
+            with sqlite3.connect(store) as db:
+                db.execute("UPDATE experiments SET artifact_location = replace(artifact_location, ?, ?)",
+                           (self.path.as_uri(), Path(destination).as_uri()))
+        copy = Workspace(destination, self.mirror)
+        copy.env = dict(self.env)
+        return copy
+
+
+def copy_repository(destination: Path) -> None:
+    """The project's files as git sees them (committed or not, ignored ones left out), without the
+    committed results of the real run."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, files):
+        source = ROOT / name
+        if source.is_file() and not name.startswith(COMMITTED_RESULTS):
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination / name)
+
+
+def tiny_workspace(path: Path, mirror: Path, edit=tiny_params) -> Workspace:
+    """A copy of the repository with tiny params (`edit`), committed to a fresh git repository."""
+    copy_repository(path)
+    ws = Workspace(path, mirror)
+    ws.edit_params(edit)
+    ws.run("git", "init", "-q")
+    ws.commit("tiny")
+    return ws
+
+
+def built_workspace(path: Path, mirror: Path) -> Workspace:
+    """The tiny workspace after a full `dvc repro`, its results committed; the stages that ran, in
+    order, in `first_run.json` beside it."""
+    ws = tiny_workspace(path, mirror)
+    ran = ws.repro()
+    ws.commit("tiny results")
+    (path.parent / "first_run.json").write_text(json.dumps(ran))
+    return ws
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
