@@ -1,22 +1,29 @@
-"""Start, stop or check a shared MLflow tracking server: runs in PostgreSQL, artifacts served by it.
+"""Start, stop or check a shared MLflow tracking server: runs in PostgreSQL, artifacts served by it,
+every request authenticated (MLflow's basic-auth app).
 
-    MLFLOW_BACKEND_STORE_URI=postgresql+psycopg2://mlflow:secret@db-host:5432/mlflow \\
-    MLFLOW_ARTIFACTS_DESTINATION=s3://bucket/mlflow \\
-        python scripts/tracking_server.py start      # then: export MLFLOW_TRACKING_URI=http://HOST:PORT
+    export MLFLOW_BACKEND_STORE_URI=postgresql+psycopg2://mlflow@db-host:5432/mlflow  # password: ~/.pgpass
+    export MLFLOW_AUTH_ADMIN_PASSWORD_FILE=~/.config/mlflow/admin-password           # chmod 600; first start only
+    python scripts/tracking_server.py start      # then: export MLFLOW_TRACKING_URI=http://HOST:PORT
     python scripts/tracking_server.py status
     python scripts/tracking_server.py stop
 
 Every option also reads the environment variable named in its help. `start` checks that PostgreSQL
-answers, creates the database when it does not exist yet, starts `mlflow server` in the
-background and returns once its /health answers. The server's pid and log live in --state-dir.
+answers, creates the database when it does not exist yet, starts `mlflow server --app-name basic-auth`
+in the background and returns once its /health answers. The state folder (mode 0700) holds the
+server's pid, log, auth config, Flask secret key and its users' database (auth.db, SQLite), all 0600.
+Without auth (--no-auth) it listens on loopback only.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import ipaddress
 import os
+import secrets
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -33,12 +40,14 @@ try:
 except ImportError:
     raise SystemExit("tracking_server.py needs psycopg2: run `make setup`, or pip install psycopg2-binary") from None
 
+PERMISSIONS = ("READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS")
+
 
 class ServerError(RuntimeError):
     pass
 
 
-def postgres_url(uri: str | None) -> URL:
+def postgres_url(uri: str | None, on_command_line: bool) -> URL:
     if not uri:
         raise ServerError("no backend store: set MLFLOW_BACKEND_STORE_URI (or --backend-store-uri) to "
                           "postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DATABASE")
@@ -50,6 +59,9 @@ def postgres_url(uri: str | None) -> URL:
     if url.get_backend_name() != "postgresql" or not url.database:
         raise ServerError(f"backend store URI {url.render_as_string(hide_password=True)!r} must be a PostgreSQL URL "
                           "with a database name: postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DATABASE")
+    if on_command_line and url.password:
+        raise ServerError("--backend-store-uri holds a password, which every user of this machine sees in `ps`: "
+                          "pass the URL in MLFLOW_BACKEND_STORE_URI, or leave the password out and put it in ~/.pgpass")
     return url
 
 
@@ -86,8 +98,83 @@ def ensure_database(url: URL) -> None:
         maintenance.close()
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost, or "" (every interface)
+
+
+def check_auth(args: argparse.Namespace) -> None:
+    if not args.auth and not is_loopback(args.host):
+        raise ServerError(f"refusing to listen on {args.host or 'every interface'} without authentication: anyone "
+                          "who reaches the port could read, change and delete every run and artifact. Drop --no-auth "
+                          "(and unset MLFLOW_SERVER_AUTH=false) to require a password, or listen on 127.0.0.1")
+    if args.auth and importlib.util.find_spec("flask_wtf") is None:
+        raise ServerError("MLflow's basic auth needs its `auth` extra: .venv/bin/pip install 'mlflow[auth]'")
+
+
+def admin_password(args: argparse.Namespace) -> str | None:
+    """MLFLOW_AUTH_ADMIN_PASSWORD, or the first line of --admin-password-file, which only its owner may read."""
+    if os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD"):
+        return os.environ["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    if not args.admin_password_file:
+        return None
+    path = Path(args.admin_password_file).expanduser()
+    try:
+        mode = path.stat().st_mode
+        password = (path.read_text().splitlines() or [""])[0].strip()
+    except OSError as error:
+        raise ServerError(f"cannot read the admin password file {path}: {error.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ServerError(f"the admin password file {path} is open to other users (mode {stat.filemode(mode)}): "
+                          f"chmod 600 {path}")
+    if not password:
+        raise ServerError(f"the admin password file {path} is empty")
+    return password
+
+
+def private_file(path: Path, mode: str = "w"):
+    """Open a file only its owner can read or write (0600), also when it already existed."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode.startswith("a") else os.O_TRUNC)
+    descriptor = os.open(path, flags, 0o600)
+    os.fchmod(descriptor, 0o600)
+    return os.fdopen(descriptor, mode)
+
+
+def write_private(path: Path, text: str) -> None:
+    with private_file(path) as file:
+        file.write(text)
+
+
+def auth_environment(args: argparse.Namespace, password: str | None) -> dict[str, str]:
+    """Write the basic-auth app's config (its users in <state>/auth.db) and return the variables that
+    hand it, the admin's name and password and a stable Flask secret key to `mlflow server`."""
+    state = args.state_dir.resolve()
+    config = state / "auth.ini"
+    write_private(config, "[mlflow]\n"
+                          f"default_permission = {args.default_permission}\n"
+                          f"database_uri = sqlite:///{state / 'auth.db'}\n"
+                          f"admin_username = {args.admin_username}\n"
+                          "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    key_file = state / "secret-key"  # signs the UI's CSRF tokens; must stay the same across workers and restarts
+    if not key_file.exists():
+        write_private(key_file, secrets.token_urlsafe(32))
+    env = {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_USERNAME": args.admin_username,
+           "MLFLOW_FLASK_SERVER_SECRET_KEY": os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY") or key_file.read_text()}
+    if password:
+        env["MLFLOW_AUTH_ADMIN_PASSWORD"] = password
+    return env
+
+
 def server_address(host: str, port: int) -> str:
-    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 def healthy(url: str) -> bool:
@@ -98,18 +185,34 @@ def healthy(url: str) -> bool:
         return False
 
 
-def running_pid(state_dir: Path) -> int | None:
-    """The pid recorded by `start`, when that process still runs."""
+def is_tracking_server(pid: int) -> bool:
+    """Whether pid still is what `start` ran: `... mlflow server ...`, leading its own process group."""
     try:
-        pid = int((state_dir / "server.pid").read_text())
-        leads_its_group = os.getpgid(pid) == pid  # as `start` made it; a reused pid would not
-    except (FileNotFoundError, ValueError, ProcessLookupError):
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        leads_its_group = os.getpgid(pid) == pid
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    runs_mlflow_server = any(Path(arg).name == "mlflow" and then == "server" for arg, then in zip(args, args[1:]))
+    return leads_its_group and runs_mlflow_server
+
+
+def recorded_pid(state_dir: Path) -> int | None:
+    try:
+        return int((state_dir / "server.pid").read_text())
+    except (FileNotFoundError, ValueError):
         return None
-    return pid if leads_its_group else None
+
+
+def running_pid(state_dir: Path) -> int | None:
+    """The pid recorded by `start`, when that process still is the tracking server."""
+    pid = recorded_pid(state_dir)
+    return pid if pid is not None and is_tracking_server(pid) else None
 
 
 def check_port_free(host: str, port: int) -> None:
-    with socket.socket() as probe:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server: a restart may follow a stop
         try:
             probe.bind((host, port))
         except OSError as error:
@@ -118,7 +221,14 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def start(args: argparse.Namespace) -> None:
-    url = postgres_url(args.backend_store_uri)
+    check_auth(args)
+    url = postgres_url(args.backend_store_uri or os.environ.get("MLFLOW_BACKEND_STORE_URI"),
+                       on_command_line=bool(args.backend_store_uri))
+    password = admin_password(args) if args.auth else None
+    if args.auth and not password and not (args.state_dir / "auth.db").exists():
+        raise ServerError(f"the first start with auth creates the admin user {args.admin_username!r} and needs its "
+                          "password (12 characters or more): put it in a file only you can read (chmod 600) named by "
+                          "MLFLOW_AUTH_ADMIN_PASSWORD_FILE, or in MLFLOW_AUTH_ADMIN_PASSWORD")
     if (pid := running_pid(args.state_dir)) is not None:
         raise ServerError(f"a tracking server from {args.state_dir} already runs (pid {pid}): stop it first")
     check_port_free(args.host, args.port)
@@ -127,17 +237,22 @@ def start(args: argparse.Namespace) -> None:
     artifacts = args.artifacts_destination
     if "://" not in artifacts:
         artifacts = str(Path(artifacts).resolve())
+    os.umask(0o077)  # whatever the server writes (auth.db, local artifacts) is its owner's alone
     args.state_dir.mkdir(parents=True, exist_ok=True)
+    args.state_dir.chmod(0o700)
     log_path = args.state_dir / "server.log"
     command = [sys.executable, "-m", "mlflow", "server", "--serve-artifacts", "--artifacts-destination", artifacts,
                "--host", args.host, "--port", str(args.port), "--workers", str(args.workers)]
-    # The URL goes by environment, where `ps` does not show its password.
+    # Secrets go by environment, which only this user can read (/proc/PID/environ), never by argv, which `ps` shows.
     env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": url.render_as_string(hide_password=False)}
-    with open(log_path, "ab") as log:
+    if args.auth:
+        command += ["--app-name", "basic-auth"]
+        env.update(auth_environment(args, password))
+    with private_file(log_path, "ab") as log:
         # A session of its own, so that `stop` ends the server and all its workers together.
         server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL, start_new_session=True)
-    (args.state_dir / "server.pid").write_text(str(server.pid))
+    write_private(args.state_dir / "server.pid", str(server.pid))
 
     address = server_address(args.host, args.port)
     deadline = time.monotonic() + args.timeout
@@ -155,7 +270,9 @@ def start(args: argparse.Namespace) -> None:
           f"  runs in      {url.render_as_string(hide_password=True)}\n"
           f"  artifacts in {artifacts}\n"
           f"  log          {log_path}\n"
-          f"export MLFLOW_TRACKING_URI={address}")
+          + (f"  users in     {args.state_dir / 'auth.db'} (admin: {args.admin_username}, "
+             f"default permission: {args.default_permission})\n" if args.auth else "  no authentication\n")
+          + f"export MLFLOW_TRACKING_URI={address}")
 
 
 def stop_session(pid: int, grace_s: float = 20.0) -> None:
@@ -172,21 +289,27 @@ def stop_session(pid: int, grace_s: float = 20.0) -> None:
 
 
 def stop(args: argparse.Namespace) -> None:
-    pid = running_pid(args.state_dir)
+    pid_file = args.state_dir / "server.pid"
+    pid = recorded_pid(args.state_dir)
     if pid is None:
-        (args.state_dir / "server.pid").unlink(missing_ok=True)
+        pid_file.unlink(missing_ok=True)
         print(f"no tracking server from {args.state_dir} is running")
-        return
-    stop_session(pid)
-    (args.state_dir / "server.pid").unlink()
-    print(f"stopped the tracking server (pid {pid})")
+    elif not is_tracking_server(pid):
+        pid_file.unlink()
+        print(f"no tracking server from {args.state_dir} is running: removed the stale {pid_file} "
+              f"(pid {pid} is not an `mlflow server` any more); killed nothing")
+    else:
+        stop_session(pid)
+        pid_file.unlink()
+        print(f"stopped the tracking server (pid {pid})")
 
 
 def status(args: argparse.Namespace) -> None:
     pid = running_pid(args.state_dir)
     address = server_address(args.host, args.port)
     if pid is None:
-        raise ServerError(f"no tracking server from {args.state_dir} is running")
+        stale = " (its pid file is stale)" if recorded_pid(args.state_dir) is not None else ""
+        raise ServerError(f"no tracking server from {args.state_dir} is running{stale}")
     if not healthy(address):
         raise ServerError(f"the tracking server (pid {pid}) does not answer on {address}/health; "
                           f"see {args.state_dir / 'server.log'}")
@@ -197,22 +320,38 @@ def main(argv: list[str] | None = None) -> None:
     env = os.environ.get
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["start", "stop", "status"])
-    parser.add_argument("--backend-store-uri", default=env("MLFLOW_BACKEND_STORE_URI"),
-                        help="PostgreSQL URL of the runs' database [MLFLOW_BACKEND_STORE_URI]")
+    parser.add_argument("--backend-store-uri",
+                        help="PostgreSQL URL of the runs' database, without its password (`ps` shows options: "
+                             "put the password in ~/.pgpass) [MLFLOW_BACKEND_STORE_URI, which may hold it]")
     parser.add_argument("--artifacts-destination", default=env("MLFLOW_ARTIFACTS_DESTINATION", "mlflow-server/artifacts"),
                         help="where the server stores artifacts: a folder, s3://bucket/path, ... "
                              "[MLFLOW_ARTIFACTS_DESTINATION, default mlflow-server/artifacts]")
     parser.add_argument("--host", default=env("MLFLOW_SERVER_HOST", "127.0.0.1"),
-                        help="interface to listen on; 0.0.0.0 for the whole network [MLFLOW_SERVER_HOST, default 127.0.0.1]")
+                        help="interface to listen on; 0.0.0.0 for the whole network, which needs auth "
+                             "[MLFLOW_SERVER_HOST, default 127.0.0.1]")
     parser.add_argument("--port", type=int, default=env("MLFLOW_SERVER_PORT", "5000"),
                         help="[MLFLOW_SERVER_PORT, default 5000]")
     parser.add_argument("--workers", type=int, default=env("MLFLOW_SERVER_WORKERS", "2"),
                         help="server worker processes [MLFLOW_SERVER_WORKERS, default 2]")
+    parser.add_argument("--auth", action=argparse.BooleanOptionalAction,
+                        default=env("MLFLOW_SERVER_AUTH", "true").lower() not in ("false", "0", "no", "off"),
+                        help="require a user name and password on every request but /health; --no-auth only on "
+                             "loopback [MLFLOW_SERVER_AUTH=false for --no-auth, default on]")
+    parser.add_argument("--admin-username", default=env("MLFLOW_AUTH_ADMIN_USERNAME", "admin"),
+                        help="the admin user that the first start creates [MLFLOW_AUTH_ADMIN_USERNAME, default admin]")
+    parser.add_argument("--admin-password-file", default=env("MLFLOW_AUTH_ADMIN_PASSWORD_FILE"),
+                        help="a file only you can read (chmod 600) holding the admin's password, needed at the first "
+                             "start only [MLFLOW_AUTH_ADMIN_PASSWORD_FILE, or the password in MLFLOW_AUTH_ADMIN_PASSWORD]")
+    parser.add_argument("--default-permission", choices=PERMISSIONS, default=env("MLFLOW_AUTH_DEFAULT_PERMISSION", "READ"),
+                        help="what a user may do with an experiment that nobody gave them a permission on "
+                             "[MLFLOW_AUTH_DEFAULT_PERMISSION, default READ]")
     parser.add_argument("--state-dir", type=Path, default=Path(env("MLFLOW_SERVER_DIR", "mlflow-server")),
-                        help="where the server's pid and log go [MLFLOW_SERVER_DIR, default mlflow-server]")
+                        help="where the server's pid, log and users go [MLFLOW_SERVER_DIR, default mlflow-server]")
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="seconds to wait for the server to answer (it creates its tables on first start)")
     args = parser.parse_args(argv)
+    if args.default_permission not in PERMISSIONS:  # argparse checks the choices of the command line only
+        parser.error(f"MLFLOW_AUTH_DEFAULT_PERMISSION={args.default_permission!r}: choose one of {', '.join(PERMISSIONS)}")
     try:
         {"start": start, "stop": stop, "status": status}[args.command](args)
     except ServerError as error:

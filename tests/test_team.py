@@ -1,9 +1,8 @@
 """Working as a team: a shared MLflow tracking server backed by PostgreSQL, and a DVC remote.
 
-Both run end to end in one tiny copy of the repository (see test_pipeline.py), cut down to the
-stages that cover every kind of output: cached files and folders, uncached metrics, plots and
-run records, and train-gan's `persist` outputs (the cached models/gan folder, the uncached
-plots/gan/samples).
+Both run end to end in a copy of the tiny workspace (see conftest.py), whose outputs cover every
+kind: cached files and folders, uncached metrics, plots and run records, and train-gan's `persist`
+outputs (the cached models/gan folder, the uncached plots/gan/samples).
 """
 
 import copy
@@ -12,7 +11,7 @@ import json
 import os
 import pwd
 import shutil
-import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -21,23 +20,25 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import requests
 import yaml
+from sqlalchemy.engine import make_url
 
-from test_pipeline import ROOT, Workspace, copy_repository, tiny_params
+from workspace import ROOT, Workspace, free_port
 
 SCRIPT = ROOT / "scripts" / "tracking_server.py"
-KEPT_STAGES = ("download", "preprocess", "train-linear", "train-gan")
+ADMIN = ("admin", "admin-password-0123")  # MLflow wants 12 characters or more
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def tracking_server(command: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), command], env=env, capture_output=True, text=True,
+def tracking_server(command: str, env: dict[str, str], *options: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), command, *options], env=env, capture_output=True, text=True,
                           timeout=300)
+
+
+def script_env(state: Path, **variables: str) -> dict[str, str]:
+    """The environment of `tracking_server.py`, with none of the caller's MLflow settings."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("MLFLOW_")}
+    return {**env, "MLFLOW_SERVER_DIR": str(state), "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1], **variables}
 
 
 def postgres_binaries() -> Path | None:
@@ -99,41 +100,39 @@ def postgres():
 class Server:
     url: str
     artifacts: Path
+    state: Path
+    env: dict[str, str]  # tracking_server.py's
 
 
 @pytest.fixture(scope="module")
 def server(postgres, tmp_path_factory):
-    """The README's `scripts/tracking_server.py start`, against the throwaway PostgreSQL."""
+    """The README's `scripts/tracking_server.py start`, against the throwaway PostgreSQL, with basic auth:
+    the admin's password in a file only its owner can read."""
     folder = tmp_path_factory.mktemp("tracking-server")
+    (folder / "admin-password").write_text(ADMIN[1] + "\n")
+    (folder / "admin-password").chmod(0o600)
     port = free_port()
-    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": postgres, "MLFLOW_SERVER_PORT": str(port),
-           "MLFLOW_ARTIFACTS_DESTINATION": str(folder / "artifacts"), "MLFLOW_SERVER_DIR": str(folder / "state"),
-           "MLFLOW_SERVER_WORKERS": "1",
-           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # MLflow's GenAI job runner: a dozen idle processes
+    env = script_env(folder / "state", MLFLOW_BACKEND_STORE_URI=postgres, MLFLOW_SERVER_PORT=str(port),
+                     MLFLOW_ARTIFACTS_DESTINATION=str(folder / "artifacts"), MLFLOW_SERVER_WORKERS="1",
+                     MLFLOW_AUTH_ADMIN_PASSWORD_FILE=str(folder / "admin-password"),
+                     MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")  # MLflow's GenAI job runner: a dozen idle processes
+    del env["MLFLOW_AUTH_ADMIN_PASSWORD"]
     started = tracking_server("start", env)
     assert started.returncode == 0, f"tracking_server.py start failed:\n{started.stdout}\n{started.stderr}"
     assert "created database 'mlflow'" in started.stdout and "s3cret" not in started.stdout
     try:
-        yield Server(f"http://127.0.0.1:{port}", folder / "artifacts")
+        yield Server(f"http://127.0.0.1:{port}", folder / "artifacts", folder / "state", env)
     finally:
         stopped = tracking_server("stop", env)
         assert stopped.returncode == 0, f"tracking_server.py stop failed:\n{stopped.stdout}\n{stopped.stderr}"
         assert tracking_server("status", env).returncode == 1  # nothing left running
 
 
+
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, mirror) -> Workspace:
-    """A git repository where `dvc repro` has built the kept stages with the local MLflow store."""
-    ws = Workspace(tmp_path_factory.mktemp("team"), mirror)
-    copy_repository(ws.path)
-    ws.edit_params(tiny_params)
-    pipeline = yaml.safe_load((ws.path / "dvc.yaml").read_text())
-    kept = {"stages": {name: pipeline["stages"][name] for name in KEPT_STAGES}}
-    (ws.path / "dvc.yaml").write_text(yaml.safe_dump(kept, sort_keys=False))
-    ws.run("git", "init", "-q")
-    commit(ws, "tiny")
-    assert ws.repro()
-    return ws
+def workspace(built, tmp_path_factory) -> Workspace:
+    """A copy of the built tiny workspace (see conftest.py), shared by this module's tests."""
+    return built.copy_to(tmp_path_factory.mktemp("team") / "repo")
 
 
 def commit(ws: Workspace, message: str) -> None:
@@ -142,14 +141,17 @@ def commit(ws: Workspace, message: str) -> None:
 
 
 @pytest.mark.slow
-def test_a_stage_logs_to_the_tracking_server(workspace, server, postgres, tmp_path):
+def test_a_stage_logs_to_the_tracking_server(workspace, server, postgres, tmp_path, monkeypatch):
     import mlflow
     import psycopg2
     from mlflow.tracking import MlflowClient
 
     stage = "train-linear@one_epoch"
+    credentials = {"MLFLOW_TRACKING_USERNAME": ADMIN[0], "MLFLOW_TRACKING_PASSWORD": ADMIN[1]}
     on_server = copy.copy(workspace)
-    on_server.env = {**workspace.env, "MLFLOW_TRACKING_URI": server.url}
+    on_server.env = {**workspace.env, "MLFLOW_TRACKING_URI": server.url, **credentials}
+    for name, value in credentials.items():  # for this test's own MLflow client
+        monkeypatch.setenv(name, value)
     assert on_server.repro("--force", "--single-item", stage) == [stage]
 
     record = json.loads((workspace.path / "tracking" / f"{stage}.json").read_text())
@@ -159,7 +161,8 @@ def test_a_stage_logs_to_the_tracking_server(workspace, server, postgres, tmp_pa
     assert run.data.tags["dvc.stage"] == stage
     assert run.data.tags["git.commit"] == workspace.run("git", "rev-parse", "HEAD").strip()
     params = yaml.safe_load((workspace.path / "params.yaml").read_text())["train_linear"]["one_epoch"]
-    assert run.data.params["lr"] == str(params["lr"]) and run.data.params["iterations"] == str(params["iterations"])
+    for name in ("lr", "iterations"):  # logged as declared in dvc.yaml: train_linear.one_epoch
+        assert run.data.params[f"train_linear.one_epoch.{name}"] == str(params[name])
     metrics = json.loads((workspace.path / "metrics/linear/one_epoch.json").read_text())
     assert run.data.metrics["test_accuracy"] == metrics["test_accuracy"]
     curve = pd.read_csv(workspace.path / "plots/linear/one_epoch.csv")
@@ -179,11 +182,133 @@ def test_a_stage_logs_to_the_tracking_server(workspace, server, postgres, tmp_pa
         assert cursor.fetchall() == [(stage, "FINISHED")]
 
 
+def api(server: Server, method: str, path: str, auth: tuple[str, str] | None, **body) -> requests.Response:
+    """One call of MLflow's REST API (GET: body as the query) as the user `auth`, or anonymously."""
+    url = f"{server.url}/api/{path if path[0].isdigit() else '2.0/mlflow/' + path}"
+    query = {"params": body} if method == "GET" else {"json": body}
+    return requests.request(method, url, auth=auth, timeout=60, **query)
+
+
+@pytest.mark.slow
+def test_the_api_needs_a_password(server):
+    from dlcourse.tracking import check_reachable
+
+    assert requests.get(f"{server.url}/health", timeout=10).status_code == 200  # open, for load balancers
+    check_reachable(server.url)  # what every stage polls, without credentials, before any compute
+    assert api(server, "POST", "experiments/search", None, max_results=1).status_code == 401
+    assert api(server, "POST", "experiments/search", (ADMIN[0], "not-the-password"), max_results=1).status_code == 401
+    assert requests.get(f"{server.url}/api/2.0/mlflow-artifacts/artifacts", timeout=10).status_code == 401
+    assert api(server, "POST", "experiments/search", ADMIN, max_results=1).status_code == 200
+
+
+@pytest.mark.slow
+def test_a_user_without_permission_cannot_write(server):
+    reader = ("reader", "reader-password-0123")
+    assert api(server, "POST", "users/create", ADMIN, username=reader[0], password=reader[1]).status_code == 200
+    experiment = api(server, "POST", "experiments/create", ADMIN, name="permissions").json()["experiment_id"]
+    granted = api(server, "POST", "3.0/mlflow/users/permissions/grant", ADMIN, username=reader[0],
+                  resource_type="experiment", resource_id=experiment, permission="READ")
+    assert granted.status_code == 200, granted.text
+
+    assert api(server, "GET", "experiments/get", reader, experiment_id=experiment).status_code == 200
+    assert api(server, "POST", "runs/create", reader, experiment_id=experiment).status_code == 403
+    run = api(server, "POST", "runs/create", ADMIN, experiment_id=experiment)
+    assert run.status_code == 200
+    run_id = run.json()["run"]["info"]["run_id"]
+    assert api(server, "POST", "runs/log-parameter", reader, run_id=run_id, key="lr", value="1").status_code == 403
+    assert api(server, "POST", "runs/log-parameter", ADMIN, run_id=run_id, key="lr", value="2").status_code == 200
+    artifact = f"{server.url}/api/2.0/mlflow-artifacts/artifacts/{experiment}/{run_id}/artifacts/note.txt"
+    assert requests.put(artifact, data=b"reader", auth=reader, timeout=60).status_code == 403
+    assert requests.put(artifact, data=b"admin", auth=ADMIN, timeout=60).status_code == 200
+    assert api(server, "POST", "users/create", reader, username="intruder", password="intruder-0123").status_code == 403
+
+    run = api(server, "GET", "runs/get", reader, run_id=run_id).json()["run"]
+    assert run["data"]["params"] == [{"key": "lr", "value": "2"}]
+    assert requests.get(artifact, auth=reader, timeout=60).content == b"admin"
+
+
+def session_of(pid: int) -> list[str]:
+    """The command lines of every process in the process group that pid leads."""
+    commands = []
+    for process in Path("/proc").iterdir():
+        try:
+            if process.name.isdigit() and os.getpgid(int(process.name)) == pid:
+                commands.append((process / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except (ProcessLookupError, FileNotFoundError):
+            pass  # gone meanwhile
+    return commands
+
+
+@pytest.mark.slow
+def test_the_server_keeps_its_files_private_and_passwords_out_of_argv(server, postgres):
+    assert stat.S_IMODE(server.state.stat().st_mode) == 0o700
+    for name in ("server.log", "server.pid", "auth.ini", "secret-key", "auth.db"):
+        assert stat.S_IMODE((server.state / name).stat().st_mode) == 0o600, name
+
+    commands = session_of(int((server.state / "server.pid").read_text()))
+    assert any(" -m mlflow server " in command and "--app-name basic-auth" in command for command in commands)
+    assert len(commands) >= 2, commands  # `mlflow server` and its uvicorn, at least
+    for command in commands:  # `ps` shows every user these
+        assert make_url(postgres).password not in command and ADMIN[1] not in command, command
+    assert make_url(postgres).password not in (server.state / "auth.ini").read_text()
+
+
+@pytest.mark.slow
+def test_a_restart_needs_no_admin_password_and_reads_pgpass(server, postgres, tmp_path):
+    """Stop, and start at once again: the admin exists already, PostgreSQL's password is in a pgpass file."""
+    url = make_url(postgres)
+    pgpass = tmp_path / "pgpass"
+    pgpass.write_text(f"{url.host}:{url.port}:*:{url.username}:{url.password}\n")
+    pgpass.chmod(0o600)
+    env = {**server.env, "MLFLOW_BACKEND_STORE_URI": url.set(password=None).render_as_string(hide_password=False),
+           "PGPASSFILE": str(pgpass)}
+    del env["MLFLOW_AUTH_ADMIN_PASSWORD_FILE"]
+    assert tracking_server("stop", server.env).returncode == 0
+    restarted = tracking_server("start", env)
+    assert restarted.returncode == 0, f"the restart failed:\n{restarted.stdout}\n{restarted.stderr}"
+    assert api(server, "POST", "experiments/search", None, max_results=1).status_code == 401
+    assert api(server, "POST", "experiments/search", ADMIN, max_results=1).status_code == 200
+
+
+@pytest.mark.parametrize("host, refused", [("0.0.0.0", True), ("::", True), ("192.0.2.7", True), ("", True),
+                                           ("mlflow.example.org", True), ("127.0.0.1", False), ("127.0.0.2", False),
+                                           ("::1", False), ("localhost", False)])
+def test_without_auth_only_on_loopback(host, refused, tmp_path):
+    env = script_env(tmp_path / "state", MLFLOW_SERVER_HOST=host)  # and no backend store: the next check
+    result = tracking_server("start", env, "--no-auth")
+    assert result.returncode == 1
+    assert ("without authentication" in result.stderr and "Drop --no-auth" in result.stderr) == refused, result.stderr
+    assert ("no backend store" in result.stderr) != refused, result.stderr
+    assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize("password_file, error", [
+    (None, "the first start with auth creates the admin user 'admin' and needs its password"),
+    (0o644, "is open to other users (mode -rw-r--r--): chmod 600"),
+    (0o600, None),  # then the next check: PostgreSQL, where nothing listens
+])
+def test_the_first_start_needs_the_admin_password(password_file, error, tmp_path):
+    env = script_env(tmp_path / "state", MLFLOW_BACKEND_STORE_URI=f"postgresql://mlflow@127.0.0.1:{free_port()}/mlflow")
+    del env["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    if password_file is not None:
+        (tmp_path / "password").write_text(ADMIN[1])
+        (tmp_path / "password").chmod(password_file)
+        env["MLFLOW_AUTH_ADMIN_PASSWORD_FILE"] = str(tmp_path / "password")
+    result = tracking_server("start", env)
+    assert result.returncode == 1 and (error or "cannot connect to PostgreSQL") in result.stderr, result.stderr
+    assert not (tmp_path / "state").exists()
+
+
+def test_a_password_on_the_command_line_is_refused(tmp_path):
+    uri = f"postgresql://mlflow:pw@127.0.0.1:{free_port()}/mlflow"
+    result = tracking_server("start", script_env(tmp_path / "state"), "--backend-store-uri", uri)
+    assert result.returncode == 1 and "every user of this machine sees in `ps`" in result.stderr, result.stderr
+
+
 @pytest.mark.slow
 def test_a_wrong_password_is_a_clear_error(postgres, tmp_path):
     wrong = postgres.replace(":s3cret@", ":wrong@")
-    result = tracking_server("start", {**os.environ, "MLFLOW_BACKEND_STORE_URI": wrong,
-                                       "MLFLOW_SERVER_DIR": str(tmp_path / "state")})
+    result = tracking_server("start", script_env(tmp_path / "state", MLFLOW_BACKEND_STORE_URI=wrong))
     assert result.returncode == 1
     assert "cannot connect to PostgreSQL at 127.0.0.1:" in result.stderr
     assert 'password authentication failed for user "mlflow"' in result.stderr
@@ -197,8 +322,7 @@ def test_a_wrong_password_is_a_clear_error(postgres, tmp_path):
 ])
 def test_bad_backend_store_is_a_clear_error(uri, error, tmp_path):
     port = free_port()  # nothing listens there
-    env = {**os.environ, "MLFLOW_SERVER_DIR": str(tmp_path / "state")}
-    env.pop("MLFLOW_BACKEND_STORE_URI", None)
+    env = script_env(tmp_path / "state")
     if uri:
         env["MLFLOW_BACKEND_STORE_URI"] = uri.format(port=port)
     result = tracking_server("start", env)
@@ -207,11 +331,29 @@ def test_bad_backend_store_is_a_clear_error(uri, error, tmp_path):
 
 
 def test_stop_and_status_without_a_server(tmp_path):
-    env = {**os.environ, "MLFLOW_SERVER_DIR": str(tmp_path / "state")}
+    env = script_env(tmp_path / "state")
     stopped = tracking_server("stop", env)
     assert stopped.returncode == 0 and "no tracking server" in stopped.stdout
     status = tracking_server("status", env)
     assert status.returncode == 1 and "no tracking server" in status.stderr
+
+
+def test_stop_with_a_stale_pid_file_kills_nothing(tmp_path):
+    (tmp_path / "state").mkdir()
+    env = script_env(tmp_path / "state")
+    # Leading a process group of its own, as the server did: what tells them apart is the command line.
+    unrelated = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        (tmp_path / "state" / "server.pid").write_text(str(unrelated.pid))
+        status = tracking_server("status", env)
+        assert status.returncode == 1 and "its pid file is stale" in status.stderr, status.stderr
+        stopped = tracking_server("stop", env)
+        assert stopped.returncode == 0 and "removed the stale" in stopped.stdout and "killed nothing" in stopped.stdout
+        assert unrelated.poll() is None, "stop killed a process that is not the tracking server"
+        assert not (tmp_path / "state" / "server.pid").exists()
+    finally:
+        unrelated.kill()
+        unrelated.wait()
 
 
 def outputs(lock_path: Path) -> list[str]:
