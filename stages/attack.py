@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 import torch
 
-from dlcourse import attacks, data, params, tracking
+from dlcourse import attacks, corruptions, data, params, tracking
 from dlcourse.figures import image_grid, plot_columns
 from dlcourse.files import write_csv, write_json
 from dlcourse.models import load_classifier
@@ -40,7 +40,7 @@ def main(name: str) -> None:
         eps_grid = sorted(set(settings.eps) | {0.0})
         tables = {part: attacks.sweep(model, xs, ys, eps_grid, methods) for part, (xs, ys) in halves.items()}
         chosen_eps = attacks.choose_slight_eps(accuracy_by_eps(tables["selection"]))
-        corruption_table = attacks.sweep_corruptions(model, x, y, rng)
+        corruption_table = corruptions.sweep_corruptions(model, x, y, rng)
 
         metrics = {
             "dataset": checkpoint["dataset"],
@@ -62,7 +62,7 @@ def main(name: str) -> None:
         plot_columns(accuracy.reset_index(), "eps", list(methods), f"{name}: accuracy under L-inf perturbations",
                      out / "accuracy_vs_eps.png", "eps (pixel units)")
         severities = corruption_table.pivot(index="severity", columns="corruption", values="accuracy").reset_index()
-        plot_columns(severities, "severity", list(attacks.CORRUPTIONS), f"{name}: accuracy under corruptions",
+        plot_columns(severities, "severity", list(corruptions.CORRUPTIONS), f"{name}: accuracy under corruptions",
                      out / "corruptions.png", "severity (CIFAR-10-C style)")
 
         # The evidence: clean images of the evaluation half, their PGD version at the chosen eps, and

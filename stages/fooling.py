@@ -8,10 +8,10 @@ import time
 
 import torch
 
-from dlcourse import attacks, params, tracking
+from dlcourse import fooling, params, tracking
 from dlcourse.figures import image_grid
 from dlcourse.files import write_json
-from dlcourse.models import load_classifier
+from dlcourse.models import IMAGE_SHAPES, load_classifier
 from dlcourse.paths import METRICS, MODELS, PLOTS
 from dlcourse.training import resolve_device, seed_everything
 
@@ -21,7 +21,7 @@ def main(dataset: str) -> None:
     p = all_params.fooling[dataset]
     stage = f"fooling@{dataset}"
     with tracking.stage_run(stage, tracking.declared_params(stage, all_params)) as run:
-        generator = seed_everything(all_params.seed)
+        rng = seed_everything(all_params.seed)
         device = resolve_device(all_params.device)
         model, checkpoint = load_classifier(MODELS / f"{p.model}.pt", device)
         second, second_checkpoint = load_classifier(MODELS / f"{p.transfer_model}.pt", device)
@@ -30,22 +30,22 @@ def main(dataset: str) -> None:
                              f"{dataset} models (found {checkpoint['dataset']}, {second_checkpoint['dataset']})")
         classes = checkpoint["classes"]
         targets = torch.arange(len(classes), device=device)
-        shape = (3, 32, 32) if dataset == "cifar10" else (1, 28, 28)
+        shape = IMAGE_SHAPES[dataset]
         methods = {
-            "gradient": lambda: attacks.fool_gradient_ascent(
+            "gradient": lambda: fooling.fool_gradient_ascent(
                 model, targets, shape, steps_max=p.gradient_steps_max, lr=p.gradient_lr, confidence=p.confidence,
-                generator=generator),
-            "evolution": lambda: attacks.fool_evolution(
+                rng=rng),
+            "evolution": lambda: fooling.fool_evolution(
                 model, targets, shape, generations_max=p.evolution_generations_max,
                 population=p.evolution_population, mutation_rate=p.evolution_mutation_rate,
-                confidence=p.confidence, generator=generator),
+                confidence=p.confidence, rng=rng),
         }
         metrics, timing = {"model": p.model, "transfer_model": p.transfer_model, "confidence_bar": p.confidence}, {}
         for method, fool in methods.items():
             start = time.perf_counter()
             images, confidence, steps = fool()
             timing[f"{method}_seconds"] = round(time.perf_counter() - start, 3)
-            transfer = attacks.transfer_confidence(second, images, targets)
+            transfer = fooling.transfer_confidence(second, images, targets)
             metrics[method] = {
                 "all_reached": bool((confidence >= p.confidence).all()),
                 "per_class": {name: {"confidence": float(c), "steps": int(s), "transfer_confidence": float(t)}

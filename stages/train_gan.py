@@ -15,7 +15,7 @@ import torch
 
 from dlcourse import data, generative, params, tracking
 from dlcourse.figures import image_grid
-from dlcourse.files import write_csv, write_json
+from dlcourse.files import load_torch, write_csv, write_json
 from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
 from dlcourse.training import resolve_device, seed_everything
 
@@ -40,9 +40,26 @@ def main(resume: bool) -> None:
         noise_labels = generative.sample_labels(p.grid_size, num_classes, device)
         columns = 10 if p.conditional else 8
 
+        fingerprint = generative.run_fingerprint(p.model_dump(), all_params.seed, train.images, train.labels)
+        for stale in [*CHECKPOINTS.glob(".*.part"), *SAMPLES.glob(".*.part")]:  # left by a killed run
+            stale.unlink()
         checkpoints = sorted(CHECKPOINTS.glob("epoch_*.pt"))
+
+        def draw_samples(epoch: int) -> None:
+            image_grid(generative.sample(sampler, noise, noise_labels).cpu(), [""] * len(noise),
+                       SAMPLES / f"epoch_{epoch:02d}.png", f"DCGAN samples after epoch {epoch}", columns=columns, scale=0.9)
+
         start_epoch, history = 0, None
         if resume and checkpoints:
+            try:
+                generative.check_resumable(checkpoints[-1], fingerprint, p.epochs)
+            except generative.ResumeError as exc:
+                raise SystemExit(str(exc)) from None
+            for checkpoint in checkpoints:  # a kill between a checkpoint and its samples: draw them now
+                if not (SAMPLES / f"{checkpoint.stem}.png").exists():
+                    state = load_torch(checkpoint, map_location=device)
+                    sampler.load_state_dict(generative.sampler_weights(state))
+                    draw_samples(state["epoch"])
             start_epoch, history = generative.load_checkpoint(
                 checkpoints[-1], generator=generator, discriminator=discriminator, opt_g=opt_g, opt_d=opt_d,
                 rng=rng, device=device, ema=ema)
@@ -52,11 +69,10 @@ def main(resume: bool) -> None:
             shutil.rmtree(SAMPLES, ignore_errors=True)
 
         def end_of_epoch(epoch: int, history: generative.GanHistory) -> None:
+            draw_samples(epoch)  # first: the checkpoint is the last thing an epoch writes
             generative.save_checkpoint(CHECKPOINTS / f"epoch_{epoch:02d}.pt", epoch=epoch, generator=generator,
                                        discriminator=discriminator, opt_g=opt_g, opt_d=opt_d, rng=rng, history=history,
-                                       ema=ema)
-            image_grid(generative.sample(sampler, noise, noise_labels).cpu(), [""] * len(noise),
-                       SAMPLES / f"epoch_{epoch:02d}.png", f"DCGAN samples after epoch {epoch}", columns=columns, scale=0.9)
+                                       ema=ema, fingerprint=fingerprint)
             run.log_metrics({"epoch_seconds": history.epoch_seconds[-1]}, step=epoch)
 
         history = generative.train_gan(generator, discriminator, opt_g, opt_d, train.images, train.labels, ema=ema,

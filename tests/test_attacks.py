@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlcourse import attacks
+from dlcourse import attacks, corruptions, fooling
 
 SHAPE = (1, 8, 8)
 NUM_CLASSES = 10
@@ -61,7 +61,7 @@ def test_eps_zero_gives_clean_accuracy(model, test_data):
     x, y = test_data
     clean = clean_accuracy(model, x, y)
     for method in (lambda xb, yb: attacks.fgsm(model, xb, yb, 0.0),
-                   lambda xb, yb: attacks.pgd(model, xb, yb, 0.0, steps=5, generator=gen())):
+                   lambda xb, yb: attacks.pgd(model, xb, yb, 0.0, steps=5, rng=gen())):
         result = attacks.accuracy_under(model, x, y, method, batch_size=128)
         assert result["accuracy"] == clean
         assert result["linf"] == 0.0
@@ -70,7 +70,7 @@ def test_eps_zero_gives_clean_accuracy(model, test_data):
 @pytest.mark.parametrize("eps", [0.02, 0.1, 0.3])
 def test_attacks_stay_in_the_eps_ball_and_in_range(model, test_data, eps):
     x, y = test_data
-    for x_adv in (attacks.fgsm(model, x, y, eps), attacks.pgd(model, x, y, eps, steps=5, generator=gen()),
+    for x_adv in (attacks.fgsm(model, x, y, eps), attacks.pgd(model, x, y, eps, steps=5, rng=gen()),
                   attacks.pgd(model, x, y, eps, steps=5, step_size=eps, random_start=False),
                   attacks.sign_noise(x, eps, gen())):
         assert x_adv.shape == x.shape
@@ -80,7 +80,7 @@ def test_attacks_stay_in_the_eps_ball_and_in_range(model, test_data, eps):
 
 def test_attacks_leave_no_gradient_on_the_model(model, test_data):
     x, y = test_data
-    attacks.pgd(model, x[:20], y[:20], 0.1, steps=2, generator=gen())
+    attacks.pgd(model, x[:20], y[:20], 0.1, steps=2, rng=gen())
     assert all(p.grad is None for p in model.parameters())
     assert not model.training
 
@@ -123,18 +123,18 @@ def test_random_draws_are_deterministic(model):
     y = torch.arange(4)
     assert torch.equal(attacks.sign_noise(x, 0.1, gen(5)), attacks.sign_noise(x, 0.1, gen(5)))
     assert torch.equal(attacks.l2_noise(x, 1.0, gen(5)), attacks.l2_noise(x, 1.0, gen(5)))
-    assert torch.equal(attacks.pgd(model, x, y, 0.1, generator=gen(5)), attacks.pgd(model, x, y, 0.1, generator=gen(5)))
+    assert torch.equal(attacks.pgd(model, x, y, 0.1, rng=gen(5)), attacks.pgd(model, x, y, 0.1, rng=gen(5)))
     assert not torch.equal(attacks.sign_noise(x, 0.1, gen(5)), attacks.sign_noise(x, 0.1, gen(6)))
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize("name", sorted(attacks.CORRUPTIONS))
+@pytest.mark.parametrize("name", sorted(corruptions.CORRUPTIONS))
 def test_corruptions_keep_shape_and_range_and_grow_with_severity(name, channels):
     x = torch.rand((8, channels, 16, 16), generator=gen(4))
-    x = attacks.gaussian_blur(x, 3)  # some spatial structure, as in real images
+    x = corruptions.gaussian_blur(x, 3)  # some spatial structure, as in real images
     distances = []
-    for severity in attacks.SEVERITIES:
-        corrupted = attacks.CORRUPTIONS[name](x, severity, gen(9))
+    for severity in corruptions.SEVERITIES:
+        corrupted = corruptions.CORRUPTIONS[name](x, severity, gen(9))
         assert corrupted.shape == x.shape and corrupted.dtype == x.dtype
         assert corrupted.min() >= 0 and corrupted.max() <= 1
         distances.append((corrupted - x).norm().item())
@@ -144,61 +144,61 @@ def test_corruptions_keep_shape_and_range_and_grow_with_severity(name, channels)
 
 def test_corruptions_are_deterministic():
     x = torch.rand((4, 3, 16, 16), generator=gen(4))
-    for corrupt in attacks.CORRUPTIONS.values():
+    for corrupt in corruptions.CORRUPTIONS.values():
         assert torch.equal(corrupt(x, 3, gen(1)), corrupt(x, 3, gen(1)))
 
 
 def test_brightness_matches_the_hsv_round_trip():
     x = torch.rand((3, 3, 6, 6), generator=gen(7))
     x[0, :, 0, 0] = 0  # a black pixel
-    for severity in attacks.SEVERITIES:
+    for severity in corruptions.SEVERITIES:
         c = (0.05, 0.1, 0.15, 0.2, 0.3)[severity - 1]
         hsv = matplotlib.colors.rgb_to_hsv(x.permute(0, 2, 3, 1).numpy())
         hsv[..., 2] = np.clip(hsv[..., 2] + c, 0, 1)
         expected = torch.from_numpy(matplotlib.colors.hsv_to_rgb(hsv)).permute(0, 3, 1, 2)
-        assert torch.allclose(attacks.brightness(x, severity), expected, atol=1e-5)
+        assert torch.allclose(corruptions.brightness(x, severity), expected, atol=1e-5)
     grey = torch.rand((2, 1, 4, 4), generator=gen(8))
-    assert torch.allclose(attacks.brightness(grey, 5), (grey + 0.3).clamp(max=1))
+    assert torch.allclose(corruptions.brightness(grey, 5), (grey + 0.3).clamp(max=1))
 
 
 def test_sweep_corruptions(model, test_data):
     x, y = test_data
-    table = attacks.sweep_corruptions(model, x[:100], y[:100], gen())
-    assert len(table) == len(attacks.CORRUPTIONS) * 5
+    table = corruptions.sweep_corruptions(model, x[:100], y[:100], gen())
+    assert len(table) == len(corruptions.CORRUPTIONS) * 5
     assert table["accuracy"].between(0, 1).all()
 
 
 def test_fooling_by_gradient_ascent_reaches_the_bar_for_every_class(model):
     targets = list(range(NUM_CLASSES))
-    run = lambda: attacks.fool_gradient_ascent(model, targets, SHAPE, steps_max=300, lr=0.02, confidence=0.99,
-                                               generator=gen())
+    run = lambda: fooling.fool_gradient_ascent(model, targets, SHAPE, steps_max=300, lr=0.02, confidence=0.99,
+                                               rng=gen())
     images, confidence, steps = run()
     assert images.shape == (NUM_CLASSES, *SHAPE)
     assert images.min() >= 0 and images.max() <= 1
     assert (confidence >= 0.99).all() and (steps < 300).all()
     assert (steps > 0).all()  # the starting noise is not already confidently classified
-    assert torch.allclose(attacks.transfer_confidence(model, images, targets), confidence, atol=1e-5)
+    assert torch.allclose(fooling.transfer_confidence(model, images, targets), confidence, atol=1e-5)
     assert all(torch.equal(a, b) for a, b in zip((images, confidence, steps), run()))
 
 
 def test_fooling_by_evolution_reaches_the_bar_for_every_class(model):
     targets = list(range(NUM_CLASSES))
-    run = lambda: attacks.fool_evolution(model, targets, SHAPE, generations_max=300, population=20,
-                                         mutation_rate=0.1, confidence=0.99, generator=gen())
+    run = lambda: fooling.fool_evolution(model, targets, SHAPE, generations_max=300, population=20,
+                                         mutation_rate=0.1, confidence=0.99, rng=gen())
     images, confidence, generations = run()
     assert images.shape == (NUM_CLASSES, *SHAPE)
     assert images.min() >= 0 and images.max() <= 1
     assert (confidence >= 0.99).all() and (generations < 300).all()
     assert (generations > 0).all()
-    assert torch.allclose(attacks.transfer_confidence(model, images, targets), confidence, atol=1e-5)
+    assert torch.allclose(fooling.transfer_confidence(model, images, targets), confidence, atol=1e-5)
     assert all(torch.equal(a, b) for a, b in zip((images, confidence, generations), run()))
 
 
 def test_transfer_confidence_on_a_second_model(model):
     other = train_mlp(seed=1)
-    images, _, _ = attacks.fool_gradient_ascent(model, range(NUM_CLASSES), SHAPE, steps_max=300, lr=0.02,
-                                                generator=gen())
-    transferred = attacks.transfer_confidence(other, images, list(range(NUM_CLASSES)))
+    images, _, _ = fooling.fool_gradient_ascent(model, range(NUM_CLASSES), SHAPE, steps_max=300, lr=0.02,
+                                                rng=gen())
+    transferred = fooling.transfer_confidence(other, images, list(range(NUM_CLASSES)))
     assert transferred.shape == (NUM_CLASSES,)
     assert ((transferred >= 0) & (transferred <= 1)).all()
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from dlcourse.generative import (
-    Discriminator, GanHistory, Generator, class_distribution, classifier_confidence, exponential_moving_average,
+    Discriminator, GanHistory, Generator, ResumeError, check_resumable, class_distribution, classifier_confidence, exponential_moving_average,
     fixed_noise, frechet_distance, hooked_features, inception_score, interpolate, load_checkpoint,
-    make_optimizers, sample, sample_labels, sampler_weights, save_checkpoint, train_gan,
+    make_optimizers, run_fingerprint, sample, sample_labels, sampler_weights, save_checkpoint, train_gan,
 )
 
 LATENT, WIDTH = 8, 4
@@ -224,3 +224,39 @@ def test_the_moving_average_is_what_samples_come_from(tmp_path):
     with pytest.raises(ValueError, match="no moving-average generator"):
         load_checkpoint(tmp_path / "plain.pt", generator=generator, discriminator=discriminator, opt_g=opt_g,
                         opt_d=opt_d, rng=torch.Generator(), ema=ema)
+
+
+def fingerprinted_checkpoint(path, epoch=3, lr=0.0002, seed=0):
+    generator, discriminator, opt_g, opt_d = tiny_gan()
+    images, labels = torch.zeros(4, 1, 28, 28, dtype=torch.uint8), torch.arange(4)
+    fingerprint = run_fingerprint({"lr": lr, "width": 8, "epochs": 5}, seed, images, labels)
+    save_checkpoint(path, epoch=epoch, generator=generator, discriminator=discriminator, opt_g=opt_g, opt_d=opt_d,
+                    rng=torch.Generator(), history=GanHistory(), fingerprint=fingerprint)
+    return images, labels
+
+
+def test_a_run_resumes_from_its_own_checkpoint_only(tmp_path):
+    images, labels = fingerprinted_checkpoint(tmp_path / "c.pt")
+    same = run_fingerprint({"lr": 0.0002, "width": 8, "epochs": 40}, 0, images, labels)  # more epochs: fine
+    check_resumable(tmp_path / "c.pt", same, epochs=40)
+
+    other_lr = run_fingerprint({"lr": 0.01, "width": 8, "epochs": 5}, 0, images, labels)
+    with pytest.raises(ResumeError) as err:
+        check_resumable(tmp_path / "c.pt", other_lr, epochs=5)
+    assert "train_gan.lr: checkpoint 0.0002, now 0.01" in str(err.value)
+    assert "a plain `dvc repro` (without GAN_RESUME=1) starts afresh" in str(err.value)
+
+    other_data = run_fingerprint({"lr": 0.0002, "width": 8, "epochs": 5}, 0, images + 1, labels)
+    with pytest.raises(ResumeError, match=r"data \(sha256\): checkpoint"):
+        check_resumable(tmp_path / "c.pt", other_data, epochs=5)
+    with pytest.raises(ResumeError, match="epochs: the checkpoint has 3 done, now 2 asked"):
+        check_resumable(tmp_path / "c.pt", same, epochs=2)
+
+
+def test_a_checkpoint_without_fingerprint_is_not_resumed(tmp_path):
+    generator, discriminator, opt_g, opt_d = tiny_gan()
+    save_checkpoint(tmp_path / "old.pt", epoch=1, generator=generator, discriminator=discriminator, opt_g=opt_g,
+                    opt_d=opt_d, rng=torch.Generator(), history=GanHistory())
+    fingerprint = run_fingerprint({"lr": 0.1}, 0, torch.zeros(1, dtype=torch.uint8), torch.zeros(1))
+    with pytest.raises(ResumeError, match="train_gan.lr: checkpoint none, now 0.1"):
+        check_resumable(tmp_path / "old.pt", fingerprint, epochs=5)

@@ -29,6 +29,7 @@ CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
 STAGE = "train-cnn@cifar10-linear"
 NEW_LR = 0.05
+LR = "train_cnn.cifar10-linear.lr"  # the MLflow param: the key dvc.yaml declares, flattened
 UI_WAIT_S = 60
 
 pytestmark = pytest.mark.slow
@@ -68,7 +69,7 @@ def stage_runs(workspace):
     experiment = client.get_experiment_by_name("dl-course")
     runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`dvc.stage` = '{STAGE}'")
     assert len(runs) == 2, f"expected two MLflow runs of {STAGE}, found {len(runs)}"
-    assert sorted(float(run.data.params["lr"]) for run in runs) == sorted(workspace.learning_rates)
+    assert sorted(float(run.data.params[LR]) for run in runs) == sorted(workspace.learning_rates)
     assert [run.info.run_name for run in runs] == [STAGE, STAGE]
     return runs
 
@@ -199,9 +200,9 @@ def test_compare_two_learning_rates_in_the_ui(stage_runs, mlflow_ui, browser, sc
         By.XPATH, "//button[@aria-label='Parameters - Show diff only']/following::table[1]")
     page.wait(lambda _: len(params_table.find_elements(By.XPATH, ".//tr")) == 1, "only the differing params")
     rows = params_table.find_elements(By.XPATH, ".//tr")
-    assert [text(row.find_element(By.TAG_NAME, "th")) for row in rows] == ["lr"], see
+    assert [text(row.find_element(By.TAG_NAME, "th")) for row in rows] == [LR], see
     shown_lr = [text(cell) for cell in rows[0].find_elements(By.TAG_NAME, "td")]
-    assert shown_lr == [by_id[run_id].data.params["lr"] for run_id in columns], f"lr shown: {shown_lr}; {see}"
+    assert shown_lr == [by_id[run_id].data.params[LR] for run_id in columns], f"lr shown: {shown_lr}; {see}"
 
     # Metrics: a virtualized grid of names beside a grid of values, both unscrolled: a row's cells share its height
     name_cell = page.wait(EC.presence_of_element_located(

@@ -25,6 +25,7 @@ FOOLING = ["fooling@mnist", "fooling@cifar10"]
 GAN = ["train-gan", "score-gan"]
 COMPUTING = LINEAR + CNN + EVALUATE + ATTACK + FOOLING + GAN  # every stage that declares `seed` and `device`
 REPORT = ["report"]  # reads params.yaml whole (its sha256 is in the report): named by every edit
+CHECK = ["check-params"]  # reads params.yaml whole too; its output stays the same while params are valid
 
 # One edit per section: (params key, new value, what `dvc status` names, what `dvc repro` then runs).
 EDITS = {
@@ -58,10 +59,10 @@ def downstream(ws, stages: list[str]) -> list[str]:
 
     with Repo(str(ws.path)) as repo:
         graph = repo.index.graph  # an edge goes from a stage to the stages it depends on
-        by_name = {stage.addressing: stage for stage in graph.nodes}
+        by_name = {stage.name: stage for stage in graph.nodes}
         found = set(stages)
         for name in stages:
-            found |= {stage.addressing for stage in nx.ancestors(graph, by_name[name])}
+            found |= {stage.name for stage in nx.ancestors(graph, by_name[name])}
     return sorted(found)
 
 
@@ -69,7 +70,7 @@ def downstream(ws, stages: list[str]) -> list[str]:
 def test_an_edit_puts_only_its_readers_out_of_date(workspace, edit):
     key, value, named_by_status, rerun = EDITS[edit]
     workspace.set_param(key, value)
-    assert workspace.out_of_date() == sorted(named_by_status + REPORT)
+    assert workspace.out_of_date() == sorted(named_by_status + REPORT + CHECK)
     if rerun is not None:
         assert downstream(workspace, named_by_status) == sorted(rerun + REPORT)
 
@@ -84,7 +85,7 @@ def test_an_edit_reruns_exactly_what_depends_on_it(workspace, edit):
     rerun = rerun or ["download"]
     workspace.set_param(key, value)
     ran = workspace.repro()
-    assert sorted(ran) == sorted(rerun + REPORT) and len(set(ran)) == len(ran), ran
+    assert sorted(ran) == sorted(CHECK + rerun + REPORT) and len(set(ran)) == len(ran), ran
     assert workspace.repro() == []
 
 
@@ -100,6 +101,29 @@ def test_an_edit_of_a_function_only_evaluate_uses_reruns_every_evaluate_and_noth
 def test_a_value_put_back_leaves_nothing_out_of_date(workspace):
     before = workspace.params()["seed"]
     workspace.set_param("seed", before + 1)
-    assert workspace.out_of_date() == sorted(COMPUTING + REPORT)
+    assert workspace.out_of_date() == sorted(COMPUTING + REPORT + CHECK)
     workspace.set_param("seed", before)
     assert workspace.out_of_date() == []  # dvc compares the values, not the file's time
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("train_gan.widht", 8, "train_gan.widht: unknown key (a typo?)"),
+    ("train_gan.width", "8", "train_gan.width: Input should be a valid integer"),
+    ("score_gan.feature_layer", "net.head.99", "score_gan.feature_layer: cnn/mnist has no layer 'net.head.99'"),
+    ("train_cnn.mnist.model", {"widths": [16], "hidden": 128}, "train_cnn.mnist: mnistnet"),
+])
+def test_bad_params_stop_the_pipeline_before_any_output_is_removed(workspace, key, value, message):
+    section, _, name = key.rpartition(".")
+    def edit(params):
+        node = params
+        for part in section.split("."):
+            node = node[part]
+        node[name] = value
+        return params
+
+    workspace.edit_params(edit)
+    before = sorted(p.name for p in (workspace.path / "models/gan").iterdir())
+    output = workspace.run("dvc", "repro", check=False)
+    assert message in output and "check-params" in output, output
+    assert sorted(p.name for p in (workspace.path / "models/gan").iterdir()) == before
+    assert (workspace.path / "models/cnn/mnist.pt").exists()

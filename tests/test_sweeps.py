@@ -110,7 +110,8 @@ def test_a_queued_sweep_lands_whole_in_dvc_and_mlflow(workspace):
     runs = client.search_runs([experiment_id], f"tags.`dvc.stage` = '{SWEPT}'")
     swept = [run for run in runs if "dvc.exp_name" in run.data.tags]
     assert len(runs) == 1 + len(swept)  # the baseline's run, from the first repro, carries no experiment name
-    logged = {run.data.tags["dvc.exp_name"]: (float(run.data.params["lr"]), int(run.data.params["batch_size"]))
+    logged = {run.data.tags["dvc.exp_name"]: (float(run.data.params["train_linear.one_epoch.lr"]),
+                                              int(run.data.params["train_linear.one_epoch.batch_size"]))
               for run in swept}
     assert len(logged) == len(swept) and logged == shown
     assert {run.info.status for run in runs} == {"FINISHED"}

@@ -42,6 +42,7 @@ class Workspace:
         self.path, self.mirror = Path(path), Path(mirror)
         self.env = {**os.environ, "DATA_MIRROR": str(mirror),
                     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+                    "PYTHONPATH": str(self.path / "src"),  # its own library, not the checkout's installed one
                     "CUDA_VISIBLE_DEVICES": "",  # `device: auto` is the CPU, where training is byte-reproducible
                     "OMP_NUM_THREADS": "1"}  # tiny data: one thread each, so that test workers do not fight
         for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "DVC_ROOT", "GAN_RESUME"):
@@ -97,7 +98,7 @@ class Workspace:
                 db.execute("UPDATE experiments SET artifact_location = replace(artifact_location, ?, ?)",
                            (self.path.as_uri(), Path(destination).as_uri()))
         copy = Workspace(destination, self.mirror)
-        copy.env = dict(self.env)
+        copy.env = {**self.env, "PYTHONPATH": copy.env["PYTHONPATH"]}
         return copy
 
 

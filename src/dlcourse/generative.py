@@ -8,6 +8,8 @@ Conventions: the generator maps latent vectors (N x latent_dim) to images in [-1
 
 from __future__ import annotations
 
+import hashlib
+
 import math
 import time
 from dataclasses import dataclass, field
@@ -195,12 +197,41 @@ def train_gan(
     return history
 
 
+class ResumeError(ValueError):
+    pass
+
+
+def run_fingerprint(settings: dict, seed: int, images: torch.Tensor, labels: torch.Tensor) -> dict[str, str]:
+    """What determines a GAN run but its number of epochs: its params, the seed, the training data
+    and the code of this module. A checkpoint carries it; a run resumes only from its own."""
+    data = hashlib.sha256(images.cpu().numpy().tobytes() + labels.cpu().numpy().tobytes()).hexdigest()
+    return {**{f"train_gan.{key}": repr(value) for key, value in sorted(settings.items()) if key != "epochs"},
+            "seed": repr(seed), "data (sha256)": data, "code (sha256 of generative.py)":
+            hashlib.sha256(Path(__file__).read_bytes()).hexdigest()}
+
+
+def check_resumable(path: str | Path, fingerprint: dict[str, str], epochs: int) -> None:
+    """Refuse to resume from a checkpoint of another run (other params, seed, data or code) or of
+    more epochs than asked, naming what differs."""
+    state = load_torch(path)
+    found = state.get("fingerprint") or {}
+    differing = [f"{key}: checkpoint {found.get(key, 'none')}, now {value}" for key, value in fingerprint.items()
+                 if found.get(key) != value]
+    if state["epoch"] > epochs:
+        differing.append(f"epochs: the checkpoint has {state['epoch']} done, now {epochs} asked")
+    if differing:
+        raise ResumeError(f"{path}: cannot resume from a checkpoint of another run:\n  " + "\n  ".join(differing)
+                          + "\na plain `dvc repro` (without GAN_RESUME=1) starts afresh")
+
+
 def save_checkpoint(path: str | Path, *, epoch: int, generator: nn.Module, discriminator: nn.Module,
                     opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, rng: torch.Generator,
-                    history: GanHistory, ema: torch.optim.swa_utils.AveragedModel | None = None) -> None:
+                    history: GanHistory, ema: torch.optim.swa_utils.AveragedModel | None = None,
+                    fingerprint: dict[str, str] | None = None) -> None:
     """Everything a killed run needs to go on from the end of `epoch`, written atomically."""
     state = {
         "epoch": epoch,
+        "fingerprint": fingerprint or {},
         "generator": generator.state_dict(),
         "discriminator": discriminator.state_dict(),
         "opt_g": opt_g.state_dict(),

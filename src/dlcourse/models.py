@@ -191,3 +191,24 @@ def load_classifier(path, device: torch.device | str = "cpu") -> tuple[Classifie
     model = Classifier(checkpoint["architecture"], checkpoint["kwargs"], channels).to(device)
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval(), checkpoint
+
+
+IMAGE_SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}  # channels, height, width
+
+
+def check_buildable(name: str, architecture: str, kwargs: dict, dataset: str) -> Classifier:
+    """The classifier of a train entry, built and run on one blank batch of its dataset's images,
+    so that arguments that do not fit (widths of the wrong length, an input shape of another
+    dataset) are refused naming the entry before any training."""
+    channels = IMAGE_SHAPES[dataset][0]
+    try:
+        model = Classifier(architecture, kwargs, channels).eval()
+        with torch.no_grad():
+            logits = model(torch.zeros(2, *IMAGE_SHAPES[dataset]))
+    except Exception as exc:  # noqa: BLE001 - any failure means the params do not describe a network
+        raise ValueError(f"{name}: {architecture}({kwargs}) does not build or run on {dataset} images "
+                         f"{IMAGE_SHAPES[dataset]}: {exc}") from None
+    if logits.shape != (2, 10):
+        raise ValueError(f"{name}: {architecture}({kwargs}) gives outputs of shape {tuple(logits.shape[1:])} "
+                         f"on {dataset} images, not 10 class scores")
+    return model

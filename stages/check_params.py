@@ -1,0 +1,44 @@
+"""Stage `check-params`: params.yaml checked against its schema, and every network it describes
+built once on a blank batch, before any other stage runs.
+
+Every stage depends on its output, which stays the same while params are valid: an edit of
+params.yaml reruns this check (seconds), and a typo stops `dvc repro` here, before DVC removes the
+outputs of the stage that reads the key.
+"""
+
+from pathlib import Path
+
+from dlcourse import params
+from dlcourse.files import atomic_path
+from dlcourse.models import check_buildable
+
+VERDICT = Path("checks/params.ok")
+
+
+def main() -> None:
+    try:
+        check(params.load())
+    except ValueError as exc:  # ParamsError too: the message names the key
+        raise SystemExit(str(exc)) from None
+    with atomic_path(VERDICT) as tmp:
+        tmp.write_text("params.yaml is valid: the schema of src/dlcourse/params.py, every network built\n")
+
+
+def check(p: params.Params) -> None:
+    for name, entry in p.train_cnn.items():
+        check_buildable(f"params.yaml: train_cnn.{name}", entry.architecture, entry.model, entry.dataset)
+    classifier = p.score_gan.classifier
+    if classifier.startswith("cnn/"):
+        entry = p.train_cnn[classifier.removeprefix("cnn/")]
+        model = check_buildable(f"params.yaml: train_cnn.{classifier}", entry.architecture, entry.model, entry.dataset)
+    else:
+        model = check_buildable(f"params.yaml: {classifier}", "reseau1", {}, "mnist")
+    layers = dict(model.named_modules())
+    if p.score_gan.feature_layer not in layers:
+        linear = [name for name, module in layers.items() if type(module).__name__ == "Linear"]
+        raise ValueError(f"params.yaml: score_gan.feature_layer: {classifier} has no layer "
+                         f"{p.score_gan.feature_layer!r} (its Linear layers: {', '.join(linear)})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Fault injection: a training stage killed at a random point of its run (SIGTERM, which it
+catches, or SIGKILL, which it cannot) leaves no MLflow run RUNNING once the stage starts again, no
+`.part` file in a tracked output, and the next `dvc repro` gives the bytes of an uninterrupted run."""
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+
+def stage_process(workspace, script: str) -> int | None:
+    """The pid of the stage's own process (DVC's child running stages/<script>), if it runs yet."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if f"stages/{script}".encode() in cmdline and cwd == str(workspace.path):
+            return int(proc.name)
+    return None
+
+
+def run_is_open(workspace, stage: str) -> bool:
+    """Whether the MLflow store holds a RUNNING run of the stage: past the stage's start-up."""
+    with sqlite3.connect(f"file:{workspace.path / 'mlflow.db'}?mode=ro", uri=True, timeout=5) as db:
+        return db.execute("SELECT count(*) FROM runs JOIN tags ON tags.run_uuid = runs.run_uuid "
+                          "WHERE runs.status = 'RUNNING' AND tags.key = 'dvc.stage' AND tags.value = ?",
+                          (stage,)).fetchone()[0] > 0
+
+
+def outputs_md5(workspace, stage: str) -> dict[str, str]:
+    lock = yaml.safe_load((workspace.path / "dvc.lock").read_text())["stages"][stage]
+    return {out["path"]: out["md5"] for out in lock["outs"] if not out["path"].startswith(("tracking/", "metrics/timing"))}
+
+
+@pytest.mark.parametrize("stage, script", [("train-gan", "train_gan.py"), ("train-cnn@mnist", "train_cnn.py")])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_a_killed_stage_leaves_nothing_broken(workspace, stage, script, signum):
+    from mlflow.tracking import MlflowClient
+
+    expected = outputs_md5(workspace, stage)
+    repro = subprocess.Popen(["dvc", "repro", "--force", "--single-item", stage], cwd=workspace.path,
+                             env=workspace.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while (pid := stage_process(workspace, script)) is None or not run_is_open(workspace, stage):
+        assert repro.poll() is None and time.monotonic() < deadline, "the stage never opened its MLflow run"
+        time.sleep(0.05)
+    time.sleep(random.Random(f"{stage}{signum}").uniform(0.0, 0.5))  # somewhere in its run
+    os.kill(pid, signum)
+    output, _ = repro.communicate(timeout=120)
+    assert repro.returncode != 0, output
+
+    assert workspace.repro("--single-item", stage) == [stage]  # a plain repro starts it afresh and completes
+    client = MlflowClient(f"sqlite:///{workspace.path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("dl-course").experiment_id],
+                              f"tags.`dvc.stage` = '{stage}'")
+    statuses = sorted(run.info.status for run in runs)
+    assert statuses == ["FINISHED", "FINISHED", "KILLED"], statuses  # the build's, the kill's, the rerun's
+    assert not [p for p in workspace.path.rglob("*.part") if ".dvc" not in p.parts]
+    assert outputs_md5(workspace, stage) == expected
+    assert json.loads((workspace.path / "tracking" / f"{stage}.json").read_text())["run_id"] in \
+        {run.info.run_id for run in runs if run.info.status == "FINISHED"}
