@@ -57,7 +57,7 @@ def workspace(built, tmp_path_factory) -> Workspace:
 
     ws.edit_params(new_lr)
     assert ws.learning_rates[0] != NEW_LR, f"params.yaml already has lr {NEW_LR} for {STAGE}; the edit must change it"
-    assert ws.repro(STAGE) == [STAGE]
+    assert ws.repro(STAGE) == ["check-params", STAGE]
     return ws
 
 

@@ -221,8 +221,11 @@ def killed_on_signals() -> Iterator[None]:
         for signum, handler in previous.items():
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
+    received = []
+
     def on_signal(signum, frame):
         restore()
+        received.append(signum)
         raise StageKilled(signum)
 
     for signum in previous:
@@ -231,6 +234,8 @@ def killed_on_signals() -> Iterator[None]:
         yield
     finally:
         restore()
+    if received:  # raised where Python swallows exceptions (a __del__, a weakref callback): the stage went on
+        raise StageKilled(received[0])
 
 
 def _alive(pid: int) -> bool:
