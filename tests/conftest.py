@@ -1,6 +1,7 @@
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,7 @@ def shared_folder(tmp_path_factory, name: str) -> Path:
     return base / name
 
 
-@pytest.fixture(scope="session")
-def mirror(tmp_path_factory) -> Path:
+def make_shared_mirror(tmp_path_factory) -> Path:
     folder = shared_folder(tmp_path_factory, "mirror")
     with FileLock(f"{folder}.lock"):
         if not (folder / "SHA256SUMS").exists():
@@ -32,15 +32,48 @@ def mirror(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def built(tmp_path_factory, mirror) -> Workspace:
-    """The tiny workspace after one full `dvc repro`, built once per test run, whichever worker asks
-    first. Read its files, never change them: a test that runs DVC in it takes `workspace`."""
+def build_shared_workspace(tmp_path_factory) -> Path:
+    """Build the tiny workspace unless a worker already did; its folder."""
+    mirror = make_shared_mirror(tmp_path_factory)
     folder = shared_folder(tmp_path_factory, "built")
     with FileLock(f"{folder}.lock"):
         if not (folder / "first_run.json").exists():
             built_workspace(folder / "repo", mirror)
-    ws = Workspace(folder / "repo", mirror)
+    return folder
+
+
+def pytest_collection_modifyitems(config, items):
+    """Unit tests first, then the end-to-end ones, the longest first (the same order on every worker)."""
+    longest = ("test_every_stage_forced_again", "test_a_killed_stage", "test_compare_two_learning_rates")
+    def rank(item):
+        if item.get_closest_marker("slow") is None:
+            return 0
+        return 1 if item.name.startswith(longest) else 2
+    items.sort(key=rank)
+
+
+def pytest_collection_finish(session):
+    """When end-to-end tests will run, the first worker builds their workspace in the background
+    from the start, while the unit tests run."""
+    if not any(item.get_closest_marker("slow") for item in session.items):
+        return
+    if os.environ.get("PYTEST_XDIST_WORKER", "gw0") != "gw0" or session.config.option.collectonly:
+        return
+    factory = session.config._tmp_path_factory
+    threading.Thread(target=build_shared_workspace, args=(factory,), daemon=True, name="build-workspace").start()
+
+
+@pytest.fixture(scope="session")
+def mirror(tmp_path_factory) -> Path:
+    return make_shared_mirror(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory) -> Workspace:
+    """The tiny workspace after one full `dvc repro`, built once per test run, whichever worker asks
+    first. Read its files, never change them: a test that runs DVC in it takes `workspace`."""
+    folder = build_shared_workspace(tmp_path_factory)
+    ws = Workspace(folder / "repo", make_shared_mirror(tmp_path_factory))
     ws.first_run = json.loads((folder / "first_run.json").read_text())
     return ws
 

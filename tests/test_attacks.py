@@ -240,6 +240,13 @@ def test_the_claims_eps_is_the_slightest_that_wrecks(rows, chosen):
     assert attacks.choose_slight_eps(sweep_table(rows)) == chosen
 
 
+def test_ten_images_of_five_hundred_cost_two_points_exactly():
+    table = {0.0: dict.fromkeys(("pgd", "sign_noise", "l2_noise"), 1.0),
+             0.1: {"pgd": 0.182, "sign_noise": 490 / 500, "l2_noise": 0.99}}
+    assert 1.0 - 490 / 500 > attacks.HARMLESS  # the float arithmetic the rule must not trip on
+    assert attacks.slight_and_wrecking(table) == {0.1: True}
+
+
 def test_slight_and_wrecking_at_each_eps():
     verdicts = attacks.slight_and_wrecking(sweep_table({0.05: (0.41, 0.89), 0.1: (0.39, 0.89), 0.2: (0.0, 0.87)}))
     assert verdicts == {0.05: False, 0.1: True, 0.2: False}

@@ -45,11 +45,16 @@ def outputs_md5(workspace, stage: str) -> dict[str, str]:
     return {out["path"]: out["md5"] for out in lock["outs"] if not out["path"].startswith(("tracking/", "metrics/timing"))}
 
 
-@pytest.mark.parametrize("stage, script", [("train-gan", "train_gan.py"), ("train-cnn@mnist", "train_cnn.py")])
+@pytest.mark.parametrize("stage, script", [("train-gan", "train_gan.py"), ("train-cnn@mnist", "train_cnn.py"),
+                                           ("train-linear@long", "train_linear.py")])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
 def test_a_killed_stage_leaves_nothing_broken(workspace, stage, script, signum):
     from mlflow.tracking import MlflowClient
 
+    if stage == "train-linear@long":  # the tiny run ends in a blink: long enough to be killed midway
+        workspace.set_param("train_linear.long.iterations", 20000)
+        assert workspace.repro("--single-item", stage) == [stage]
+    finished_before = 2 if stage == "train-linear@long" else 1
     expected = outputs_md5(workspace, stage)
     repro = subprocess.Popen(["dvc", "repro", "--force", "--single-item", stage], cwd=workspace.path,
                              env=workspace.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -67,8 +72,26 @@ def test_a_killed_stage_leaves_nothing_broken(workspace, stage, script, signum):
     runs = client.search_runs([client.get_experiment_by_name("dl-course").experiment_id],
                               f"tags.`dvc.stage` = '{stage}'")
     statuses = sorted(run.info.status for run in runs)
-    assert statuses == ["FINISHED", "FINISHED", "KILLED"], statuses  # the build's, the kill's, the rerun's
+    assert statuses == ["FINISHED"] * (finished_before + 1) + ["KILLED"], statuses  # before, the kill's, the rerun's
     assert not [p for p in workspace.path.rglob("*.part") if ".dvc" not in p.parts]
     assert outputs_md5(workspace, stage) == expected
     assert json.loads((workspace.path / "tracking" / f"{stage}.json").read_text())["run_id"] in \
         {run.info.run_id for run in runs if run.info.status == "FINISHED"}
+
+
+def test_a_resumed_gan_redraws_what_a_kill_left_out_and_refuses_another_runs_checkpoints(workspace):
+    samples, checkpoints = workspace.path / "plots/gan/samples", workspace.path / "models/gan"
+    drawn = (samples / "epoch_02.png").read_bytes()
+    (samples / "epoch_02.png").unlink()  # as a kill between a checkpoint and its samples left it (before this order)
+    (checkpoints / ".epoch_03.pt.x1y2.part").write_bytes(b"half a checkpoint")
+    workspace.env["GAN_RESUME"] = "1"
+    assert workspace.repro("--force", "--single-item", "train-gan") == ["train-gan"]
+    assert (samples / "epoch_02.png").read_bytes() == drawn
+    assert not list(checkpoints.glob("*.part"))
+
+    workspace.set_param("train_gan.lr", 0.01)
+    output = workspace.run("dvc", "repro", "--single-item", "train-gan", check=False)
+    assert "cannot resume from a checkpoint of another run" in output and "train_gan.lr: checkpoint 0.0002, now 0.01" \
+        in output and "a plain `dvc repro` (without GAN_RESUME=1) starts afresh" in output, output
+    del workspace.env["GAN_RESUME"]
+    assert "train-gan" in workspace.repro("--single-item", "train-gan")

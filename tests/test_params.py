@@ -114,3 +114,17 @@ def test_unknown_model_argument_names_the_architecture_and_what_is_accepted():
     message = str(err.value)
     assert "train_cnn.mnist: model: unknown argument(s) ['widthz'] for mnistnet" in message
     assert "'widths'" in message
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("evaluate.models", {"cnn/nope": {"dataset": "mnist"}},
+     "evaluate.models.cnn/nope: no train entry produces the model 'cnn/nope'"),
+    ("evaluate.models", {"cnn/mnist": {"dataset": "cifar10"}},
+     "evaluate.models.cnn/mnist: cnn/mnist is trained on mnist, not cifar10"),
+    ("fooling.cifar10.transfer_model", "cnn/mnist", "fooling.cifar10.transfer_model: cnn/mnist is trained on mnist"),
+    ("score_gan.classifier", "linear/nope", "score_gan.classifier: no train entry produces the model 'linear/nope'"),
+])
+def test_a_model_read_by_a_stage_must_be_one_a_train_entry_produces(path, value, message):
+    with pytest.raises(params.ParamsError) as err:
+        params.validate(edited(path, value))
+    assert message in str(err.value)

@@ -81,3 +81,23 @@ def test_every_stage_forced_again_writes_the_same_bytes(workspace):
     after = cached_outputs(yaml.safe_load((workspace.path / "dvc.lock").read_text()))
     changed = sorted(path for path in before if after.get(path) != before[path])
     assert changed == [] and len(before) > 60
+
+
+def test_each_run_logs_exactly_the_params_dvc_yaml_declares_for_its_stage(built, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from dlcourse import params, tracking
+
+    monkeypatch.chdir(built.path)  # DVC's view of the built workspace's dvc.yaml
+    values = params.load(built.path / "params.yaml")
+    client = MlflowClient(f"sqlite:///{built.path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("dl-course").experiment_id])
+    assert len(runs) == len(built.first_run) - 1  # check-params logs no run
+    for run in runs:
+        stage = run.data.tags["dvc.stage"]
+        declared = {key: str(value) for key, value in tracking.declared_params(stage, values).items()}
+        assert run.data.params == declared, stage
+    by_stage = {run.data.tags["dvc.stage"]: run.data.params for run in runs}
+    assert set(by_stage["attack@cnn/mnist"]) >= {"seed", "device", "attack.models.cnn/mnist.eps", "attack.subset"}
+    assert set(by_stage["score-gan"]) >= {"train_gan.width", "score_gan.samples", "device"}
+    assert by_stage["preprocess"] == {} and "seed" not in by_stage["report"]

@@ -15,7 +15,7 @@ from typing import Callable
 
 import pandas as pd
 
-from .attacks import HARMLESS, WRECKED, choose_slight_eps, slight_and_wrecking
+from .attacks import HARMLESS, WRECKED, choose_slight_eps, drop, noise_drop, slight_and_wrecking
 from .files import read_json
 from .paths import METRICS, PLOTS
 
@@ -183,10 +183,9 @@ def slight_corruption_verdict(m: dict) -> dict:
     evaluation = {float(eps): row for eps, row in m["evaluation"]["accuracy"].items()}
     eps = choose_slight_eps(selection)
     holds_at = slight_and_wrecking(evaluation)
-    clean, at = evaluation[0.0]["pgd"], evaluation[eps]
     psnr = m["evaluation"]["psnr_db"][f"{eps:g}"]
-    return {"eps": eps, "images": m["images"], "clean": clean, "pgd": at["pgd"], "pgd_drop": clean - at["pgd"],
-            "noise_drop": max(clean - at[c] for c in ("sign_noise", "l2_noise")),
+    return {"eps": eps, "images": m["images"], "clean": evaluation[0.0]["pgd"], "pgd": evaluation[eps]["pgd"],
+            "pgd_drop": drop(evaluation, eps, "pgd"), "noise_drop": noise_drop(evaluation, eps),
             "psnr_db": {"pgd": psnr["pgd"], "sign_noise": psnr["sign_noise"], "l2_noise": psnr["l2_noise"]},
             "eps_where_it_holds": [e for e, holds in holds_at.items() if holds], "holds": holds_at[eps]}
 
