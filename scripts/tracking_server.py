@@ -27,12 +27,12 @@ import stat
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
+
+from dlcourse import tracking
 
 try:
     import psycopg2
@@ -178,11 +178,7 @@ def server_address(host: str, port: int) -> str:
 
 
 def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
+    return tracking.health(url, timeout_s=2) is None
 
 
 def is_tracking_server(pid: int) -> bool:
@@ -255,17 +251,13 @@ def start(args: argparse.Namespace) -> None:
     write_private(args.state_dir / "server.pid", str(server.pid))
 
     address = server_address(args.host, args.port)
-    deadline = time.monotonic() + args.timeout
-    while not healthy(address):
-        if server.poll() is not None or time.monotonic() > deadline:
-            reason = (f"exited with code {server.returncode}" if server.returncode is not None
-                      else f"did not answer on {address}/health within {args.timeout:g} s")
-            stop_session(server.pid)
-            server.wait()
-            (args.state_dir / "server.pid").unlink()
-            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
-            raise ServerError(f"the MLflow server {reason}; the end of {log_path}:\n{tail}")
-        time.sleep(0.5)
+    reason = tracking.wait_until_healthy(address, args.timeout, server)
+    if reason is not None:
+        stop_session(server.pid)
+        server.wait()
+        (args.state_dir / "server.pid").unlink()
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
+        raise ServerError(f"the MLflow server {reason}; the end of {log_path}:\n{tail}")
     print(f"MLflow tracking server on {address} (pid {server.pid})\n"
           f"  runs in      {url.render_as_string(hide_password=True)}\n"
           f"  artifacts in {artifacts}\n"

@@ -10,9 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,6 +20,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
+from dlcourse import tracking
 from workspace import ROOT, Workspace, free_port
 
 CHROMIUM = shutil.which("chromium")
@@ -92,7 +90,8 @@ def mlflow_ui(workspace, tmp_path_factory):
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_healthy(url, server, log_path)
+        problem = tracking.wait_until_healthy(url, 180, server)
+        assert problem is None, f"mlflow ui {problem}:\n{log_path.read_text()}"
         yield url
     finally:
         os.killpg(server.pid, signal.SIGTERM)  # uvicorn runs in a child process of `mlflow ui`
@@ -101,21 +100,6 @@ def mlflow_ui(workspace, tmp_path_factory):
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
-
-
-def wait_until_healthy(url: str, server: subprocess.Popen, log_path: Path, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"mlflow ui exited with {server.returncode}:\n{log_path.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(1)
-    raise RuntimeError(f"mlflow ui did not answer on {url}/health within {timeout_s} s:\n{log_path.read_text()}")
 
 
 @pytest.fixture

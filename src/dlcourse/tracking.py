@@ -107,19 +107,36 @@ def store_lock(uri: str) -> Iterator[None]:
         lock.release()
 
 
+def health(uri: str, timeout_s: float = 5.0) -> str | None:
+    """None when an MLflow server's /health answers 200 (open even with auth on); else why not."""
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as response:
+            return None if response.status == 200 else f"answered {response.status} on /health"
+    except (urllib.error.URLError, OSError) as exc:
+        return f"is unreachable ({exc})"
+
+
+def wait_until_healthy(uri: str, timeout_s: float, server=None, poll_s: float = 1.0) -> str | None:
+    """Ask /health every `poll_s` until it answers 200; None, or why it never did (the `server`
+    process, a Popen, exited, or `timeout_s` passed)."""
+    deadline = time.monotonic() + timeout_s
+    while (problem := health(uri, timeout_s=2.0)) is not None:
+        if server is not None and server.poll() is not None:
+            return f"exited with code {server.returncode}"
+        if time.monotonic() > deadline:
+            return f"did not answer on {uri.rstrip('/')}/health within {timeout_s:g} s ({problem})"
+        time.sleep(poll_s)
+    return None
+
+
 def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
     """Fail fast, before any compute, when a tracking server does not answer."""
     if not uri.startswith(("http://", "https://")):
         return
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as response:
-            if response.status != 200:
-                raise TrackingError(f"MLflow tracking server {uri} answered {response.status} on /health")
-    except (urllib.error.URLError, OSError) as exc:
-        raise TrackingError(
-            f"MLflow tracking server {uri} is unreachable ({exc}); start it or unset MLFLOW_TRACKING_URI "
-            "to use the local mlflow.db"
-        ) from None
+    problem = health(uri, timeout_s)
+    if problem is not None:
+        raise TrackingError(f"MLflow tracking server {uri} {problem}; start it or unset MLFLOW_TRACKING_URI "
+                            "to use the local mlflow.db")
 
 
 def _git(*args: str) -> str | None:
