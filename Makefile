@@ -12,8 +12,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
-	# tests/test_attacks.py checks FGSM and PGD against torchattacks, whose pin requests~=2.25 would
-	# drag MLflow back to 2.14: it is installed on its own, without its dependencies (all present).
+	@# tests/test_attacks.py checks FGSM and PGD against torchattacks, whose pin requests~=2.25 would
+	@# drag MLflow back to 2.14: it is installed on its own, without its dependencies (all present).
 	$(VENV)/bin/pip install --quiet --no-deps 'torchattacks>=3.5'
 	touch $@
 
