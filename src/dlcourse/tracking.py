@@ -280,6 +280,24 @@ def end_dead_runs(client, experiment_id: str, stage: str) -> None:
 
 
 @contextmanager
+def refused_explained(uri: str, experiment_name: str) -> Iterator[None]:
+    """A tracking server with authentication that refuses the stage's user: say which variables set it."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        if "401" in str(exc):
+            raise TrackingError(f"MLflow tracking server {uri} asks for a user: set MLFLOW_TRACKING_USERNAME and "
+                                "MLFLOW_TRACKING_PASSWORD (or ~/.mlflow/credentials), or check them") from None
+        if "403" in str(exc):
+            user = os.environ.get("MLFLOW_TRACKING_USERNAME", "this user")
+            raise TrackingError(f"MLflow tracking server {uri} refuses {user} on the experiment {experiment_name}: "
+                                "ask its admin for EDIT permission on it") from None
+        raise
+
+
+@contextmanager
 def stage_run(stage: str, params: dict, record: Path | None = None,
               tags: dict[str, str] | None = None) -> Iterator[StageRun]:
     """Open the MLflow run of one DVC stage (or matrix entry), log `params` (see `declared_params`)
@@ -295,13 +313,15 @@ def stage_run(stage: str, params: dict, record: Path | None = None,
 
     mlflow.set_tracking_uri(uri)
     experiment_name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
-    with store_lock(uri):
+    with store_lock(uri), refused_explained(uri, experiment_name):
         if mlflow.get_experiment_by_name(experiment_name) is None:
             location = None if uri.startswith(("http://", "https://")) else (project_root() / "mlartifacts").as_uri()
             try:
                 mlflow.create_experiment(experiment_name, artifact_location=location)
-            except mlflow.exceptions.MlflowException:
-                pass  # created meanwhile by a stage logging to the same tracking server
+            except mlflow.exceptions.MlflowException as exc:
+                if "401" in str(exc) or "403" in str(exc):
+                    raise
+                # else: created meanwhile by a stage logging to the same tracking server
         experiment = mlflow.set_experiment(experiment_name)
     end_dead_runs(mlflow.MlflowClient(), experiment.experiment_id, stage)
 
