@@ -6,10 +6,12 @@ import math
 import pytest
 import torch
 
+from dlcourse.files import load_torch
 from dlcourse.generative import (
-    Discriminator, GanHistory, Generator, ResumeError, check_resumable, class_distribution, classifier_confidence, exponential_moving_average,
-    fixed_noise, frechet_distance, hooked_features, inception_score, interpolate, load_checkpoint,
-    make_optimizers, run_fingerprint, sample, sample_labels, sampler_weights, save_checkpoint, train_gan,
+    Discriminator, GanHistory, Generator, ResumeError, check_resumable, class_distribution, classifier_confidence,
+    exponential_moving_average, fixed_noise, frechet_distance, hooked_features, inception_score, interpolate,
+    load_checkpoint, make_optimizers, run_fingerprint, sample, sample_labels, sampler_weights, save_checkpoint,
+    train_gan,
 )
 
 LATENT, WIDTH = 8, 4
@@ -215,7 +217,7 @@ def test_the_moving_average_is_what_samples_come_from(tmp_path):
               rng=torch.Generator().manual_seed(0), device="cpu")
     save_checkpoint(tmp_path / "c.pt", epoch=1, generator=generator, discriminator=discriminator, opt_g=opt_g,
                     opt_d=opt_d, rng=torch.Generator(), history=GanHistory(), ema=ema)
-    state = torch.load(tmp_path / "c.pt", weights_only=True)
+    state = load_torch(tmp_path / "c.pt")
     averaged = sampler_weights(state)
     assert averaged.keys() == generator.state_dict().keys()
     assert all(torch.equal(averaged[k], v) for k, v in ema.module.state_dict().items())
