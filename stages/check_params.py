@@ -25,14 +25,11 @@ def main() -> None:
 
 
 def check(p: params.Params) -> None:
-    for name, entry in p.train_cnn.items():
-        check_buildable(f"params.yaml: train_cnn.{name}", entry.architecture, entry.model, entry.dataset)
-    classifier = p.score_gan.classifier
-    if classifier.startswith("cnn/"):
-        entry = p.train_cnn[classifier.removeprefix("cnn/")]
-        model = check_buildable(f"params.yaml: train_cnn.{classifier}", entry.architecture, entry.model, entry.dataset)
-    else:
-        model = check_buildable(f"params.yaml: {classifier}", "reseau1", {}, "mnist")
+    built = {f"cnn/{name}": check_buildable(f"params.yaml: train_cnn.{name}", entry.architecture, entry.model,
+                                            entry.dataset)
+             for name, entry in p.train_cnn.items()}
+    classifier = p.score_gan.classifier  # the schema checked it is a trained model: cnn/<entry> or linear/<run>
+    model = built.get(classifier) or check_buildable(f"params.yaml: {classifier}", "reseau1", {}, "mnist")
     layers = dict(model.named_modules())
     if p.score_gan.feature_layer not in layers:
         linear = [name for name, module in layers.items() if type(module).__name__ == "Linear"]

@@ -7,8 +7,8 @@ from dlcourse.paths import METRICS, PREPARED, RAW
 
 
 def main() -> None:
-    params.load()  # validated even though this stage has no params of its own
-    with tracking.stage_run("preprocess", tracking.declared_params("preprocess", params.load())) as run:
+    all_params = params.load()  # validated even though this stage has no params of its own
+    with tracking.stage_run("preprocess", tracking.declared_params("preprocess", all_params)) as run:
         cifar_folder = RAW / "cifar10" / data.CIFAR10_FOLDER
         readers = {
             "mnist": (lambda split: data.read_mnist(RAW / "mnist", split), data.MNIST_CLASSES),

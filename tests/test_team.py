@@ -283,19 +283,6 @@ def test_a_restart_needs_no_admin_password_and_reads_pgpass(server, postgres, tm
     assert api(server, "POST", "experiments/search", ADMIN, max_results=1).status_code == 200
 
 
-def test_a_stage_without_credentials_is_told_which_variables_to_set(server, monkeypatch, tmp_path):
-    from dlcourse import tracking
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
-    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-        monkeypatch.delenv(name, raising=False)
-    with pytest.raises(tracking.TrackingError, match="set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"):
-        with tracking.stage_run("train-linear@x", {"lr": 0.1}):
-            pytest.fail("the stage body must not run")
-    assert not (tmp_path / "tracking").exists()
-
-
 @pytest.mark.parametrize("host, refused", [("0.0.0.0", True), ("::", True), ("192.0.2.7", True), ("", True),
                                            ("mlflow.example.org", True), ("127.0.0.1", False), ("127.0.0.2", False),
                                            ("::1", False), ("localhost", False)])

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 PositiveInt = Annotated[int, Field(ge=1)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Probability = Annotated[float, Field(ge=0, le=1)]
+Dataset = Literal["mnist", "cifar10"]
 
 
 class Section(BaseModel):
@@ -75,9 +76,6 @@ class CnnRunParams(Section):
         if unknown:
             raise ValueError(f"model: unknown argument(s) {unknown} for {self.architecture} (accepted: {sorted(accepted)})")
         return self
-
-
-Dataset = Literal["mnist", "cifar10"]
 
 
 class ModelRef(Section):

@@ -29,9 +29,12 @@ import urllib.parse
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from .files import write_json
+
+if TYPE_CHECKING:
+    from .params import Params
 
 EXPERIMENT = "dl-course"
 TRACKING_DIR = Path("tracking")
@@ -171,13 +174,13 @@ def flatten(params: dict, prefix: str = "") -> dict[str, object]:
     return flat
 
 
-def declared_params(stage: str, all_params) -> dict[str, object]:
+def declared_params(stage: str, all_params: Params) -> dict[str, object]:
     """Exactly the params.yaml keys that dvc.yaml declares for the stage (a `foreach` entry's, resolved
     by DVC), flattened with their values: what the stage's MLflow run logs."""
     from dvc.dependency.param import ParamsDependency
     from dvc.repo import Repo
 
-    values = all_params.model_dump() if hasattr(all_params, "model_dump") else all_params
+    values = all_params.model_dump()
     with Repo() as repo:
         [definition] = repo.stage.collect(stage)
     keys = [key for dep in definition.deps if isinstance(dep, ParamsDependency) for key in dep.params]
