@@ -3,6 +3,7 @@ predictions" (the exercise). FGSM and PGD over an L-inf sweep, random noise of t
 L2 sizes as controls, and natural corruptions in the style of CIFAR-10-C."""
 
 import sys
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
@@ -10,7 +11,7 @@ import torch
 from dlcourse import attacks, corruptions, data, params, tracking
 from dlcourse.figures import image_grid, plot_columns
 from dlcourse.files import write_csv, write_json
-from dlcourse.models import load_classifier
+from dlcourse.models import Classifier, load_classifier
 from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
 from dlcourse.training import predict_proba, resolve_device, seed_everything, to_float
 
@@ -20,10 +21,53 @@ def accuracy_by_eps(table) -> dict[float, dict[str, float]]:
             .iterrows()}
 
 
+@dataclass
+class Attacked:
+    methods: dict[str, attacks.Method]
+    images: dict[str, int]  # per half
+    tables: dict[str, pd.DataFrame]  # per half: one row per (method, eps)
+    chosen_eps: float
+    corruptions: pd.DataFrame  # one row per (corruption, severity)
+    examples: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # clean, PGD at the chosen eps, perturbation amplified
+
+
+def attack(model: Classifier, x: torch.Tensor, y: torch.Tensor, eps: list[float], p: params.AttackParams,
+           rng: torch.Generator) -> Attacked:
+    """The sweep on two halves of the attacked images: the claim's eps is chosen on the first
+    (selection) and judged on the second (evaluation); the corruptions on all of them."""
+    half = len(y) // 2
+    halves = {"selection": (x[:half], y[:half]), "evaluation": (x[half:], y[half:])}
+    methods = attacks.standard_methods(model, rng, p.pgd_steps, p.pgd_step_factor, p.pgd_random_start)
+    eps_grid = sorted(set(eps) | {0.0})
+    tables = {part: attacks.sweep(model, xs, ys, eps_grid, methods) for part, (xs, ys) in halves.items()}
+    chosen_eps = attacks.choose_slight_eps(accuracy_by_eps(tables["selection"]))
+    corruption_table = corruptions.sweep_corruptions(model, x, y, rng)
+    clean_x, clean_y = halves["evaluation"][0][: p.examples], halves["evaluation"][1][: p.examples]
+    attacked = methods["pgd"](clean_x, clean_y, chosen_eps)
+    amplified = (attacked - clean_x) / (2 * chosen_eps) + 0.5
+    return Attacked(methods, {part: len(ys) for part, (_, ys) in halves.items()}, tables, chosen_eps,
+                    corruption_table, (clean_x, attacked, amplified))
+
+
+def summary(result: Attacked, dataset: str) -> dict:
+    return {
+        "dataset": dataset,
+        "images": result.images,
+        "chosen_eps": result.chosen_eps,
+        **{part: {"accuracy": {f"{eps:g}": row for eps, row in accuracy_by_eps(table).items()},
+                  "psnr_db": {f"{eps:g}": {method: attacks.psnr(mse) for method, mse in row.items()}
+                              for eps, row in table.pivot(index="eps", columns="method", values="mse")
+                              .iterrows() if eps > 0}}
+           for part, table in result.tables.items()},
+        "corruptions_severity_5": result.corruptions[result.corruptions.severity == 5]
+        .set_index("corruption")["accuracy"].to_dict(),
+    }
+
+
 def main(name: str) -> None:
     all_params = params.load()
     p = all_params.attack
-    settings = p.models[name]
+    settings = all_params.entry("attack.models", name)
     stage = f"attack@{name}"
     with tracking.stage_run(stage, tracking.declared_params(stage, all_params)) as run:
         rng = seed_everything(all_params.seed)
@@ -31,60 +75,36 @@ def main(name: str) -> None:
         model, checkpoint = load_classifier(MODELS / f"{name}.pt", device)
         test = data.load_split(PREPARED, checkpoint["dataset"], "test")
         subset = torch.randperm(len(test), generator=rng)[: p.subset]
-        x, y = to_float(test.images[subset], device), test.labels[subset].to(device)
-
-        # The claim's eps is chosen on one half of the attacked images and judged on the other.
-        half = len(subset) // 2
-        halves = {"selection": (x[:half], y[:half]), "evaluation": (x[half:], y[half:])}
-        methods = attacks.standard_methods(model, rng, p.pgd_steps, p.pgd_step_factor, p.pgd_random_start)
-        eps_grid = sorted(set(settings.eps) | {0.0})
-        tables = {part: attacks.sweep(model, xs, ys, eps_grid, methods) for part, (xs, ys) in halves.items()}
-        chosen_eps = attacks.choose_slight_eps(accuracy_by_eps(tables["selection"]))
-        corruption_table = corruptions.sweep_corruptions(model, x, y, rng)
-
-        metrics = {
-            "dataset": checkpoint["dataset"],
-            "images": {part: len(ys) for part, (_, ys) in halves.items()},
-            "chosen_eps": chosen_eps,
-            **{part: {"accuracy": {f"{eps:g}": row for eps, row in accuracy_by_eps(table).items()},
-                      "psnr_db": {f"{eps:g}": {method: attacks.psnr(mse) for method, mse in row.items()}
-                                  for eps, row in table.pivot(index="eps", columns="method", values="mse")
-                                  .iterrows() if eps > 0}}
-               for part, table in tables.items()},
-            "corruptions_severity_5": corruption_table[corruption_table.severity == 5]
-            .set_index("corruption")["accuracy"].to_dict(),
-        }
+        result = attack(model, to_float(test.images[subset], device), test.labels[subset].to(device), settings.eps,
+                        p, rng)
+        metrics = summary(result, checkpoint["dataset"])
 
         out = PLOTS / "attack" / name
-        accuracy = pd.concat(tables.values()).groupby(["eps", "method"])["accuracy"].mean().unstack()
+        methods = list(result.methods)
+        accuracy = pd.concat(result.tables.values()).groupby(["eps", "method"])["accuracy"].mean().unstack()
         write_csv(accuracy.reset_index(), out / "eps.csv")
-        write_csv(corruption_table, out / "corruptions.csv")
-        plot_columns(accuracy.reset_index(), "eps", list(methods), f"{name}: accuracy under L-inf perturbations",
+        write_csv(result.corruptions, out / "corruptions.csv")
+        plot_columns(accuracy.reset_index(), "eps", methods, f"{name}: accuracy under L-inf perturbations",
                      out / "accuracy_vs_eps.png", "eps (pixel units)")
-        severities = corruption_table.pivot(index="severity", columns="corruption", values="accuracy").reset_index()
+        severities = result.corruptions.pivot(index="severity", columns="corruption", values="accuracy").reset_index()
         plot_columns(severities, "severity", list(corruptions.CORRUPTIONS), f"{name}: accuracy under corruptions",
                      out / "corruptions.png", "severity (CIFAR-10-C style)")
-
-        # The evidence: clean images of the evaluation half, their PGD version at the chosen eps, and
-        # the perturbation amplified.
-        clean_x, clean_y = halves["evaluation"][0][: p.examples], halves["evaluation"][1][: p.examples]
-        attacked = methods["pgd"](clean_x, clean_y, chosen_eps)
-        amplified = (attacked - clean_x) / (2 * chosen_eps) + 0.5
-        classes = test.classes
+        clean_x, attacked, amplified = result.examples
+        eps = result.chosen_eps
 
         def captions(images):
             confidence, predicted = predict_proba(model, images).max(1)
-            return [f"{classes[k]} ({c:.2f})" for k, c in zip(predicted.tolist(), confidence.tolist())]
+            return [f"{test.classes[k]} ({c:.2f})" for k, c in zip(predicted.tolist(), confidence.tolist())]
 
         image_grid(torch.cat([clean_x, attacked, amplified]).cpu(),
-                   captions(clean_x) + captions(attacked) + [f"perturbation x{0.5 / chosen_eps:.0f}"] * len(clean_x),
-                   out / "examples.png", f"{name}: clean (top), PGD eps = {chosen_eps:g} (middle), "
+                   captions(clean_x) + captions(attacked) + [f"perturbation x{0.5 / eps:.0f}"] * len(clean_x),
+                   out / "examples.png", f"{name}: clean (top), PGD eps = {eps:g} (middle), "
                    "perturbation amplified (bottom)", columns=len(clean_x))
         write_json(METRICS / "attack" / f"{name}.json", metrics)
 
-        run.log_metrics({"chosen_eps": chosen_eps, **{f"evaluation.{method}": acc for method, acc in
-                                                       metrics["evaluation"]["accuracy"][f"{chosen_eps:g}"].items()}})
-        for step, (eps, row) in enumerate(accuracy.iterrows()):
+        run.log_metrics({"chosen_eps": eps, **{f"evaluation.{method}": acc for method, acc in
+                                                metrics["evaluation"]["accuracy"][f"{eps:g}"].items()}})
+        for step, (_, row) in enumerate(accuracy.iterrows()):
             run.log_metrics({f"curve.{method}": float(row[method]) for method in methods}, step=step)
         for figure in ("accuracy_vs_eps.png", "corruptions.png", "examples.png"):
             run.log_artifact(out / figure)

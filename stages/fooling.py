@@ -18,7 +18,7 @@ from dlcourse.training import resolve_device, seed_everything
 
 def main(dataset: str) -> None:
     all_params = params.load()
-    p = all_params.fooling[dataset]
+    p = all_params.entry("fooling", dataset)
     stage = f"fooling@{dataset}"
     with tracking.stage_run(stage, tracking.declared_params(stage, all_params)) as run:
         rng = seed_everything(all_params.seed)

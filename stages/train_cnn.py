@@ -16,9 +16,7 @@ from dlcourse.training import resolve_device, seed_everything, train_epochs
 
 def main(name: str) -> None:
     all_params = params.load()
-    if name not in all_params.train_cnn:
-        raise SystemExit(f"params.yaml: train_cnn has no entry {name!r} (entries: {sorted(all_params.train_cnn)})")
-    p = all_params.train_cnn[name]
+    p = all_params.entry("train_cnn", name)
     stage = f"train-cnn@{name}"
     with tracking.stage_run(stage, tracking.declared_params(stage, all_params)) as run:
         device = resolve_device(all_params.device)

@@ -2,6 +2,7 @@
 SGD + momentum on random batches (slides "Boucle d'entraînement" and "Résultats")."""
 
 import sys
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
@@ -10,59 +11,73 @@ from dlcourse import data, params, tracking
 from dlcourse.files import write_csv, write_json
 from dlcourse.models import Classifier, save_classifier
 from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
-from dlcourse.training import LOSSES, accuracy, resolve_device, seed_everything, to_float, train_iterations
+from dlcourse.training import (LOSSES, Curve, accuracy, resolve_device, seed_everything, to_float,
+                               train_iterations)
+
+
+@dataclass
+class LinearRun:
+    model: Classifier
+    curve: Curve
+    metrics: dict
+    train_seconds: float
+
+
+def train_linear(p: params.LinearRunParams, seed: int, device: torch.device, train: data.Split,
+                 test: data.Split) -> LinearRun:
+    rng = seed_everything(seed)
+    train_x, test_x = to_float(train.images, device), to_float(test.images, device)
+    train_y, test_y = train.labels.to(device), test.labels.to(device)
+
+    model = Classifier("reseau1", {}, channels=1).to(device)  # inputs as ToTensor gives them: pixels / 255
+    optimizer = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=p.momentum)
+    # The slides' check at initialisation: one random test batch of 1000 images.
+    init_batch = torch.randperm(len(test_y), generator=rng)[: p.init_eval_size].to(device)
+    init_accuracy = accuracy(model, test_x[init_batch], test_y[init_batch])
+    # One initialisation can land anywhere between ~3 % and ~20 %; the chance level shows in the mean.
+    init_mean = sum(
+        accuracy(Classifier("reseau1", {}, channels=1).to(device), test_x[init_batch], test_y[init_batch])
+        for _ in range(p.init_trials)
+    ) / p.init_trials
+
+    curve, seconds = train_iterations(
+        model, optimizer, lambda scores, y: LOSSES[p.loss](scores, y, p.reduction), train_x, train_y,
+        iterations=p.iterations, batch_size=p.batch_size, generator=rng,
+        evaluate=lambda: accuracy(model, test_x, test_y), eval_every=p.eval_every,
+    )
+    metrics = {
+        "init_batch_accuracy": init_accuracy,
+        "init_accuracy_mean": init_mean,
+        "init_trials": p.init_trials,
+        "test_accuracy": curve.test_accuracy[-1],
+        "best_test_accuracy": max(curve.test_accuracy),
+        "iterations": p.iterations,
+        "epochs": p.iterations * p.batch_size / len(train_y),
+    }
+    return LinearRun(model, curve, metrics, seconds)
 
 
 def main(name: str) -> None:
     all_params = params.load()
-    if name not in all_params.train_linear:
-        raise SystemExit(f"params.yaml: train_linear has no run {name!r} (runs: {sorted(all_params.train_linear)})")
-    p = all_params.train_linear[name]
+    p = all_params.entry("train_linear", name)
     stage = f"train-linear@{name}"
     with tracking.stage_run(stage, tracking.declared_params(stage, all_params)) as run:
-        generator = seed_everything(all_params.seed)
         # 784 x 10 is too small to split across threads: the threads' synchronisation costs more
         # than it saves, and ruins the timing whenever another process holds a core.
         torch.set_num_threads(1)
         device = resolve_device(all_params.device)
         train, test = (data.load_split(PREPARED, "mnist", split) for split in ("train", "test"))
-        train_x, test_x = to_float(train.images, device), to_float(test.images, device)
-        train_y, test_y = train.labels.to(device), test.labels.to(device)
+        result = train_linear(p, all_params.seed, device, train, test)
 
-        model = Classifier("reseau1", {}, channels=1).to(device)  # inputs as ToTensor gives them: pixels / 255
-        optimizer = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=p.momentum)
-        # The slides' check at initialisation: one random test batch of 1000 images.
-        init_batch = torch.randperm(len(test_y), generator=generator)[: p.init_eval_size].to(device)
-        init_accuracy = accuracy(model, test_x[init_batch], test_y[init_batch])
-        # One initialisation can land anywhere between ~3 % and ~20 %; the chance level shows in the mean.
-        init_mean = sum(
-            accuracy(Classifier("reseau1", {}, channels=1).to(device), test_x[init_batch], test_y[init_batch])
-            for _ in range(p.init_trials)
-        ) / p.init_trials
-
-        curve, seconds = train_iterations(
-            model, optimizer, lambda scores, y: LOSSES[p.loss](scores, y, p.reduction), train_x, train_y,
-            iterations=p.iterations, batch_size=p.batch_size, generator=generator,
-            evaluate=lambda: accuracy(model, test_x, test_y), eval_every=p.eval_every,
-        )
-        metrics = {
-            "init_batch_accuracy": init_accuracy,
-            "init_accuracy_mean": init_mean,
-            "init_trials": p.init_trials,
-            "test_accuracy": curve.test_accuracy[-1],
-            "best_test_accuracy": max(curve.test_accuracy),
-            "iterations": p.iterations,
-            "epochs": p.iterations * p.batch_size / len(train_y),
-        }
-        timing = {"train_seconds": round(seconds, 3), "device": str(device)}
-        save_classifier(model, "mnist", train.classes, MODELS / "linear" / f"{name}.pt")
-        write_json(METRICS / "linear" / f"{name}.json", metrics)
-        write_json(METRICS / "timing" / f"{stage}.json", timing)
-        write_csv(pd.DataFrame({"step": curve.steps, "test_accuracy": curve.test_accuracy}),
+        save_classifier(result.model, "mnist", train.classes, MODELS / "linear" / f"{name}.pt")
+        write_json(METRICS / "linear" / f"{name}.json", result.metrics)
+        write_json(METRICS / "timing" / f"{stage}.json",
+                   {"train_seconds": round(result.train_seconds, 3), "device": str(device)})
+        write_csv(pd.DataFrame({"step": result.curve.steps, "test_accuracy": result.curve.test_accuracy}),
                   PLOTS / "linear" / f"{name}.csv")
 
-        run.log_metrics({**metrics, "train_seconds": seconds})
-        run.log_curve("curve.test_accuracy", curve.steps, curve.test_accuracy)
+        run.log_metrics({**result.metrics, "train_seconds": result.train_seconds})
+        run.log_curve("curve.test_accuracy", result.curve.steps, result.curve.test_accuracy)
         run.log_artifact(MODELS / "linear" / f"{name}.pt")
 
 

@@ -108,6 +108,23 @@ def test_a_stage_with_a_typo_stops_before_any_compute_and_writes_nothing(tmp_pat
     assert list(tmp_path.iterdir()) == [tmp_path / "params.yaml"]  # no output, no tracking store
 
 
+@pytest.mark.parametrize("script, section, name", [
+    ("train_linear.py", "train_linear", "one_epch"), ("train_cnn.py", "train_cnn", "mnst"),
+    ("evaluate.py", "evaluate.models", "cnn/mnst"), ("attack.py", "attack.models", "cnn/mnst"),
+    ("fooling.py", "fooling", "mnst"),
+])
+def test_a_stage_run_for_an_entry_params_do_not_have_names_the_entries_there_are(tmp_path, script, section, name):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(DEFAULTS))
+    result = subprocess.run([sys.executable, str(ROOT / "stages" / script), name], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    entries = params.validate(DEFAULTS)
+    for part in section.split("."):
+        entries = getattr(entries, part)
+    assert result.returncode != 0
+    assert f"params.yaml: {section} has no entry {name!r} (entries: {', '.join(sorted(entries))})" in result.stderr
+    assert list(tmp_path.iterdir()) == [tmp_path / "params.yaml"]  # no output, no tracking store
+
+
 def test_unknown_model_argument_names_the_architecture_and_what_is_accepted():
     with pytest.raises(params.ParamsError) as err:
         params.validate(edited("train_cnn.mnist.model", {"widthz": [8, 16]}))

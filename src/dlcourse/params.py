@@ -64,7 +64,7 @@ class CnnRunParams(Section):
     crop_padding: Annotated[int, Field(ge=0, le=8)]
     tta: bool  # average the predictions of each test image and its mirror image
     channels_last: bool
-    bf16: bool  # autocast to bfloat16 on CUDA (ignored on CPU)
+    bf16: bool  # autocast the forward pass to bfloat16 (fast on GPUs and on CPUs with AVX512-BF16 or AMX)
     threads: Annotated[int, Field(ge=0)]  # CPU threads; 0 leaves torch's default
 
     @model_validator(mode="after")
@@ -149,6 +149,16 @@ class Params(Section):
     fooling: dict[Dataset, FoolingParams] = Field(min_length=1)
     train_gan: GanParams
     score_gan: ScoreGanParams
+
+    def entry(self, section: str, name: str):
+        """The entry `name` of a `foreach` section (`train_cnn`, `attack.models`, ...): what a stage
+        run by hand with a name params.yaml does not have is told which names there are."""
+        entries = self
+        for part in section.split("."):
+            entries = getattr(entries, part)
+        if name not in entries:
+            raise ParamsError(f"params.yaml: {section} has no entry {name!r} (entries: {', '.join(sorted(entries))})")
+        return entries[name]
 
     def trained_models(self) -> dict[str, str]:
         """Every model a train stage produces, by name, with the dataset it is trained on."""
