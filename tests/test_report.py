@@ -49,7 +49,8 @@ def project(tmp_path, monkeypatch):
     Path("metrics/timing/train-linear@one_epoch.json").write_text(json.dumps({"device": "cpu", "train_seconds": 1.0}))
     Path("tracking").mkdir()
     Path("tracking/train-linear@one_epoch.json").write_text(
-        json.dumps({"stage": "train-linear@one_epoch", "run_id": "abc123", "experiment": "dl-course"}))
+        json.dumps({"stage": "train-linear@one_epoch", "run_id": "abc123", "experiment": "dl-course",
+                    "seconds": 12.34, "startup_seconds": 5.0}))
     curve = pd.DataFrame({"step": [0, 1, 2], "test_accuracy": [0.1, 0.5, 0.9]})
     plot_curves({"run": curve}, "step", "test_accuracy", "a curve", Path("reports/figures/curve.png"), "step")
     plot_curves({"run": curve}, "step", "test_accuracy", "a stage's figure", Path("plots/stage/figure.png"), "step")
@@ -106,8 +107,9 @@ def test_environment_section_names_versions_commit_params_and_each_stage(project
                                                                                   "none: CPU-only build"]
     assert rows["git commit"] == [f"`{commit}`"]
     assert rows["MLflow experiment"] == ["`dl-course`"]
-    assert rows["`train-linear@one_epoch`"] == ["cpu", "`abc123`"]
-    assert rows["`evaluate@cnn/mnist`"] == [NOT_RECORDED, NOT_RECORDED]  # no timing, no run record
+    assert rows["`train-linear@one_epoch`"] == ["cpu", "12.3", "5.0", "`abc123`"]
+    assert rows["`evaluate@cnn/mnist`"] == [NOT_RECORDED] * 4  # no timing, no run record
+    assert rows["**all 1 timed stages**"] == ["", "12.3", "5.0", ""]
     assert "<h2>Environment</h2>" in markdown_to_html(markdown, Path("reports"))
 
 

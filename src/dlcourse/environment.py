@@ -50,8 +50,8 @@ def environment(stages: list[str], results: Results, params_path: Path = Path("p
         record = recorded_run(stage) or {}
         if "experiment" in record:
             experiments.add(record["experiment"])
-        rows.append({"stage": stage, "device": timing.get("device"),
-                     "mlflow_run_id": record.get("run_id")})
+        rows.append({"stage": stage, "device": timing.get("device"), "mlflow_run_id": record.get("run_id"),
+                     "seconds": record.get("seconds"), "startup_seconds": record.get("startup_seconds")})
     return {
         "git_commit": tracking.git_commit(),
         "params_sha256": hashlib.sha256(Path(params_path).read_bytes()).hexdigest(),
@@ -81,16 +81,33 @@ def environment_section(env: dict) -> str:
         ("MLflow", env["mlflow"]),
         ("MLflow experiment", ", ".join(f"`{name}`" for name in env["mlflow_experiments"]) or NOT_RECORDED),
     ]
-    stages = pd.DataFrame([{"stage": f"`{row['stage']}`", "device": row["device"] or NOT_RECORDED,
-                            "MLflow run id": code(row["mlflow_run_id"])} for row in env["stages"]],
-                          columns=["stage", "device", "MLflow run id"])
     return (
         "## Environment\n\n"
         "The machine and code this report was built with. Devices come from `metrics/timing/` (written by the "
         "stages that train or search); run ids from `tracking/<stage>.json`, the records of the runs that made "
         "the results shown (the report's own run is in `reports/run.json`).\n\n"
         + pd.DataFrame(facts, columns=["", "value"]).to_markdown(index=False) + "\n\n"
-        + stages.to_markdown(index=False) + "\n"
+        + time_table(env["stages"]) + "\n"
     )
 
 
+def seconds(value) -> str:
+    return NOT_RECORDED if value is None else f"{value:.1f}"
+
+
+def time_table(rows: list[dict]) -> str:
+    """Per stage: the device, the wall time of its MLflow run (the work and its writes), the start-up
+    before it (imports, the store's opening), and its run id; a last row adds them up."""
+    timed = [row for row in rows if row["seconds"] is not None]
+    total = {"stage": f"all {len(timed)} timed stages", "device": None, "mlflow_run_id": None,
+             "seconds": sum(row["seconds"] for row in timed),
+             "startup_seconds": sum(row["startup_seconds"] or 0.0 for row in timed)}
+    table = pd.DataFrame([{"stage": f"`{row['stage']}`" if row is not total else f"**{row['stage']}**",
+                           "device": row["device"] or (NOT_RECORDED if row is not total else ""),
+                           "run (s)": seconds(row["seconds"]), "start-up (s)": seconds(row["startup_seconds"]),
+                           "MLflow run id": f"`{row['mlflow_run_id']}`" if row["mlflow_run_id"] else
+                           (NOT_RECORDED if row is not total else "")}
+                          for row in [*rows, total]])
+    return (table.to_markdown(index=False)
+            + "\n\nTimes come from each stage's last run (`tracking/<stage>.json`); DVC's own work between "
+              "stages (hashing, checking) is not in them. The report stage's own time is in `reports/run.json`.\n")

@@ -300,12 +300,21 @@ def refused_explained(uri: str, experiment_name: str) -> Iterator[None]:
         raise
 
 
+def process_start_time() -> float:
+    """When this process started (seconds since the epoch): a stage's start-up, imports and the MLflow
+    store's opening, is the time from then to its run's start."""
+    import psutil
+
+    return psutil.Process().create_time()
+
+
 @contextmanager
 def stage_run(stage: str, params: dict, record: Path | None = None,
               tags: dict[str, str] | None = None) -> Iterator[StageRun]:
     """Open the MLflow run of one DVC stage (or matrix entry), log `params` (see `declared_params`)
     and `tags` (facts that are not params), and write its id to `record` (default
-    `tracking/<stage>.json`) when it ends well.
+    `tracking/<stage>.json`) when it ends well, with the run's wall time (`seconds`) and the
+    process's start-up before it (`startup_seconds`): kept out of every cached output.
 
     SIGTERM or SIGINT while it is open ends the run as KILLED and exits with 128 + the signal number.
     """
@@ -332,6 +341,8 @@ def stage_run(stage: str, params: dict, record: Path | None = None,
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
     tracked = StageRun(mlflow, mlflow.start_run(run_name=stage, tags=tags))
+    started = time.perf_counter()
+    startup_seconds = time.time() - process_start_time()
     try:
         with killed_on_signals():
             tracked.log_params(params)
@@ -343,10 +354,12 @@ def stage_run(stage: str, params: dict, record: Path | None = None,
     except BaseException:
         mlflow.end_run("FAILED")
         raise
+    seconds = {"seconds": round(time.perf_counter() - started, 3), "startup_seconds": round(startup_seconds, 3)}
+    tracked.log_metrics({f"stage.{name}": value for name, value in seconds.items()})
     mlflow.end_run("FINISHED")
     write_json(
         record or TRACKING_DIR / f"{stage}.json",
-        {"stage": stage, "run_id": tracked.run_id, "experiment": experiment_name, "tracking_uri": uri},
+        {"stage": stage, "run_id": tracked.run_id, "experiment": experiment_name, "tracking_uri": uri, **seconds},
     )
 
 
