@@ -211,7 +211,7 @@ def train_epochs(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
         loss_sum = torch.zeros((), device=device)
         for index in order.split(p.batch_size):
             images = augmented[index].float().div_(255).contiguous(memory_format=memory_format)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=p.bf16 and device.type == "cuda"):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=p.bf16):
                 scores = model(images).float()
             loss = F.cross_entropy(scores, train_y[index], label_smoothing=p.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
