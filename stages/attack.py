@@ -37,7 +37,7 @@ def attack(model: Classifier, x: torch.Tensor, y: torch.Tensor, eps: list[float]
     (selection) and judged on the second (evaluation); the corruptions on all of them."""
     half = len(y) // 2
     halves = {"selection": (x[:half], y[:half]), "evaluation": (x[half:], y[half:])}
-    methods = attacks.standard_methods(model, rng, p.pgd_steps, p.pgd_step_factor, p.pgd_random_start)
+    methods = attacks.standard_methods(model, rng, p.pgd_steps, p.pgd_step_factor, p.pgd_random_start, p.bf16)
     eps_grid = sorted(set(eps) | {0.0})
     tables = {part: attacks.sweep(model, xs, ys, eps_grid, methods) for part, (xs, ys) in halves.items()}
     chosen_eps = attacks.choose_slight_eps(accuracy_by_eps(tables["selection"]))

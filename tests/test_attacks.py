@@ -98,6 +98,31 @@ def test_pgd_is_at_least_as_strong_as_fgsm_and_noise_is_weak(model, test_data):
     assert (accuracy["sign_noise"] >= 0.9).all() and (accuracy["l2_noise"] >= 0.9).all()
 
 
+def test_a_sweep_at_eps_zero_computes_no_attack_and_draws_no_random_number(model, test_data):
+    x, y = test_data
+    calls = []
+    methods = {"counted": lambda xb, yb, eps: calls.append(eps) or attacks.sign_noise(xb, eps, rng)}
+    rng = gen(5)
+    table = attacks.sweep(model, x, y, [0.0, 0.1], methods, batch_size=200)
+    assert calls == [0.1] * -(-len(y) // 200)
+    clean = table[table.eps == 0].iloc[0]
+    assert clean.accuracy == clean_accuracy(model, x, y) and clean.linf == clean.l2 == clean.mse == 0.0
+    after_sweep = torch.rand(3, generator=rng)
+    rng = gen(5)
+    attacks.sweep(model, x, y, [0.1], methods, batch_size=200)
+    assert torch.equal(torch.rand(3, generator=rng), after_sweep)  # eps 0 drew nothing
+
+
+def test_bf16_gradients_point_where_float32_ones_do_and_attack_as_well(model, test_data):
+    x, y = test_data
+    exact, rounded = (attacks._input_gradient(model, x, y, bf16) for bf16 in (False, True))
+    agree = (exact.sign() == rounded.sign())[exact.abs() > 1e-3 * exact.abs().amax()]
+    assert agree.float().mean() > 0.9
+    fp32, bf16 = (attacks.accuracy_under(model, x, y, lambda xb, yb: attacks.pgd(
+        model, xb, yb, 0.2, steps=5, rng=gen(2), bf16=bf16))["accuracy"] for bf16 in (False, True))
+    assert abs(fp32 - bf16) <= 0.03 and bf16 < 0.5 * clean_accuracy(model, x, y)
+
+
 def test_sweep_is_deterministic(model, test_data):
     x, y = test_data
     first, second = (attacks.sweep(model, x[:100], y[:100], [0.1], attacks.standard_methods(model, gen(3), pgd_steps=3))

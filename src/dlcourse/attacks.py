@@ -31,11 +31,14 @@ def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters(), torch.empty(0)).device
 
 
-def _input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Gradient of the cross-entropy with respect to the images only: no .grad left on the model."""
+def _input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: bool = False) -> torch.Tensor:
+    """Gradient of the cross-entropy with respect to the images only: no .grad left on the model.
+    With `bf16`, the forward pass is autocast to bfloat16: the attacks use only the gradient's sign."""
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
-        return torch.autograd.grad(F.cross_entropy(model(x), y, reduction="sum"), x)[0]
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            scores = model(x).float()
+        return torch.autograd.grad(F.cross_entropy(scores, y, reduction="sum"), x)[0]
 
 
 def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -46,15 +49,16 @@ def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
 
 # --- adversarial examples and their random controls ------------------------------------------
 
-def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, bf16: bool = False) -> torch.Tensor:
     """Fast gradient sign method: one step of size eps along the sign of the loss gradient."""
     model.eval()
-    return (x + eps * _input_gradient(model, x, y).sign()).clamp(0, 1).detach()
+    return (x + eps * _input_gradient(model, x, y, bf16).sign()).clamp(0, 1).detach()
 
 
 def pgd(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 10,
     step_size: float | None = None, random_start: bool = True, rng: torch.Generator | None = None,
+    bf16: bool = False,
 ) -> torch.Tensor:
     """Projected gradient descent (on the loss, i.e. ascent): `steps` FGSM steps of `step_size`
     (default 2.5 eps / steps, Madry et al.), each projected back into the eps-ball and [0, 1],
@@ -65,7 +69,7 @@ def pgd(
     if random_start:
         x_adv = _project(x_adv + eps * (2 * draw(torch.rand, x.shape, rng, x.device) - 1), x, eps)
     for _ in range(steps):
-        x_adv = _project(x_adv + step_size * _input_gradient(model, x_adv, y).sign(), x, eps)
+        x_adv = _project(x_adv + step_size * _input_gradient(model, x_adv, y, bf16).sign(), x, eps)
     return x_adv.detach()
 
 
@@ -157,14 +161,14 @@ def psnr(mse: float) -> float:
 
 def standard_methods(
     model: nn.Module, rng: torch.Generator | None = None, pgd_steps: int = 10,
-    pgd_step_factor: float = 2.5, pgd_random_start: bool = True,
+    pgd_step_factor: float = 2.5, pgd_random_start: bool = True, bf16: bool = False,
 ) -> dict[str, Method]:
     """FGSM, PGD (step size pgd_step_factor * eps / pgd_steps) and their two random controls of
-    the same size, as (x, y, eps) -> x'."""
+    the same size, as (x, y, eps) -> x'; with `bf16`, the attacks' gradients in bfloat16."""
     return {
-        "fgsm": lambda x, y, eps: fgsm(model, x, y, eps),
+        "fgsm": lambda x, y, eps: fgsm(model, x, y, eps, bf16),
         "pgd": lambda x, y, eps: pgd(model, x, y, eps, steps=pgd_steps, step_size=pgd_step_factor * eps / pgd_steps,
-                                     random_start=pgd_random_start, rng=rng),
+                                     random_start=pgd_random_start, rng=rng, bf16=bf16),
         "sign_noise": lambda x, y, eps: sign_noise(x, eps, rng),
         "l2_noise": lambda x, y, eps: l2_noise(x, fgsm_l2_radius(x, eps), rng),
     }
@@ -174,9 +178,11 @@ def sweep(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_list, methods: dict[str, Method],
     batch_size: int = 1000,
 ) -> pd.DataFrame:
-    """One row per (method, eps): accuracy, confidence, and the mean L-inf / L2 size applied."""
+    """One row per (method, eps): accuracy, confidence, and the mean L-inf / L2 size applied. At eps
+    0 every method leaves the images as they are: they are not computed (nor random numbers drawn)."""
     rows = [
-        {"method": name, "eps": eps, **accuracy_under(model, x, y, lambda xb, yb: method(xb, yb, eps), batch_size)}
+        {"method": name, "eps": eps, **accuracy_under(
+            model, x, y, (lambda xb, yb: xb) if eps == 0 else (lambda xb, yb: method(xb, yb, eps)), batch_size)}
         for name, method in methods.items() for eps in eps_list
     ]
     return pd.DataFrame(rows)

@@ -102,6 +102,7 @@ class AttackParams(Section):
     pgd_steps: PositiveInt
     pgd_step_factor: PositiveFloat  # PGD step size = factor * eps / steps
     pgd_random_start: bool
+    bf16: bool  # the attacks' gradients in bfloat16 (sign only is used); the accuracy judged stays float32
     examples: PositiveInt  # images in the clean / perturbed / amplified grid
 
 
