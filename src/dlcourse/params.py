@@ -66,6 +66,9 @@ class CnnRunParams(Section):
     channels_last: bool
     bf16: bool  # autocast the forward pass to bfloat16 (fast on GPUs and on CPUs with AVX512-BF16 or AMX)
     threads: Annotated[int, Field(ge=0)]  # CPU threads; 0 leaves torch's default
+    # processes on this machine, each a shard of every batch (DistributedDataParallel under torchrun);
+    # 1: one plain process. The global batch_size and lr stay those of one process.
+    processes: Annotated[int, Field(ge=1, le=1024)]
 
     @model_validator(mode="after")
     def _model_arguments_exist(self):

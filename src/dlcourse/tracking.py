@@ -340,6 +340,9 @@ def stage_run(stage: str, params: dict, record: Path | None = None,
     tags = {**(tags or {}), "dvc.stage": stage, "process.pid": str(os.getpid()), "process.host": socket.gethostname(), **_git_tags()}
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+    for variable in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):  # a task of a Slurm sweep
+        if os.environ.get(variable):
+            tags[variable.lower().replace("_", ".", 1)] = os.environ[variable]
     tracked = StageRun(mlflow, mlflow.start_run(run_name=stage, tags=tags))
     started = time.perf_counter()
     startup_seconds = time.time() - process_start_time()

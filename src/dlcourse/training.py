@@ -188,15 +188,24 @@ class EpochRecord:
 
 def train_epochs(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
                  test_y: torch.Tensor, p, generator: torch.Generator,
-                 on_epoch: Callable[[EpochRecord], None] = lambda record: None) -> list[EpochRecord]:
+                 on_epoch: Callable[[EpochRecord], None] = lambda record: None, world=None) -> list[EpochRecord]:
     """Train on uint8 images held on the model's device; one test evaluation per epoch.
 
     The loop never waits for the device inside an epoch: the loss is summed on the device and
     read once per epoch.
+
+    `world` (a `distributed.World`, duck-typed here so that the stages that never train on several
+    processes do not depend on that module): each process trains on its shard of every global batch
+    of `p.batch_size`; the same global batch, learning rate and gradient as one process. Only the main
+    process evaluates, calls `on_epoch` and gets the records; the others get none.
     """
     device = train_y.device
     memory_format = torch.channels_last if p.channels_last else torch.contiguous_format
     model.to(memory_format=memory_format)
+    distributed = world is not None and world.distributed
+    if distributed:
+        world.check_batch_size(p.batch_size, len(train_y), "train_cnn")
+    trained = world.wrap(model, device) if distributed else model
     steps_per_epoch = math.ceil(len(train_y) / p.batch_size)
     total = p.epochs * steps_per_epoch
     optimizer = make_optimizer(model, p)
@@ -205,22 +214,29 @@ def train_epochs(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
     records = []
     for epoch in range(1, p.epochs + 1):
         start = time.perf_counter()
-        model.train()
+        trained.train()
         augmented = augment(train_x, p.flip, p.crop_padding, generator)
         order = torch.randperm(len(train_y), generator=generator).to(device)
         loss_sum = torch.zeros((), device=device)
-        for index in order.split(p.batch_size):
+        for batch in order.split(p.batch_size):
+            index = world.shard(batch) if distributed else batch
             images = augmented[index].float().div_(255).contiguous(memory_format=memory_format)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=p.bf16):
-                scores = model(images).float()
+                scores = trained(images).float()
             loss = F.cross_entropy(scores, train_y[index], label_smoothing=p.label_smoothing)
+            if distributed:  # DDP averages over processes: weighted, that is the global batch's mean
+                loss = loss * world.loss_weight(len(index), len(batch))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
             loss_sum += loss.detach()
+        if distributed:
+            loss_sum = world.sum(loss_sum) / world.size
         train_loss = loss_sum.item() / steps_per_epoch  # the epoch's one host sync
         seconds = time.perf_counter() - start
+        if distributed and not world.is_main:
+            continue
         last = epoch == p.epochs
         record = EpochRecord(epoch, train_loss, accuracy_tta(model, test_x, test_y, p.tta and last), seconds)
         records.append(record)
