@@ -153,7 +153,8 @@ def render(genomes: list[Genome], height: int, width: int, device: torch.device 
 @torch.no_grad()
 def map_elites(score, channels: int, height: int, width: int, classes: int, rng: torch.Generator,
                generations_max: int, population: int, confidence: float = 1.0,  # as a probability
-               device: torch.device | str = "cpu", **mutation) -> tuple[list[Genome], torch.Tensor, torch.Tensor]:
+               device: torch.device | str = "cpu", **mutation,
+               ) -> tuple[list[Genome], torch.Tensor, torch.Tensor, torch.Tensor]:
     """MAP-Elites over the classes (Nguyen et al. 2015): one elite per class. Each generation,
     `population` parents drawn at random among the elites are mutated; `score` (images -> N x classes
     log-probabilities) judges the offspring for every class at once, and an offspring replaces the elite
@@ -162,9 +163,10 @@ def map_elites(score, channels: int, height: int, width: int, classes: int, rng:
     elite reaches `confidence`, so effort goes where it is still needed). Starts from `population`
     random genomes; stops when every elite reaches `confidence` or after `generations_max`.
 
-    Returns the elites, their scores, and the generation at which each was found."""
+    Returns the elites, their images as scored, their scores, and the generation at which each was found."""
     offspring = [random_genome(channels, rng, mutation["weight_sigma"]) for _ in range(population)]
     elites: list[Genome | None] = [None] * classes
+    images = torch.zeros(classes, channels, height, width, device=device)
     fitness = torch.full((classes,), -torch.inf)
     found = torch.zeros(classes, dtype=torch.long)
     for generation in range(generations_max + 1):
@@ -174,11 +176,12 @@ def map_elites(score, channels: int, height: int, width: int, classes: int, rng:
                 break
             parents = short[torch.randint(len(short), (population,), generator=rng)]
             offspring = [mutate(elites[int(k)], rng, **mutation) for k in parents]
-        scores = score(render(offspring, height, width, device)).float().cpu()  # offspring x classes
+        rendered = render(offspring, height, width, device)
+        scores = score(rendered).float().cpu()  # offspring x classes
         best, which = scores.max(dim=0)
         for k in (best > fitness).nonzero().flatten().tolist():
-            elites[k], fitness[k], found[k] = offspring[int(which[k])], best[k], generation
-    return elites, fitness, found
+            elites[k], images[k], fitness[k], found[k] = offspring[which[k]], rendered[which[k]], best[k], generation
+    return elites, images, fitness, found
 
 
 @torch.no_grad()
@@ -192,6 +195,6 @@ def fool_cppn(model: nn.Module, shape, rng: torch.Generator, generations_max: in
     channels, height, width = shape
     classes = model(torch.zeros(1, *shape, device=device)).shape[1]
     score = lambda images: F.log_softmax(model(images), dim=1)
-    elites, log_confidences, found = map_elites(score, channels, height, width, classes, rng, generations_max,
-                                                population, confidence, device, **mutation)
-    return render(elites, height, width, device), log_confidences.exp().to(device), found.to(device), elites
+    elites, images, log_confidences, found = map_elites(score, channels, height, width, classes, rng,
+                                                        generations_max, population, confidence, device, **mutation)
+    return images, log_confidences.exp().to(device), found.to(device), elites
