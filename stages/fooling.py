@@ -1,19 +1,35 @@
 """Stage `fooling@<dataset>`: strange images that the network classifies wrongly with very high
 confidence (the exercise; Nguyen, Yosinski and Clune 2015, "Deep Neural Networks are Easily
 Fooled"): for every class, from noise, by gradient ascent and by evolution with direct pixel
-encoding; then how confident a second, independently trained network is on them (transfer)."""
+encoding, and as regular patterns, by a CPPN evolved with MAP-Elites over all classes at once (the
+images of the slides); how regular each image is (PNG bytes, total variation); then how confident
+a second, independently trained network is on them (transfer)."""
 
 import sys
 import time
 
 import torch
 
-from dlcourse import fooling, params, tracking
+from dlcourse import cppn, fooling, params, tracking
 from dlcourse.figures import image_grid
 from dlcourse.files import write_json
 from dlcourse.models import IMAGE_SHAPES, load_classifier
 from dlcourse.paths import METRICS, MODELS, PLOTS
 from dlcourse.training import resolve_device, seed_everything
+
+TITLES = {"gradient": "gradient ascent", "evolution": "evolution of the pixels (direct encoding)",
+          "cppn": "CPPN evolved with MAP-Elites"}
+
+
+def fooling_by_cppn(model, shape, p: params.FoolingParams, rng: torch.Generator):
+    """The CPPN images, with each genome's size beside its image."""
+    images, confidence, generations, genomes = cppn.fool_cppn(
+        model, shape, rng, generations_max=p.cppn_generations_max, population=p.cppn_population,
+        confidence=p.confidence, weight_rate=p.cppn_weight_rate, weight_sigma=p.cppn_weight_sigma,
+        add_node_rate=p.cppn_add_node_rate, add_connection_rate=p.cppn_add_connection_rate,
+        activation_rate=p.cppn_activation_rate)
+    sizes = [{"hidden_nodes": len(g.hidden), "connections": len(g.weights)} for g in genomes]
+    return images, confidence, generations, sizes
 
 
 def main(dataset: str) -> None:
@@ -39,25 +55,36 @@ def main(dataset: str) -> None:
                 model, targets, shape, generations_max=p.evolution_generations_max,
                 population=p.evolution_population, mutation_rate=p.evolution_mutation_rate,
                 confidence=p.confidence, rng=rng),
+            "cppn": lambda: fooling_by_cppn(model, shape, p, rng),
         }
         metrics, timing = {"model": p.model, "transfer_model": p.transfer_model, "confidence_bar": p.confidence}, {}
         for method, fool in methods.items():
             start = time.perf_counter()
-            images, confidence, steps = fool()
+            images, confidence, steps, *details = fool()
+            details = details[0] if details else [{}] * len(classes)  # the CPPN's genome sizes
             timing[f"{method}_seconds"] = round(time.perf_counter() - start, 3)
             transfer = fooling.transfer_confidence(second, images, targets)
+            png = [fooling.png_bytes(image) for image in images]
+            variation = fooling.total_variation(images).tolist()
             metrics[method] = {
                 "all_reached": bool((confidence >= p.confidence).all()),
-                "per_class": {name: {"confidence": float(c), "steps": int(s), "transfer_confidence": float(t)}
-                              for name, c, s, t in zip(classes, confidence, steps, transfer)},
+                "png_bytes_mean": sum(png) / len(png),
+                "total_variation_mean": sum(variation) / len(variation),
+                "transfer_confidence_mean": float(transfer.mean()),
+                "per_class": {name: {"confidence": float(c), "steps": int(s), "transfer_confidence": float(t),
+                                     "png_bytes": b, "total_variation": v, **d}
+                              for name, c, s, t, b, v, d in zip(classes, confidence, steps, transfer, png, variation,
+                                                                details)},
             }
             unit = "steps" if method == "gradient" else "generations"
             captions = [f"{name}: {c:.4f}\n{int(s)} {unit}\nother net: {t:.2f}"
                         for name, c, s, t in zip(classes, confidence, steps, transfer)]
             image_grid(images.cpu(), captions, PLOTS / "fooling" / dataset / f"{method}.png",
-                       f"{dataset}: {method} fooling images for {p.model}", columns=5, scale=1.8)
+                       f"{dataset}: fooling images for {p.model}, {TITLES[method]}", columns=5, scale=1.8)
             run.log_metrics({f"{method}.reached": float((confidence >= p.confidence).float().mean()),
-                             f"{method}.mean_transfer_confidence": float(transfer.mean())})
+                             f"{method}.mean_transfer_confidence": float(transfer.mean()),
+                             f"{method}.png_bytes_mean": metrics[method]["png_bytes_mean"],
+                             f"{method}.total_variation_mean": metrics[method]["total_variation_mean"]})
             run.log_artifact(PLOTS / "fooling" / dataset / f"{method}.png")
         write_json(METRICS / "fooling" / f"{dataset}.json", metrics)
         write_json(METRICS / "timing" / f"{stage}.json", {**timing, "device": str(device)})

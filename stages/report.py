@@ -16,6 +16,8 @@ from dlcourse.figures import plot_columns, plot_curves
 from dlcourse.files import write_json
 from dlcourse.paths import PLOTS, REPORTS
 
+FOOLING_METHODS = {"gradient": "gradient ascent", "evolution": "evolution of the pixels (direct encoding)",
+                   "cppn": "CPPN evolved with MAP-Elites"}
 LINEAR_RUNS = {
     "one_epoch": "slides' loss −log f(x)(y), 1 epoch",
     "slide_code_loss": "slides' code: nll_loss on softmax, 1 epoch",
@@ -103,10 +105,26 @@ def robustness_section(results: Results) -> str:
                      f"| ![]({folder}/accuracy_vs_eps.png) | ![]({folder}/corruptions.png) |\n")
     for path in sorted((results.metrics_dir / "fooling").glob("*.json")):
         m = results.metrics(f"fooling/{path.stem}")
+        timing = results.metrics(f"timing/fooling@{path.stem}")
+        rows = [{"method": FOOLING_METHODS[method],
+                 f"classes >= {m['confidence_bar']}": sum(c["confidence"] >= m["confidence_bar"]
+                                                         for c in m[method]["per_class"].values()),
+                 "lowest confidence": pct(min(c["confidence"] for c in m[method]["per_class"].values())),
+                 "PNG bytes per image": f"{m[method]['png_bytes_mean']:.0f}",
+                 "total variation": f"{m[method]['total_variation_mean']:.3f}",
+                 f"`{m['transfer_model']}`'s confidence": pct(m[method]["transfer_confidence_mean"]),
+                 "seconds": timing[f"{method}_seconds"]}
+                for method in FOOLING_METHODS]
+        images = "\n\n".join(f"![{label}](../plots/fooling/{path.stem}/{method}.png)"
+                              for method, label in FOOLING_METHODS.items())
         parts.append(f"### Fooling images, {path.stem} (`{m['model']}`, bar {m['confidence_bar']}; transfer to "
                      f"`{m['transfer_model']}`)\n\n"
-                     f"![gradient ascent](../plots/fooling/{path.stem}/gradient.png)\n\n"
-                     f"![evolution](../plots/fooling/{path.stem}/evolution.png)\n")
+                     "Noise-like images by gradient ascent and by evolution of the pixels, and regular patterns "
+                     "by a CPPN evolved with MAP-Elites over all classes at once (Nguyen et al. 2015, the slides' "
+                     "images). Regularity: the size of each 8-bit image as a PNG (zlib level 9) and its total "
+                     "variation (mean absolute difference of neighbouring pixels), averaged over the classes; "
+                     "lower is more regular.\n\n" + pd.DataFrame(rows).to_markdown(index=False) + "\n\n"
+                     + images + "\n")
     return "\n".join(parts)
 
 

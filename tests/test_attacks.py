@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlcourse import attacks, corruptions, fooling
+from dlcourse import attacks, corruptions, cppn, fooling
 
 SHAPE = (1, 8, 8)
 NUM_CLASSES = 10
@@ -217,6 +217,24 @@ def test_fooling_by_evolution_reaches_the_bar_for_every_class(model):
     assert (generations > 0).all()
     assert torch.allclose(fooling.transfer_confidence(model, images, targets), confidence, atol=1e-5)
     assert all(torch.equal(a, b) for a, b in zip((images, confidence, generations), run()))
+
+
+def test_fooling_by_cppn_reaches_the_bar_for_every_class_with_regular_images(model):
+    run = lambda: cppn.fool_cppn(model, SHAPE, gen(), generations_max=200, population=20, confidence=0.95,
+                                 weight_rate=0.5, weight_sigma=1.0, add_node_rate=0.2, add_connection_rate=0.3,
+                                 activation_rate=0.2)
+    images, confidence, generations, genomes = run()
+    assert images.shape == (NUM_CLASSES, *SHAPE) and len(genomes) == NUM_CLASSES
+    assert images.min() >= 0 and images.max() <= 1
+    assert (confidence >= 0.95).all() and (generations < 200).all()
+    targets = list(range(NUM_CLASSES))
+    assert torch.allclose(fooling.transfer_confidence(model, images, targets), confidence, atol=1e-5)
+    assert torch.allclose(cppn.render(genomes, *SHAPE[1:]), images, atol=1e-6)
+    again = run()
+    assert all(torch.equal(a, b) for a, b in zip((images, confidence, generations), again))
+    noise, _, _ = fooling.fool_evolution(model, targets, SHAPE, generations_max=300, population=20,
+                                         mutation_rate=0.1, confidence=0.99, rng=gen())
+    assert fooling.total_variation(images).mean() < fooling.total_variation(noise).mean()
 
 
 def test_transfer_confidence_on_a_second_model(model):

@@ -30,6 +30,11 @@ def epoch_scores(epoch: int, frechet: float, confident: float) -> dict:
             "label_agreement": 0.99, "mean_confidence": 0.95, "class_fractions": [0.1] * 10}
 
 
+def fooling_method(confidence: float, png_bytes: float) -> dict:
+    return {"per_class": {str(k): {"confidence": confidence} for k in range(10)}, "png_bytes_mean": png_bytes,
+            "total_variation_mean": 0.1, "transfer_confidence_mean": 0.5}
+
+
 HOLDING = {
     "data": {"mnist.train": {"count": 60000}, "mnist.test": {"count": 10000}},
     "linear/one_epoch": {"init_accuracy_mean": 0.10, "init_batch_accuracy": 0.08, "init_trials": 100,
@@ -44,8 +49,9 @@ HOLDING = {
     "evaluate/linear/one_epoch": {"confidently_wrong": 100, "confident_threshold": 0.9},
     "attack/cnn/mnist": attack_metrics(pgd=0.1, noise=0.98),
     "fooling/mnist": {"model": "cnn/mnist", "transfer_model": "cnn/mnist-course", "confidence_bar": 0.999,
-                      "gradient": {"per_class": {str(k): {"confidence": 0.9995} for k in range(10)}},
-                      "evolution": {"per_class": {str(k): {"confidence": 0.5} for k in range(10)}}},
+                      "gradient": fooling_method(0.9995, png_bytes=700.0),
+                      "evolution": fooling_method(0.5, png_bytes=690.0),
+                      "cppn": fooling_method(0.99, png_bytes=200.0)},
     "gan/scores": {"samples": 10000, "classifier": "cnn/mnist", "confident_threshold": 0.9, "conditional": True,
                    "first_epoch": epoch_scores(1, 10.0, 0.60), "generated": epoch_scores(5, 1.2, 0.95),
                    "real": {"inception_score": 9.7, "confident_fraction": 0.98, "frechet_distance_train_vs_test": 0.5}},
@@ -131,6 +137,11 @@ CASES = [
     ("fooling", setter("fooling/mnist", "gradient.per_class.3.confidence", 0.9989), False),
     ("fooling", setter("fooling/mnist", "evolution.per_class",
                        {str(k): {"confidence": 0.999} for k in range(10)}), True),
+    ("fooling", lambda m, c: m["fooling/mnist"].update(gradient=fooling_method(0.5, 700.0),
+                                                       cppn=fooling_method(0.999, 200.0)), True),
+    # the CPPN's images must be more regular (fewer PNG bytes) than the direct encoding's
+    ("fooling", setter("fooling/mnist", "cppn.png_bytes_mean", 690.0), False),
+    ("fooling", setter("fooling/mnist", "cppn.png_bytes_mean", 689.9), True),
     ("gan-digits", setter("gan/scores", "generated.frechet_distance", 10.0), False),  # no better than epoch 1
     ("gan-digits", setter("gan/scores", "generated.confident_fraction", 0.8999), False),
     ("gan-digits", setter("gan/scores", "generated.confident_fraction", 0.9001), True),
@@ -163,8 +174,26 @@ def test_a_bar_lowered_by_a_param_below_its_floor_is_refused(tmp_path, name, key
         evaluate_claims(results(tmp_path, setter(name, key, value)))
 
 
+def test_the_fooling_verdict_reports_each_method_and_its_classes_short_of_the_bar(tmp_path):
+    verdict = evaluate_claims(results(tmp_path, setter("fooling/mnist", "cppn.per_class.7.confidence", 0.98)))["fooling"]
+    methods = verdict["values"]["mnist"]["methods"]
+    assert list(methods) == ["gradient", "evolution", "cppn"]
+    assert methods["cppn"]["short_of_the_bar"] == {str(k): 0.99 for k in range(10) if k != 7} | {"7": 0.98}
+    assert methods["gradient"]["short_of_the_bar"] == {} and methods["gradient"]["reaches_every_class"]
+    assert verdict["values"]["mnist"]["cppn_more_regular_than_direct_encoding"]
+    assert "PNG bytes per image: gradient 700, evolution 690, cppn 200" in verdict["measured"]
+    assert "cppn short on 0 99.00 %" in verdict["measured"]
+
+
+def test_a_fooling_metrics_file_without_a_method_is_refused(tmp_path):
+    edit = lambda m, c: m["fooling/mnist"].pop("cppn")
+    with pytest.raises(ClaimError, match="no results for the fooling method\\(s\\) cppn"):
+        evaluate_claims(results(tmp_path, edit))
+
+
 def test_claim_texts_name_the_bars_they_check():
     text = {claim.id: claim.claim for claim in claims.CLAIMS}
     assert "at most 2 points" in text["linear-plateau"] and "7-13 %" in text["linear-init"]
     assert ">= 50 points" in text["slight-corruption"] and "<= 2 points" in text["slight-corruption"]
     assert ">= 99 %" in text["fooling"] and ">= 0.9" in text["hard-errors"]
+    assert all(method in text["fooling"] for method in ("gradient ascent", "direct encoding", "CPPN", "PNG bytes"))

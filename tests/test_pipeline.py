@@ -31,6 +31,7 @@ def test_outputs_and_claims(built):
     assert (built.path / "reports/figures/linear_curves.png").stat().st_size > 1000
     assert sorted(p.name for p in (built.path / "models/gan").iterdir()) == ["epoch_01.pt", "epoch_02.pt"]
     assert "../plots/gan/samples/epoch_02.png" in report and "../plots/fooling/cifar10/evolution.png" in report
+    assert "../plots/fooling/mnist/cppn.png" in report and "PNG bytes per image" in report
     cifar = claims["cifar10-50"]
     assert set(cifar["values"]) == {"cifar10-linear", "cifar10-mlp", "cifar10-cnn", "cifar10-airnet"}
     for model in ("linear/one_epoch", "cnn/mnist", "cnn/cifar10-airnet"):

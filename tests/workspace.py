@@ -30,7 +30,8 @@ def tiny_params(params: dict) -> dict:
         entry.update(epochs=1, batch_size=64)
     params["attack"].update(subset=40, pgd_steps=2, examples=4)
     for fooling in params["fooling"].values():
-        fooling.update(gradient_steps_max=5, evolution_generations_max=3, evolution_population=4)
+        fooling.update(gradient_steps_max=5, evolution_generations_max=3, evolution_population=4,
+                       cppn_generations_max=3, cppn_population=4)
     params["train_gan"].update(epochs=2, width=8, grid_size=16, interpolation_steps=4, interpolation_rows=2)
     params["score_gan"].update(samples=200)
     params["download"].update(retries=0, backoff_s=0.0)

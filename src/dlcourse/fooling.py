@@ -1,10 +1,14 @@
 """Fooling images from noise (Nguyen, Yosinski & Clune 2015): images the network classifies as
 a class with very high confidence, by gradient ascent (`fool_gradient_ascent`) and by evolution of
-the pixels (`fool_evolution`), checked on a second network with `transfer_confidence`."""
+the pixels (`fool_evolution`), checked on a second network with `transfer_confidence`; the regular
+ones, evolved as CPPNs, are in `cppn`. How regular an image is: `png_bytes`, `total_variation`."""
 
 from __future__ import annotations
 
+import io
+
 import torch
+from PIL import Image
 import torch.nn.functional as F
 from torch import nn
 
@@ -103,3 +107,22 @@ def fool_evolution(
         generations[active] = generation
     best = fitness.argmax(dim=1)
     return pop[rows.squeeze(1), best], fitness[rows.squeeze(1), best], generations
+
+
+# --- how regular an image is: patterns, not noise ------------------------------------------------
+
+def png_bytes(image: torch.Tensor) -> int:
+    """Size of the image (C x H x W in [0, 1], as 8-bit grey or RGB) as a PNG at zlib level 9: a
+    pattern compresses, noise does not."""
+    pixels = (image.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).squeeze(-1)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.numpy()).save(buffer, format="PNG", compress_level=9)
+    return buffer.getbuffer().nbytes
+
+
+def total_variation(images: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between horizontally or vertically adjacent pixels, per image
+    (N x C x H x W in [0, 1]): 0 for a constant image, 1/3 on average for uniform noise."""
+    dx = (images[..., :, 1:] - images[..., :, :-1]).abs().flatten(1)
+    dy = (images[..., 1:, :] - images[..., :-1, :]).abs().flatten(1)
+    return torch.cat([dx, dy], dim=1).mean(dim=1)

@@ -118,6 +118,13 @@ class FoolingParams(Section):
     evolution_generations_max: PositiveInt
     evolution_population: PositiveInt
     evolution_mutation_rate: Annotated[float, Field(gt=0, le=1)]
+    cppn_generations_max: PositiveInt  # MAP-Elites over the classes with a CPPN genome
+    cppn_population: PositiveInt  # offspring per generation, judged in one batch
+    cppn_weight_rate: Annotated[float, Field(gt=0, le=1)]  # chance that each weight is perturbed
+    cppn_weight_sigma: PositiveFloat  # standard deviation of a weight's perturbation
+    cppn_add_node_rate: Probability  # chance per offspring: a connection split by a new node
+    cppn_add_connection_rate: Probability
+    cppn_activation_rate: Probability  # chance per offspring: a hidden node's activation changed
 
 
 class GanParams(Section):
