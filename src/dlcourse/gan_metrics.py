@@ -105,8 +105,9 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3, chunk: 
     """Improved precision and recall (Kynkäänniemi et al. 2019). Each set's manifold is the union
     of balls around its points, of radius the distance to the point's k-th nearest neighbour in
     its own set; precision: the fraction of fake points inside the real manifold; recall: the
-    fraction of real points inside the fake manifold. Features N x F, in float64."""
-    real, fake = real.double().cpu(), fake.double().cpu()
+    fraction of real points inside the fake manifold. Features N x F (float32 distances: 10,000 x
+    10,000 of them in seconds)."""
+    real, fake = real.float().cpu(), fake.float().cpu()
     if min(len(real), len(fake)) <= k:
         raise ValueError(f"precision_recall: k = {k} needs more than {k} points in each set "
                          f"(real {len(real)}, fake {len(fake)})")
