@@ -145,8 +145,11 @@ def robustness_section(results: Results) -> str:
 
 def gan_section(results: Results) -> str:
     entries = gan_entries(results)
+    table = gan_progress_table(entries)
+    # the timeline's order, then the conditional entry
+    entries = {**{row["entry"]: entries[row["entry"]] for row in table}, **entries}
     rows = []
-    for row in gan_progress_table(entries):
+    for row in table:
         train = results.metrics(f"timing/train-gan@{row['entry']}")["train_seconds"]
         score = results.metrics(f"timing/score-gan@{row['entry']}")["score_seconds"]
         rows.append({"year": row["year"], "method": f"{row['method']} (`{row['entry']}`)",
