@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dlcourse import params
 from dlcourse.files import atomic_path
+from dlcourse.gan_eras import check_gan_buildable
 from dlcourse.models import check_buildable
 
 VERDICT = Path("checks/params.ok")
@@ -35,6 +36,8 @@ def check(p: params.Params) -> None:
         linear = [name for name, module in layers.items() if type(module).__name__ == "Linear"]
         raise ValueError(f"params.yaml: score_gan.feature_layer: {classifier} has no layer "
                          f"{p.score_gan.feature_layer!r} (its Linear layers: {', '.join(linear)})")
+    for name, entry in p.train_gan.items():
+        check_gan_buildable(f"params.yaml: train_gan.{name}", entry.era, entry.latent_dim, entry.width, entry.dataset)
 
 
 if __name__ == "__main__":

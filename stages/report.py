@@ -6,13 +6,16 @@ same document in one file, every image embedded. Its own MLflow run id goes to r
 outside `tracking/`, which it reads.
 """
 
+from pathlib import Path
+
 import pandas as pd
 
 from dlcourse import params, tracking
-from dlcourse.claims import Results, evaluate_claims, pct, slight_corruption_verdict
+from dlcourse.claims import (GAN_TIMELINE, Results, evaluate_claims, gan_entries, gan_progress_table, pct,
+                             slight_corruption_verdict)
 from dlcourse.document import document, unlisted_figures, write_report
 from dlcourse.environment import environment, pipeline_stages
-from dlcourse.figures import plot_columns, plot_curves
+from dlcourse.figures import image_columns, plot_curves
 from dlcourse.files import write_json
 from dlcourse.paths import PLOTS, REPORTS
 
@@ -33,8 +36,38 @@ def draw_figures(results: Results) -> None:
     for dataset, entries in cnn_entries(results).items():
         plot_curves({name: results.curve(f"cnn/{name}") for name in entries}, "epoch", "test_accuracy",
                     f"train-cnn on {dataset}", REPORTS / "figures" / f"cnn_{dataset}_curves.png", "epoch")
-    plot_columns(results.curve("gan/losses"), "step", ["generator", "discriminator"], "DCGAN training losses",
-                 REPORTS / "figures" / "gan_losses.png", "step (batch)", ylabel="loss", scale=1)
+    draw_gan_figures(results)
+
+
+def last_samples(results: Results, entry: str) -> Path:
+    return sorted((results.plots_dir / "gan" / entry / "samples").glob("epoch_*.png"))[-1]
+
+
+def draw_gan_figures(results: Results) -> None:
+    """The slides' timeline (one column per era: year and method above, the last epoch's samples from
+    the same fixed noise, the scores under), every entry's Fréchet-distance curve on one plot, and
+    every entry's losses."""
+    entries = gan_entries(results)
+    columns = []
+    for row in gan_progress_table(entries):
+        columns.append((f"{row['year']}\n{row['method']}", last_samples(results, row["entry"]),
+                        f"FD {row['frechet_distance']:.2f}\nprecision {row['precision']:.2f}, recall "
+                        f"{row['recall']:.2f}\nconfident {pct(row['confident_fraction'])}\nrarest digit "
+                        f"{pct(row['rarest_class_share'])}"))
+    if columns:
+        image_columns(columns, REPORTS / "figures" / "gan_timeline.png")
+    curves = {}
+    for entry, m in entries.items():
+        curve = results.curve(f"gan/{entry}/scores")
+        curves[f"{entry} ({m['method']}, {m['year']})"] = curve.assign(
+            kimages=curve["epoch"] * m["generator_images"] / results.metrics(f"gan/{entry}/train")["epochs"] / 1000)
+    sizes = sorted({m["curve_samples"] for m in entries.values()})
+    plot_curves(curves, "kimages", "frechet_distance", f"Fréchet distance to the real test set, after each epoch "
+                f"({' / '.join(map(str, sizes))} samples)", REPORTS / "figures" / "gan_frechet_curves.png",
+                "images seen by the generator (thousands)", ylabel="Fréchet distance", scale=1)
+    plot_curves({entry: results.curve(f"gan/{entry}/losses") for entry in entries}, "step", "generator",
+                "generator losses (each era's own loss)", REPORTS / "figures" / "gan_losses.png", "generator step",
+                ylabel="loss", scale=1)
 
 
 def cnn_entries(results: Results) -> dict[str, list[str]]:
@@ -129,19 +162,48 @@ def robustness_section(results: Results) -> str:
 
 
 def gan_section(results: Results) -> str:
-    epochs = sorted((results.plots_dir / "gan" / "samples").glob("epoch_*.png"))
-    progression = "\n".join(f"| epoch {int(path.stem.split('_')[1])} | ![](../plots/gan/samples/{path.name}) |"
-                             for path in epochs)
-    scores = results.curve("gan/scores")
+    entries = gan_entries(results)
+    table = gan_progress_table(entries)
+    # the timeline's order, then the conditional entry
+    entries = {**{row["entry"]: entries[row["entry"]] for row in table}, **entries}
+    rows = []
+    for row in table:
+        train = results.metrics(f"timing/train-gan@{row['entry']}")["train_seconds"]
+        score = results.metrics(f"timing/score-gan@{row['entry']}")["score_seconds"]
+        rows.append({"year": row["year"], "method": f"{row['method']} (`{row['entry']}`)",
+                     "Fréchet distance": f"{row['frechet_distance']:.2f}", "precision": f"{row['precision']:.3f}",
+                     "recall": f"{row['recall']:.3f}", "confident": pct(row["confident_fraction"]),
+                     "rarest digit": pct(row["rarest_class_share"]), "IS analogue": f"{row['inception_score']:.2f}",
+                     "improved on the era before": {None: "", True: "yes", False: "no"}[row["improved_on_previous"]],
+                     "in the claim": "yes" if row["era"] in GAN_TIMELINE else "",
+                     "train + score (s)": f"{train:.0f} + {score:.0f}"})
+    real = next(iter(entries.values()))["real"] if entries else None
+    baseline = (f"Real training images scored the same way (as many as the samples): Fréchet distance "
+                f"{real['frechet_distance']:.2f}, precision {real['precision']:.3f}, recall {real['recall']:.3f}, "
+                f"confident {pct(real['confident_fraction'])}, rarest digit {pct(real['rarest_class_share'])}.\n\n"
+                if real else "")
+    progression = ["| entry | " + " | ".join(f"epoch {e}" for e in range(1, 1 + max(
+        (len(list((results.plots_dir / "gan" / entry / "samples").glob("epoch_*.png"))) for entry in entries),
+        default=0))) + " | interpolation |"]
+    progression.append("| --- " * (progression[0].count("|") - 1) + "|")
+    for entry in entries:
+        epochs = sorted((results.plots_dir / "gan" / entry / "samples").glob("epoch_*.png"))
+        cells = [f"![](../plots/gan/{entry}/samples/{path.name})" for path in epochs]
+        cells += [""] * (progression[0].count("|") - 3 - len(cells))
+        progression.append(f"| `{entry}` | " + " | ".join(cells) + f" | ![](../plots/gan/{entry}/interpolation.png) |")
+    timeline = "![the GAN timeline](figures/gan_timeline.png)\n\n" if rows else ""
     return (
-        "## GANs: from noise to digits, epoch after epoch\n\n"
-        "The slides show generated images improving from 2014 to 2019; here the same DCGAN's samples "
-        "from one fixed noise batch improve from epoch to epoch.\n\n"
-        "| after | samples |\n| --- | --- |\n" + progression + "\n\n"
-        "![interpolation](../plots/gan/interpolation.png)\n\n"
-        "![losses](figures/gan_losses.png)\n\n" + scores.to_markdown(index=False) + "\n\n"
-        "| confident samples | Fréchet distance |\n| --- | --- |\n"
-        "| ![](../plots/gan/confident_fraction.png) | ![](../plots/gan/frechet_distance.png) |\n"
+        "## GANs: the slides' timeline, 2014 → 2019, regenerated on MNIST\n\n"
+        "One generator per milestone, trained on the same data with the same number of images seen by the "
+        "generator, each with its paper's recipe, and scored the same way by the project's classifier: the "
+        "Fréchet distance and precision / recall (k-NN manifolds, Kynkäänniemi et al. 2019) in its penultimate "
+        "feature space, the share of samples classified with confidence >= score_gan.confident, and the share of "
+        "the rarest predicted digit (class coverage: mode collapse). The samples come from the same fixed noise.\n\n"
+        + timeline + pd.DataFrame(rows).to_markdown(index=False) + "\n\n" + baseline
+        + "![Fréchet distance by epoch](figures/gan_frechet_curves.png)\n\n"
+        "Every entry's samples after each epoch (the conditional DCGAN, asked for each digit in turn, answers "
+        "another question: can a GAN be asked for a digit), and a latent interpolation (slerp):\n\n"
+        + "\n".join(progression) + "\n\n![losses](figures/gan_losses.png)\n"
     )
 
 

@@ -1,71 +1,82 @@
-"""Stage `score-gan`: the GAN's samples judged by the project's own MNIST classifier (no downloaded
-weights): its confidence, the class distribution, an Inception-Score analogue and a Fréchet
-distance on its penultimate features, per epoch, beside the real test set's own values. A stage of
-its own, so that editing the classifier does not retrain the GAN."""
+"""Stage `score-gan@<entry>`: a train-gan entry's samples judged by the project's own classifier (no
+downloaded weights), the same way for every era: its confidence, the class coverage of its samples,
+an Inception-Score analogue, and in its penultimate feature space the Fréchet distance and precision /
+recall (Kynkäänniemi et al. 2019), beside real training images scored the same way. Every epoch's
+checkpoint gets the cheap scores on `curve_samples` samples (the Fréchet-distance curve); the last
+one gets all of them on `samples`. A stage of its own, so that editing the classifier does not
+retrain the GANs."""
+
+import sys
+import time
 
 import pandas as pd
 import torch
 
-from dlcourse import data, generative, params, tracking
-from dlcourse.figures import plot_columns
+from dlcourse import data, gan_eras, gan_metrics, generative, params, tracking
 from dlcourse.files import load_torch, write_csv, write_json
-from dlcourse.models import load_classifier
 from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
-from dlcourse.training import predict_proba, resolve_device, seed_everything, to_float
+from dlcourse.training import resolve_device, seed_everything
 
 
-def main() -> None:
+def score_checkpoints(generator: torch.nn.Module, checkpoints: list, judge: gan_metrics.Judge, samples: int,
+                      curve_samples: int, seed: int, num_classes: int, device) -> tuple[list[dict], dict]:
+    """The cheap scores of every checkpoint on `curve_samples` samples, and all the scores of the last
+    on `samples`; the same noise (and, when conditional, every class equally often) for each."""
+    noise = generative.fixed_noise(max(samples, curve_samples), generator.latent_dim, seed).to(device)
+    asked = generative.sample_labels(len(noise), num_classes, device)
+    curve = []
+    for checkpoint in checkpoints:
+        state = load_torch(checkpoint, map_location=device)
+        generator.load_state_dict(generative.sampler_weights(state))
+        scores = gan_metrics.score_generator(generator, noise[:curve_samples],
+                                             asked[:curve_samples] if num_classes else None, judge, full=False)
+        curve.append({"epoch": state["epoch"], **scores})
+    final = gan_metrics.score_generator(generator, noise[:samples], asked[:samples] if num_classes else None, judge)
+    return curve, final
+
+
+def main(entry: str) -> None:
     all_params = params.load()
-    p, gan = all_params.score_gan, all_params.train_gan
-    with tracking.stage_run("score-gan", tracking.declared_params("score-gan", all_params)) as run:
+    if entry not in all_params.train_gan:
+        raise SystemExit(f"score-gan: no entry {entry!r} in params.yaml: train_gan ({', '.join(all_params.train_gan)})")
+    p, gan = all_params.score_gan, all_params.train_gan[entry]
+    stage = f"score-gan@{entry}"
+    with tracking.stage_run(stage, tracking.declared_params(stage, all_params)) as run:
+        start = time.perf_counter()
         rng = seed_everything(all_params.seed)
         device = resolve_device(all_params.device)
-        classifier, _ = load_classifier(MODELS / f"{p.classifier}.pt", device)
-        features = generative.hooked_features(classifier, p.feature_layer)
-        test = to_float(data.load_split(PREPARED, "mnist", "test").images, device)
-        train = data.load_split(PREPARED, "mnist", "train").images
-        # The floor of the Fréchet distance: as many real training images as samples, against the test set.
-        real_sample = to_float(train[torch.randperm(len(train), generator=rng)[: p.samples]], device)
+        test, train = data.load_split(PREPARED, gan.dataset, "test"), data.load_split(PREPARED, gan.dataset, "train")
+        judge = gan_metrics.load_judge(MODELS / f"{p.classifier}.pt", p.feature_layer, test.images, train.images,
+                                       p.samples, p.confident, p.nearest_neighbours, rng, device)
+        era = gan_eras.ERAS[gan.era]
+        num_classes = len(train.classes) if era.conditional else 0
+        generator, _ = gan_eras.build(gan.era, gan.latent_dim, gan.width, tuple(train.images.shape[1:]), num_classes)
+        checkpoints = sorted((MODELS / "gan" / entry).glob("epoch_*.pt"))
+        if not checkpoints:
+            raise SystemExit(f"{MODELS / 'gan' / entry}: no checkpoint; run `dvc repro train-gan@{entry}` first")
+        curve, final = score_checkpoints(generator.to(device), checkpoints, judge, p.samples, p.curve_samples,
+                                         all_params.seed + 2, num_classes, device)
 
-        real_probs = predict_proba(classifier, test)
-        real_features = features(test)
-        real = {
-            "inception_score": generative.inception_score(real_probs.cpu())[0],
-            **generative.classifier_confidence(real_probs.cpu(), p.confident),
-            "frechet_distance_train_vs_test": generative.frechet_distance(features(real_sample), real_features),
-        }
+        table = pd.DataFrame(curve).drop(columns="class_fractions")
+        write_csv(table, PLOTS / "gan" / entry / "scores.csv")
+        write_json(METRICS / "gan" / entry / "scores.json", {
+            "entry": entry, "era": gan.era, "year": era.year, "method": era.method, "paper": era.paper,
+            "conditional": era.conditional, "dataset": gan.dataset, "generator_images": gan.epochs * gan.epoch_images,
+            "classifier": p.classifier, "samples": p.samples, "curve_samples": p.curve_samples,
+            "nearest_neighbours": p.nearest_neighbours, "confident_threshold": p.confident,
+            "first_epoch": curve[0], "last_epoch": curve[-1], "generated": final, "real": judge.real})
+        write_json(METRICS / "timing" / f"{stage}.json", {
+            "score_seconds": round(time.perf_counter() - start, 3), "device": str(device),
+            "threads": torch.get_num_threads()})
 
-        num_classes = real_probs.shape[1] if gan.conditional else 0
-        generator = generative.Generator(gan.latent_dim, gan.width, num_classes).to(device)
-        noise = generative.fixed_noise(p.samples, gan.latent_dim, all_params.seed + 2).to(device)
-        asked = generative.sample_labels(p.samples, num_classes, device)  # every digit equally often
-        rows = []
-        for checkpoint in sorted((MODELS / "gan").glob("epoch_*.pt")):
-            state = load_torch(checkpoint, map_location=device)
-            generator.load_state_dict(generative.sampler_weights(state))
-            rows.append({"epoch": state["epoch"], **generative.score_generator(
-                generator, noise, asked, classifier, features, real_features, p.confident)})
-        metrics = {"samples": p.samples, "classifier": p.classifier, "confident_threshold": p.confident,
-                   "conditional": gan.conditional, "first_epoch": rows[0], "generated": rows[-1], "real": real}
-
-        table = pd.DataFrame(rows).drop(columns="class_fractions")
-        write_csv(table, PLOTS / "gan" / "scores.csv")
-        plot_columns(table, "epoch", [c for c in ("confident_fraction", "label_agreement") if c in table],
-                     f"GAN samples classified with confidence >= {p.confident}"
-                     + (" / as the digit asked for" if gan.conditional else ""),
-                     PLOTS / "gan" / "confident_fraction.png", "epoch", "samples (%)")
-        plot_columns(table, "epoch", ["frechet_distance"], "Fréchet distance to the real test set "
-                     f"(real training images: {real['frechet_distance_train_vs_test']:.2f})",
-                     PLOTS / "gan" / "frechet_distance.png", "epoch", "Fréchet distance", scale=1)
-        write_json(METRICS / "gan" / "scores.json", metrics)
-
-        for row in rows:
+        for row in curve:
             run.log_metrics({f"curve.{k}": v for k, v in row.items() if k not in ("epoch", "class_fractions")},
                             step=row["epoch"])
-        run.log_metrics({f"real.{k}": v for k, v in real.items()})
-        for figure in ("confident_fraction.png", "frechet_distance.png"):
-            run.log_artifact(PLOTS / "gan" / figure)
+        run.log_metrics({f"generated.{k}": v for k, v in final.items() if k != "class_fractions"})
+        run.log_metrics({f"real.{k}": v for k, v in judge.real.items() if k != "class_fractions"})
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python stages/score_gan.py <entry of params.yaml: train_gan>")
+    main(sys.argv[1])

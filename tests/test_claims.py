@@ -27,7 +27,23 @@ def attack_metrics(pgd: float, noise: float, selection_pgd: float | None = None)
 
 def epoch_scores(epoch: int, frechet: float, confident: float) -> dict:
     return {"epoch": epoch, "frechet_distance": frechet, "confident_fraction": confident, "inception_score": 9.0,
-            "label_agreement": 0.99, "mean_confidence": 0.95, "class_fractions": [0.1] * 10}
+            "label_agreement": 0.99, "mean_confidence": 0.95, "class_fractions": [0.1] * 10,
+            "rarest_class_share": 0.1, "precision": 0.8, "recall": 0.7}
+
+
+REAL_GAN = {"inception_score": 9.7, "confident_fraction": 0.98, "test_confident_fraction": 0.98,
+            "frechet_distance": 0.5, "precision": 0.85, "recall": 0.88, "rarest_class_share": 0.09}
+
+
+def gan_scores(era: str, year: int, frechet: float, confident: float = 0.6, rarest: float = 0.05,
+               images: int = 120000, conditional: bool = False) -> dict:
+    last = {**epoch_scores(6, frechet, confident), "rarest_class_share": rarest}
+    if not conditional:
+        last.pop("label_agreement")
+    return {"entry": era, "era": era, "year": year, "method": era.upper(), "conditional": conditional,
+            "dataset": "mnist", "generator_images": images, "samples": 10000, "curve_samples": 1000,
+            "classifier": "cnn/mnist", "confident_threshold": 0.9, "first_epoch": epoch_scores(1, 10.0, 0.60),
+            "last_epoch": last, "generated": last, "real": REAL_GAN}
 
 
 def fooling_method(confidence: float, png_bytes: float) -> dict:
@@ -52,9 +68,12 @@ HOLDING = {
                       "gradient": fooling_method(0.9995, png_bytes=700.0),
                       "evolution": fooling_method(0.5, png_bytes=690.0),
                       "cppn": fooling_method(0.99, png_bytes=200.0)},
-    "gan/scores": {"samples": 10000, "classifier": "cnn/mnist", "confident_threshold": 0.9, "conditional": True,
-                   "first_epoch": epoch_scores(1, 10.0, 0.60), "generated": epoch_scores(5, 1.2, 0.95),
-                   "real": {"inception_score": 9.7, "confident_fraction": 0.98, "frechet_distance_train_vs_test": 0.5}},
+    "gan/conditional/scores": {**gan_scores("dcgan-conditional", 2015, 1.2, 0.95, 0.09, 300000, conditional=True),
+                               "entry": "conditional"},
+    "gan/gan-2014/scores": gan_scores("gan-2014", 2014, 40.0),
+    "gan/dcgan-2015/scores": gan_scores("dcgan-2015", 2015, 8.0),
+    "gan/wgan-gp-2017/scores": gan_scores("wgan-gp-2017", 2017, 9.0),  # worse than 2015: not in the claim
+    "gan/stylegan-2019/scores": gan_scores("stylegan-2019", 2019, 5.0),
 }
 CNN_CURVE = {"epoch": [1, 2], "test_accuracy": [0.9675, 0.9816]}
 
@@ -142,11 +161,20 @@ CASES = [
     # the CPPN's images must be more regular (fewer PNG bytes) than the direct encoding's
     ("fooling", setter("fooling/mnist", "cppn.png_bytes_mean", 690.0), False),
     ("fooling", setter("fooling/mnist", "cppn.png_bytes_mean", 689.9), True),
-    ("gan-digits", setter("gan/scores", "generated.frechet_distance", 10.0), False),  # no better than epoch 1
-    ("gan-digits", setter("gan/scores", "generated.confident_fraction", 0.8999), False),
-    ("gan-digits", setter("gan/scores", "generated.confident_fraction", 0.9001), True),
-    ("gan-digits", setter("gan/scores", "generated.label_agreement", 0.8999), False),
-    ("gan-digits", setter("gan/scores", "generated", {**epoch_scores(5, 1.2, 0.95), "label_agreement": None}), True),
+    ("gan-digits", setter("gan/conditional/scores", "last_epoch", epoch_scores(5, 10.0, 0.95)), False),  # no better
+    ("gan-digits", setter("gan/conditional/scores", "generated.confident_fraction", 0.8999), False),
+    ("gan-digits", setter("gan/conditional/scores", "generated.confident_fraction", 0.9001), True),
+    ("gan-digits", setter("gan/conditional/scores", "generated.label_agreement", 0.8999), False),
+    ("gan-digits", setter("gan/conditional/scores", "generated",
+                          {**epoch_scores(5, 1.2, 0.95), "label_agreement": None}), True),
+    ("gan-digits", lambda m, c: m.pop("gan/conditional/scores"), False),  # no conditional entry
+    ("gan-progress", setter("gan/stylegan-2019/scores", "generated.frechet_distance", 7.999), True),
+    ("gan-progress", setter("gan/stylegan-2019/scores", "generated.frechet_distance", 8.0), False),  # no better
+    ("gan-progress", setter("gan/dcgan-2015/scores", "generated.frechet_distance", 40.0), False),
+    ("gan-progress", setter("gan/dcgan-2015/scores", "generated.frechet_distance", 39.99), True),
+    ("gan-progress", setter("gan/wgan-gp-2017/scores", "generated.frechet_distance", 100.0), True),  # not judged
+    ("gan-progress", setter("gan/gan-2014/scores", "generator_images", 240000), False),  # another budget
+    ("gan-progress", lambda m, c: m.pop("gan/stylegan-2019/scores"), False),  # an era missing
 ]
 
 
@@ -167,7 +195,7 @@ def test_the_slight_corruption_verdict_names_the_chosen_eps_and_the_range(tmp_pa
 @pytest.mark.parametrize("name, key, value, message", [
     ("fooling/mnist", "confidence_bar", 0.98, "fooling.mnist.confidence is 0.98, below 0.99"),
     ("evaluate/cnn/mnist", "confident_threshold", 0.5, "evaluate.confident (cnn/mnist) is 0.5, below 0.9"),
-    ("gan/scores", "confident_threshold", 0.8, "score_gan.confident is 0.8, below 0.9"),
+    ("gan/conditional/scores", "confident_threshold", 0.8, "score_gan.confident is 0.8, below 0.9"),
 ])
 def test_a_bar_lowered_by_a_param_below_its_floor_is_refused(tmp_path, name, key, value, message):
     with pytest.raises(ClaimError, match=re.escape(message)):
@@ -197,3 +225,19 @@ def test_claim_texts_name_the_bars_they_check():
     assert ">= 50 points" in text["slight-corruption"] and "<= 2 points" in text["slight-corruption"]
     assert ">= 99 %" in text["fooling"] and ">= 0.9" in text["hard-errors"]
     assert all(method in text["fooling"] for method in ("gradient ascent", "direct encoding", "CPPN", "PNG bytes"))
+
+
+def test_gan_progress_reports_every_era_each_step_and_the_goal(tmp_path):
+    def edit(metrics, curve):
+        metrics["gan/stylegan-2019/scores"]["generated"].update(confident_fraction=0.92, rarest_class_share=0.071)
+    verdict = evaluate_claims(results(tmp_path / "goal", edit))["gan-progress"]
+    rows = verdict["values"]["eras"]
+    assert [row["era"] for row in rows] == ["gan-2014", "dcgan-2015", "wgan-gp-2017", "stylegan-2019"]
+    assert [row["improved_on_previous"] for row in rows] == [None, True, False, True]
+    assert verdict["values"]["frechet_distances"] == {"gan-2014": 40.0, "dcgan-2015": 8.0, "stylegan-2019": 5.0}
+    assert verdict["values"]["goal_met_by"] == ["stylegan-2019"]
+    assert "2017 WGAN-GP-2017 9.00" in verdict["measured"] and "did not improve" in verdict["measured"]
+    assert "met by stylegan-2019" in verdict["measured"]
+    # the goal is reported, not judged: short of it, the claim still holds
+    verdict = evaluate_claims(results(tmp_path / "short"))["gan-progress"]
+    assert verdict["holds"] and verdict["values"]["goal_met_by"] == [] and "not met" in verdict["measured"]

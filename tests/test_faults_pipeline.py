@@ -45,7 +45,7 @@ def outputs_md5(workspace, stage: str) -> dict[str, str]:
     return {out["path"]: out["md5"] for out in lock["outs"] if not out["path"].startswith(("tracking/", "metrics/timing"))}
 
 
-@pytest.mark.parametrize("stage, script", [("train-gan", "train_gan.py"), ("train-cnn@mnist", "train_cnn.py"),
+@pytest.mark.parametrize("stage, script", [("train-gan@conditional", "train_gan.py"), ("train-cnn@mnist", "train_cnn.py"),
                                            ("train-linear@long", "train_linear.py")])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
 def test_a_killed_stage_leaves_nothing_broken(workspace, stage, script, signum):
@@ -79,19 +79,26 @@ def test_a_killed_stage_leaves_nothing_broken(workspace, stage, script, signum):
         {run.info.run_id for run in runs if run.info.status == "FINISHED"}
 
 
-def test_a_resumed_gan_redraws_what_a_kill_left_out_and_refuses_another_runs_checkpoints(workspace):
-    samples, checkpoints = workspace.path / "plots/gan/samples", workspace.path / "models/gan"
+@pytest.mark.parametrize("entry", ["conditional", "stylegan-2019"])  # stylegan: EMA and noise of its own
+def test_a_resumed_gan_redraws_what_a_kill_left_out_and_refuses_another_runs_checkpoints(workspace, entry):
+    stage = f"train-gan@{entry}"
+    samples, checkpoints = workspace.path / f"plots/gan/{entry}/samples", workspace.path / f"models/gan/{entry}"
+    expected = outputs_md5(workspace, stage)
     drawn = (samples / "epoch_02.png").read_bytes()
     (samples / "epoch_02.png").unlink()  # as a kill between a checkpoint and its samples left it (before this order)
+    (checkpoints / "epoch_02.pt").unlink()  # killed during epoch 2: resumed from epoch 1
     (checkpoints / ".epoch_03.pt.x1y2.part").write_bytes(b"half a checkpoint")
     workspace.env["GAN_RESUME"] = "1"
-    assert workspace.repro("--force", "--single-item", "train-gan") == ["train-gan"]
+    assert workspace.repro("--force", "--single-item", stage) == [stage]
     assert (samples / "epoch_02.png").read_bytes() == drawn
     assert not list(checkpoints.glob("*.part"))
+    assert outputs_md5(workspace, stage) == expected  # the resumed run ends where an uninterrupted one does
 
-    workspace.set_param("train_gan.lr", 0.01)
-    output = workspace.run("dvc", "repro", "--single-item", "train-gan", check=False)
-    assert "cannot resume from a checkpoint of another run" in output and "train_gan.lr: checkpoint 0.0002, now 0.01" \
-        in output and "a plain `dvc repro` (without GAN_RESUME=1) starts afresh" in output, output
+    lr = workspace.params()["train_gan"][entry]["lr_g"]
+    workspace.set_param(f"train_gan.{entry}.lr_g", 0.01)
+    output = workspace.run("dvc", "repro", "--single-item", stage, check=False)
+    assert "cannot resume from a checkpoint of another run" in output and \
+        f"train_gan.{entry}.lr_g: checkpoint {lr}, now 0.01" in output and \
+        "a plain `dvc repro` (without GAN_RESUME=1) starts afresh" in output, output
     del workspace.env["GAN_RESUME"]
-    assert "train-gan" in workspace.repro("--single-item", "train-gan")
+    assert stage in workspace.repro("--single-item", stage)

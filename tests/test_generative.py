@@ -1,5 +1,5 @@
 """The GAN library: shapes and ranges, a tiny training run, exact resumption, and the scores
-checked against hand-computed values."""
+checked against hand-computed values (the eras of the timeline: test_gan_eras.py)."""
 
 import math
 
@@ -7,11 +7,13 @@ import pytest
 import torch
 
 from dlcourse.files import load_torch
+from dlcourse.gan_eras import Discriminator, Generator
+from dlcourse.gan_metrics import (
+    class_distribution, classifier_confidence, frechet_distance, hooked_features, inception_score,
+)
 from dlcourse.generative import (
-    Discriminator, GanHistory, Generator, ResumeError, check_resumable, class_distribution, classifier_confidence,
-    exponential_moving_average, fixed_noise, frechet_distance, hooked_features, inception_score, interpolate,
-    load_checkpoint, make_optimizers, run_fingerprint, sample, sample_labels, sampler_weights, save_checkpoint,
-    train_gan,
+    GanHistory, ResumeError, check_resumable, exponential_moving_average, fixed_noise, interpolate, load_checkpoint,
+    make_optimizers, run_fingerprint, sample, sample_labels, sampler_weights, save_checkpoint, train_gan,
 )
 
 LATENT, WIDTH = 8, 4

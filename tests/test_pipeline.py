@@ -9,14 +9,14 @@ import yaml
 pytestmark = pytest.mark.slow
 
 CLAIM_IDS = ["mnist-size", "linear-init", "linear-one-epoch", "linear-plateau", "cnn-mnist", "cnn-slower",
-             "cifar10-50", "hard-errors", "slight-corruption", "fooling", "gan-digits"]
+             "cifar10-50", "hard-errors", "slight-corruption", "fooling", "gan-digits", "gan-progress"]
 
 
 def test_repro_runs_every_stage_once(built):
     stages = list(yaml.safe_load((built.path / "dvc.lock").read_text())["stages"])
     assert sorted(built.first_run) == sorted(stages) and len(set(built.first_run)) == len(built.first_run)
     assert built.first_run[:3] == ["check-params", "download", "preprocess"] and built.first_run[-1] == "report"
-    assert {"train-linear@one_epoch", "train-linear@long", "evaluate@cnn/mnist", "train-gan"} <= set(stages)
+    assert {"train-linear@one_epoch", "train-linear@long", "evaluate@cnn/mnist", "train-gan@stylegan-2019"} <= set(stages)
 
 
 def test_outputs_and_claims(built):
@@ -29,8 +29,15 @@ def test_outputs_and_claims(built):
     report = (built.path / "reports/report.md").read_text()
     assert "mnist-size" in report and "figures/linear_curves.png" in report
     assert (built.path / "reports/figures/linear_curves.png").stat().st_size > 1000
-    assert sorted(p.name for p in (built.path / "models/gan").iterdir()) == ["epoch_01.pt", "epoch_02.pt"]
-    assert "../plots/gan/samples/epoch_02.png" in report and "../plots/fooling/cifar10/evolution.png" in report
+    for entry in ("conditional", "gan-2014", "dcgan-2015", "wgan-gp-2017", "sngan-2018", "stylegan-2019"):
+        assert sorted(p.name for p in (built.path / "models/gan" / entry).iterdir()) == ["epoch_01.pt", "epoch_02.pt"]
+        assert f"../plots/gan/{entry}/samples/epoch_02.png" in report
+        assert (built.path / f"metrics/timing/train-gan@{entry}.json").exists()
+        assert (built.path / f"metrics/timing/score-gan@{entry}.json").exists()
+    assert "figures/gan_timeline.png" in report and "figures/gan_frechet_curves.png" in report
+    progress = claims["gan-progress"]["values"]
+    assert [row["year"] for row in progress["eras"]] == [2014, 2015, 2017, 2018, 2019] and progress["same_budget"]
+    assert "../plots/fooling/cifar10/evolution.png" in report
     assert "../plots/fooling/mnist/cppn.png" in report and "PNG bytes per image" in report
     cifar = claims["cifar10-50"]
     assert set(cifar["values"]) == {"cifar10-linear", "cifar10-mlp", "cifar10-cnn", "cifar10-airnet"}
@@ -100,5 +107,5 @@ def test_each_run_logs_exactly_the_params_dvc_yaml_declares_for_its_stage(built,
         assert run.data.params == declared, stage
     by_stage = {run.data.tags["dvc.stage"]: run.data.params for run in runs}
     assert set(by_stage["attack@cnn/mnist"]) >= {"seed", "device", "attack.models.cnn/mnist.eps", "attack.subset"}
-    assert set(by_stage["score-gan"]) >= {"train_gan.width", "score_gan.samples", "device"}
+    assert set(by_stage["score-gan@conditional"]) >= {"train_gan.conditional.width", "score_gan.samples", "device"}
     assert by_stage["preprocess"] == {} and "seed" not in by_stage["report"]

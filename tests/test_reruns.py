@@ -22,7 +22,9 @@ EVALUATE = ["evaluate@linear/one_epoch", "evaluate@cnn/mnist-course", "evaluate@
             "evaluate@cnn/cifar10-airnet"]
 ATTACK = ["attack@cnn/mnist", "attack@linear/one_epoch", "attack@cnn/cifar10-airnet"]
 FOOLING = ["fooling@mnist", "fooling@cifar10"]
-GAN = ["train-gan", "score-gan"]
+GAN_ENTRIES = ["conditional", "gan-2014", "dcgan-2015", "wgan-gp-2017", "sngan-2018", "stylegan-2019"]
+SCORE_GAN = [f"score-gan@{entry}" for entry in GAN_ENTRIES]
+GAN = [f"train-gan@{entry}" for entry in GAN_ENTRIES] + SCORE_GAN
 COMPUTING = LINEAR + CNN + EVALUATE + ATTACK + FOOLING + GAN  # every stage that declares `seed` and `device`
 REPORT = ["report"]  # reads params.yaml whole (its sha256 is in the report): named by every edit
 CHECK = ["check-params"]  # reads params.yaml whole too; its output stays the same while params are valid
@@ -38,14 +40,18 @@ EDITS = {
                   ["train-cnn@mnist-course", "evaluate@cnn/mnist-course", "fooling@mnist"]),
     # cnn/mnist is evaluated, attacked, fooled and judges the GAN's samples
     "train_cnn.mnist": ("train_cnn.mnist.lr", 0.2, ["train-cnn@mnist"],
-                        ["train-cnn@mnist", "evaluate@cnn/mnist", "attack@cnn/mnist", "fooling@mnist", "score-gan"]),
+                        ["train-cnn@mnist", "evaluate@cnn/mnist", "attack@cnn/mnist", "fooling@mnist", *SCORE_GAN]),
     "evaluate": ("evaluate.confident", 0.8, EVALUATE, EVALUATE),
     "attack": ("attack.models.linear/one_epoch.eps", [0.0, 0.1, 0.2], ["attack@linear/one_epoch"],
                ["attack@linear/one_epoch"]),
     "attack.shared": ("attack.pgd_steps", 3, ATTACK, ATTACK),
     "fooling": ("fooling.mnist.gradient_lr", 0.02, ["fooling@mnist"], ["fooling@mnist"]),
-    "train_gan": ("train_gan.width", 4, GAN, GAN),  # score-gan rebuilds the generator: it reads the width too
-    "score_gan": ("score_gan.confident", 0.8, ["score-gan"], ["score-gan"]),
+    # one era of the timeline: its training and its scoring (which rebuilds its generator), nothing else
+    "train_gan": ("train_gan.sngan-2018.width", 6, ["train-gan@sngan-2018", "score-gan@sngan-2018"],
+                  ["train-gan@sngan-2018", "score-gan@sngan-2018"]),
+    "train_gan.recipe": ("train_gan.wgan-gp-2017.critic_steps", 3, ["train-gan@wgan-gp-2017", "score-gan@wgan-gp-2017"],
+                         ["train-gan@wgan-gp-2017", "score-gan@wgan-gp-2017"]),
+    "score_gan": ("score_gan.confident", 0.8, SCORE_GAN, SCORE_GAN),
     "seed": ("seed", 1, COMPUTING, COMPUTING),
     # On a machine without GPU `auto` already meant the CPU: `cpu` changes no result, yet every
     # stage that declares `device` is out of date.
@@ -107,8 +113,9 @@ def test_a_value_put_back_leaves_nothing_out_of_date(workspace):
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("train_gan.widht", 8, "train_gan.widht: unknown key (a typo?)"),
-    ("train_gan.width", "8", "train_gan.width: Input should be a valid integer"),
+    ("train_gan.conditional.widht", 8, "train_gan.conditional.widht: unknown key (a typo?)"),
+    ("train_gan.conditional.width", "8", "train_gan.conditional.width: Input should be a valid integer"),
+    ("train_gan.gan-2014.era", "gan-2016", "train_gan.gan-2014.era: Input should be 'gan-2014'"),
     ("score_gan.feature_layer", "net.head.99", "score_gan.feature_layer: cnn/mnist has no layer 'net.head.99'"),
     ("train_cnn.mnist.model", {"widths": [16], "hidden": 128}, "train_cnn.mnist: mnistnet"),
 ])
@@ -122,8 +129,8 @@ def test_bad_params_stop_the_pipeline_before_any_output_is_removed(workspace, ke
         return params
 
     workspace.edit_params(edit)
-    before = sorted(p.name for p in (workspace.path / "models/gan").iterdir())
+    before = sorted(p.name for p in (workspace.path / "models/gan/conditional").iterdir())
     output = workspace.run("dvc", "repro", check=False)
     assert message in output and "check-params" in output, output
-    assert sorted(p.name for p in (workspace.path / "models/gan").iterdir()) == before
+    assert sorted(p.name for p in (workspace.path / "models/gan/conditional").iterdir()) == before
     assert (workspace.path / "models/cnn/mnist.pt").exists()

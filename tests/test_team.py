@@ -394,8 +394,8 @@ def test_a_clone_pulls_every_output_from_the_remote(workspace, mirror, tmp_path)
     clone.run("dvc", "pull")
 
     outs = outputs(workspace.path / "dvc.lock")
-    assert {"data/prepared/mnist", "models/linear/one_epoch.pt", "models/gan", "plots/gan/samples",
-            "metrics/linear/one_epoch.json", "tracking/train-gan.json"} <= set(outs)
+    assert {"data/prepared/mnist", "models/linear/one_epoch.pt", "models/gan/conditional", "plots/gan/conditional/samples",
+            "metrics/linear/one_epoch.json", "tracking/train-gan@conditional.json"} <= set(outs)
     for out in outs:
         assert (clone.path / out).exists(), f"{out} is missing from the clone after dvc pull"
         assert digest(clone.path / out) == digest(workspace.path / out), f"{out} differs in the clone"

@@ -32,8 +32,9 @@ def tiny_params(params: dict) -> dict:
     for fooling in params["fooling"].values():
         fooling.update(gradient_steps_max=5, evolution_generations_max=3, evolution_population=4,
                        cppn_generations_max=3, cppn_population=4)
-    params["train_gan"].update(epochs=2, width=8, grid_size=16, interpolation_steps=4, interpolation_rows=2)
-    params["score_gan"].update(samples=200)
+    for entry in params["train_gan"].values():  # 2 epochs of 128 images (2 generator steps of 64) each
+        entry.update(epochs=2, epoch_images=128, width=4, grid_size=16, interpolation_steps=4, interpolation_rows=2)
+    params["score_gan"].update(samples=200, curve_samples=50)
     params["download"].update(retries=0, backoff_s=0.0)
     return params
 

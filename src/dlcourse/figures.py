@@ -79,3 +79,19 @@ def image_grid(images: torch.Tensor, captions: list[str], path: Path, title: str
         fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def image_columns(columns: list[tuple[str, Path, str]], path: Path, title: str = "", scale: float = 2.6) -> None:
+    """Images side by side (PNG files, e.g. sample grids), each with a title above and a caption under:
+    the slides' GAN timeline, one column per era."""
+    fig, axes = plt.subplots(1, len(columns), figsize=(scale * len(columns), scale + 1.6), squeeze=False)
+    for ax, (heading, image_path, caption) in zip(axes.flat, columns):
+        ax.imshow(plt.imread(image_path), cmap="gray")
+        ax.set_title(heading, fontsize=10, fontweight="bold")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel(caption, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -128,24 +128,47 @@ class FoolingParams(Section):
 
 
 class GanParams(Section):
+    """One entry of `train-gan`: a milestone of the GAN timeline (gan_eras.ERAS) and its recipe."""
+
+    era: Literal["gan-2014", "dcgan-2015", "wgan-gp-2017", "sngan-2018", "stylegan-2019", "dcgan-conditional"]
+    dataset: Dataset
     latent_dim: PositiveInt
-    width: PositiveInt  # base channels of the generator and discriminator
-    conditional: bool  # class-conditional generator and projection discriminator
+    width: PositiveInt  # base channels (hidden units / 8 for the 2014 MLPs) of the generator and discriminator
     ema_decay: Annotated[float, Field(ge=0, lt=1)]  # moving average of the generator's weights; 0: none
     epochs: PositiveInt
+    epoch_images: PositiveInt  # images the generator sees per epoch (the budget: epochs x epoch_images)
     batch_size: PositiveInt
-    lr: PositiveFloat
-    beta1: Annotated[float, Field(ge=0, lt=1)]
-    beta2: Annotated[float, Field(ge=0, lt=1)]
+    optimizer: Literal["adam", "sgd"]
+    lr_g: PositiveFloat
+    lr_d: PositiveFloat
+    beta1: Annotated[float, Field(ge=0, lt=1)]  # Adam's, or SGD's momentum
+    beta2: Annotated[float, Field(ge=0, lt=1)]  # Adam's; unused by SGD
+    loss: Literal["non_saturating", "wasserstein", "hinge"]
+    critic_steps: PositiveInt  # discriminator (critic) steps per generator step
+    penalty: Literal["none", "gradient", "r1"]  # on the critic's input gradients: WGAN-GP's, or StyleGAN's R1
+    penalty_weight: Annotated[float, Field(ge=0)]  # WGAN-GP's lambda, or R1's gamma
+    penalty_every: PositiveInt  # R1 applied lazily, every this many critic steps
     grid_size: PositiveInt  # samples from the fixed noise, after every epoch
     interpolation_steps: Annotated[int, Field(ge=2)]
     interpolation_rows: PositiveInt
 
+    @model_validator(mode="after")
+    def _recipe_is_consistent(self):
+        if self.penalty == "none" and self.penalty_weight:
+            raise ValueError(f"penalty_weight: {self.penalty_weight} with penalty none; set it to 0.0")
+        if self.penalty != "none" and not self.penalty_weight:
+            raise ValueError(f"penalty_weight: 0 with penalty {self.penalty}; give its weight, or penalty none")
+        if self.epoch_images < self.batch_size:
+            raise ValueError(f"epoch_images: {self.epoch_images}, fewer than one batch of {self.batch_size}")
+        return self
+
 
 class ScoreGanParams(Section):
-    classifier: str  # the project's MNIST classifier, models/<classifier>.pt
-    feature_layer: str  # the module whose input is the penultimate features (Fréchet distance)
-    samples: PositiveInt
+    classifier: str  # the project's classifier of the GANs' dataset, models/<classifier>.pt
+    feature_layer: str  # the module whose input is the penultimate features (Fréchet distance, precision/recall)
+    samples: PositiveInt  # samples of the last epoch judged (and real training images for the baseline)
+    curve_samples: Annotated[int, Field(ge=2)]  # samples of every epoch, for the Fréchet-distance curve (cheap)
+    nearest_neighbours: PositiveInt  # k of precision / recall's k-NN manifolds (Kynkäänniemi et al.: 3)
     confident: Probability
 
 
@@ -158,7 +181,7 @@ class Params(Section):
     evaluate: EvaluateParams
     attack: AttackParams
     fooling: dict[Dataset, FoolingParams] = Field(min_length=1)
-    train_gan: GanParams
+    train_gan: dict[str, GanParams] = Field(min_length=1)
     score_gan: ScoreGanParams
 
     def entry(self, section: str, name: str):
@@ -185,13 +208,17 @@ class Params(Section):
                 **{f"attack.models.{name}": (name, ref.dataset) for name, ref in self.attack.models.items()},
                 **{f"fooling.{dataset}.{role}": (getattr(entry, role), dataset)
                    for dataset, entry in self.fooling.items() for role in ("model", "transfer_model")},
-                "score_gan.classifier": (self.score_gan.classifier, "mnist")}
+                "score_gan.classifier": (self.score_gan.classifier, next(iter(self.train_gan.values())).dataset)}
         for key, (name, dataset) in read.items():
             if name not in trained:
                 raise ValueError(f"{key}: no train entry produces the model {name!r} "
                                  f"(trained: {', '.join(sorted(trained))})")
             if trained[name] != dataset:
                 raise ValueError(f"{key}: {name} is trained on {trained[name]}, not {dataset}")
+        judged = {name: entry.dataset for name, entry in self.train_gan.items()}
+        if len(set(judged.values())) > 1:
+            raise ValueError(f"train_gan: one classifier (score_gan.classifier) judges every entry, so every entry "
+                             f"generates images of one dataset; got {judged}")
         return self
 
 

@@ -1,0 +1,183 @@
+"""How good a GAN's samples are, judged by one of the project's own classifiers (no downloaded
+Inception network): its confidence, its predicted-class histogram (class coverage), an
+Inception-Score analogue, and, in its penultimate feature space, the Fréchet distance (as the FID)
+and precision / recall (Kynkäänniemi et al. 2019), which tell "ugly samples" (low precision) from
+"too few kinds of samples" (low recall, mode collapse), two failures one Fréchet distance mixes up.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .generative import sample
+
+
+def hooked_features(model: nn.Module, module_name: str, batch_size: int = 1000
+                    ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A callable images -> the flattened *input* of `model.<module_name>` (in eval mode).
+
+    Naming the classifier's last layer (e.g. Reseau2's `fc2`) gives its penultimate features.
+    """
+    module = model.get_submodule(module_name)
+
+    @torch.no_grad()
+    def features(images: torch.Tensor) -> torch.Tensor:
+        captured = []
+        handle = module.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0].flatten(1)))
+        try:
+            model.eval()
+            for chunk in images.split(batch_size):
+                model(chunk)
+        finally:
+            handle.remove()
+        return torch.cat(captured)
+
+    return features
+
+
+def classifier_confidence(probs: torch.Tensor, threshold: float = 0.9) -> dict[str, float]:
+    """From class probabilities (N x K): the fraction of samples whose top probability is at
+    least `threshold`, and the mean top probability."""
+    top = probs.max(dim=1).values
+    return {"confident_fraction": float((top >= threshold).float().mean()), "mean_confidence": float(top.mean())}
+
+
+def class_distribution(probs: torch.Tensor) -> list[float]:
+    """The fraction of samples predicted as each class (argmax of the probabilities)."""
+    counts = torch.bincount(probs.argmax(dim=1), minlength=probs.shape[1])
+    return (counts.double() / len(probs)).tolist()
+
+
+def inception_score(probs: torch.Tensor, splits: int = 1) -> tuple[float, float]:
+    """exp(E_x[KL(p(y|x) || p(y))]) (Salimans et al. 2016) with the given classifier's
+    probabilities, p(y) being the mean over each split; returns the mean and std over splits.
+
+    1 when every sample gets the same prediction; K when the predictions are one-hot and
+    spread evenly over K classes.
+    """
+    scores = []
+    for part in probs.double().chunk(splits):
+        marginal = part.mean(dim=0, keepdim=True)
+        kl = (torch.xlogy(part, part) - torch.xlogy(part, marginal)).sum(dim=1)  # 0 log 0 = 0
+        scores.append(math.exp(float(kl.mean())))
+    scores_t = torch.tensor(scores, dtype=torch.float64)
+    return float(scores_t.mean()), float(scores_t.std()) if splits > 1 else 0.0
+
+
+def _sqrt_psd(matrix: torch.Tensor) -> torch.Tensor:
+    """Square root of a symmetric positive semi-definite matrix, by eigendecomposition."""
+    values, vectors = torch.linalg.eigh(matrix)
+    return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
+
+
+def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (N x F), as in the FID
+    (Heusel et al. 2017), in float64:
+        |mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr((S_a S_b)^(1/2)),
+    with tr((S_a S_b)^(1/2)) = tr((S_a^(1/2) S_b S_a^(1/2))^(1/2)), a symmetric product whose
+    eigenvalues `eigh` computes stably."""
+    a, b = features_a.double().cpu(), features_b.double().cpu()
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = torch.cov(a.T).reshape(a.shape[1], -1), torch.cov(b.T).reshape(b.shape[1], -1)
+    root_a = _sqrt_psd(cov_a)
+    product = root_a @ cov_b @ root_a
+    trace_root = torch.linalg.eigvalsh((product + product.T) / 2).clamp(min=0).sqrt().sum()
+    distance = (mu_a - mu_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * trace_root
+    return float(distance.clamp(min=0))
+
+
+def _kth_neighbour_distances(features: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
+    """Each point's distance to its k-th nearest neighbour in the same set (itself excluded)."""
+    return torch.cat([torch.cdist(part, features).kthvalue(k + 1, dim=1).values for part in features.split(chunk)])
+
+
+def _inside_any_ball(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, chunk: int) -> torch.Tensor:
+    return torch.cat([(torch.cdist(part, centres) <= radii[None]).any(dim=1) for part in points.split(chunk)])
+
+
+def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3, chunk: int = 1000) -> dict[str, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019). Each set's manifold is the union
+    of balls around its points, of radius the distance to the point's k-th nearest neighbour in
+    its own set; precision: the fraction of fake points inside the real manifold; recall: the
+    fraction of real points inside the fake manifold. Features N x F (float32 distances: 10,000 x
+    10,000 of them in seconds)."""
+    real, fake = real.float().cpu(), fake.float().cpu()
+    if min(len(real), len(fake)) <= k:
+        raise ValueError(f"precision_recall: k = {k} needs more than {k} points in each set "
+                         f"(real {len(real)}, fake {len(fake)})")
+    precision = _inside_any_ball(fake, real, _kth_neighbour_distances(real, k, chunk), chunk)
+    recall = _inside_any_ball(real, fake, _kth_neighbour_distances(fake, k, chunk), chunk)
+    return {"precision": float(precision.double().mean()), "recall": float(recall.double().mean())}
+
+
+def class_coverage(probs: torch.Tensor) -> dict:
+    """Mode collapse seen directly: the share of samples predicted as each class, and the smallest."""
+    fractions = class_distribution(probs)
+    return {"class_fractions": fractions, "rarest_class_share": min(fractions)}
+
+
+# --- one judge for every GAN entry, its real-data baseline, and its scores ---------------------
+
+@dataclass
+class Judge:
+    """A classifier, the callable giving its penultimate features, and the real test images'
+    features, probabilities and scores (the reference every entry is compared with)."""
+
+    classifier: nn.Module
+    features: Callable[[torch.Tensor], torch.Tensor]
+    real_features: torch.Tensor
+    confident: float
+    nearest_neighbours: int
+    real: dict  # the real-data baseline: the same scores for real training images
+
+
+def load_judge(classifier_path: str | Path, feature_layer: str, test_images: torch.Tensor, train_images: torch.Tensor,
+               samples: int, confident: float, nearest_neighbours: int, rng: torch.Generator,
+               device: torch.device | str) -> Judge:
+    """The judge of `score-gan` and `benchmarks/gan_sweep.py` alike: the classifier read from
+    `classifier_path`, the test set's features, and the baseline: `samples` real training images
+    (as many as the GAN's samples, drawn with `rng`) scored against the test set as a GAN's
+    samples are."""
+    from .models import load_classifier
+    from .training import predict_proba, to_float
+
+    classifier, _ = load_classifier(classifier_path, device)
+    features = hooked_features(classifier, feature_layer)
+    test = to_float(test_images, device)
+    real_sample = to_float(train_images[torch.randperm(len(train_images), generator=rng)[:samples]], device)
+    judge = Judge(classifier, features, features(test), confident, nearest_neighbours, {})
+    judge.real = judge_images(judge, real_sample, full=True)
+    judge.real["test_confident_fraction"] = classifier_confidence(predict_proba(classifier, test).cpu(),
+                                                                  confident)["confident_fraction"]
+    return judge
+
+
+def judge_images(judge: Judge, images: torch.Tensor, asked: torch.Tensor | None = None, full: bool = True) -> dict:
+    """Images in [0, 1] judged: confidence, class coverage, the Fréchet distance to the test set's
+    features, and when `full` the Inception-Score analogue and precision / recall (k-NN, the slow
+    part); with `asked` (the classes a conditional GAN was asked for), how often the classifier
+    reads them."""
+    from .training import predict_proba
+
+    probs = predict_proba(judge.classifier, images).cpu()
+    fake_features = judge.features(images)
+    scores = {**classifier_confidence(probs, judge.confident), **class_coverage(probs),
+              "frechet_distance": frechet_distance(fake_features, judge.real_features)}
+    if asked is not None:
+        scores["label_agreement"] = float((probs.argmax(1) == asked.cpu()).float().mean())
+    if full:
+        scores["inception_score"] = inception_score(probs)[0]
+        scores.update(precision_recall(judge.real_features, fake_features, judge.nearest_neighbours))
+    return scores
+
+
+def score_generator(generator: nn.Module, noise: torch.Tensor, asked: torch.Tensor | None, judge: Judge,
+                    full: bool = True) -> dict:
+    """The generator's samples from `noise` (and the classes `asked` of a conditional one) judged."""
+    return judge_images(judge, sample(generator, noise, asked), asked, full)
