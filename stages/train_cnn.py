@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 import torch
 
-from dlcourse import data, params, tracking
+from dlcourse import data, params, registry, tracking
 from dlcourse.files import write_csv, write_json
 from dlcourse.models import Classifier, parameter_count, save_classifier
 from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
@@ -55,6 +55,7 @@ def main(name: str) -> None:
 
         run.log_metrics({k: v for k, v in {**metrics, **timing}.items() if not isinstance(v, str)})
         run.log_artifact(MODELS / "cnn" / f"{name}.pt")
+        registry.log_classifier(run, MODELS / "cnn" / f"{name}.pt", test.images, metrics["test_accuracy"])
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import sys
 import pandas as pd
 import torch
 
-from dlcourse import data, generative, params, tracking
+from dlcourse import data, generative, params, registry, tracking
 from dlcourse.figures import image_grid
 from dlcourse.files import load_torch, write_csv, write_json
 from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
@@ -103,6 +103,7 @@ def main(resume: bool) -> None:
         for path in [PLOTS / "gan" / "interpolation.png", *sorted(SAMPLES.glob("*.png"))]:
             run.log_artifact(path, "figures")
         run.log_artifact(sorted(CHECKPOINTS.glob("epoch_*.pt"))[-1], "checkpoints")
+        registry.log_generator(run, sorted(CHECKPOINTS.glob("epoch_*.pt"))[-1], p.latent_dim, p.width, num_classes)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import sys
 import pandas as pd
 import torch
 
-from dlcourse import data, params, tracking
+from dlcourse import data, params, registry, tracking
 from dlcourse.files import write_csv, write_json
 from dlcourse.models import Classifier, save_classifier
 from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
@@ -64,6 +64,7 @@ def main(name: str) -> None:
         run.log_metrics({**metrics, "train_seconds": seconds})
         run.log_curve("curve.test_accuracy", curve.steps, curve.test_accuracy)
         run.log_artifact(MODELS / "linear" / f"{name}.pt")
+        registry.log_classifier(run, MODELS / "linear" / f"{name}.pt", test.images, metrics["test_accuracy"])
 
 
 if __name__ == "__main__":

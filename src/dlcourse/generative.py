@@ -292,6 +292,21 @@ def sample(generator: nn.Module, noise: torch.Tensor, labels: torch.Tensor | Non
     return images
 
 
+class ImagesFromNoise(nn.Module):
+    """A generator as one function of one tensor (what an MLflow model of it serves): latent vectors,
+    with the one-hot digit asked for appended for a conditional generator (N x (latent_dim + classes)),
+    to images in [0, 1] (N x 1 x 28 x 28), as `sample` gives them."""
+
+    def __init__(self, generator: Generator):
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        dim = self.generator.latent_dim
+        labels = latent[:, dim:].argmax(1) if self.generator.num_classes else None
+        return self.generator(latent[:, :dim], labels).add(1).div(2).clamp(0, 1)
+
+
 def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Spherical interpolation (White 2016): rows z(t) for each t, z(0) = z0, z(1) = z1."""
     omega = torch.arccos((F.normalize(z0, dim=0) @ F.normalize(z1, dim=0)).clamp(-1, 1))

@@ -196,10 +196,11 @@ def declared_params(stage: str, all_params: Params) -> dict[str, object]:
 class StageRun:
     """What a stage logs: params, metrics, curves (step metrics) and artifacts."""
 
-    def __init__(self, mlflow_module, run):
+    def __init__(self, mlflow_module, run, stage: str):
         self._mlflow = mlflow_module
         self.run = run
         self.run_id = run.info.run_id
+        self.stage = stage
 
     def log_params(self, params: dict) -> None:
         self._mlflow.log_params(flatten(params))
@@ -219,6 +220,9 @@ class StageRun:
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
         self._mlflow.log_artifact(str(path), artifact_path=folder)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self._mlflow.set_tags(tags)
 
 
 class StageKilled(BaseException):
@@ -331,7 +335,7 @@ def stage_run(stage: str, params: dict, record: Path | None = None,
     tags = {**(tags or {}), "dvc.stage": stage, "process.pid": str(os.getpid()), "process.host": socket.gethostname(), **_git_tags()}
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
-    tracked = StageRun(mlflow, mlflow.start_run(run_name=stage, tags=tags))
+    tracked = StageRun(mlflow, mlflow.start_run(run_name=stage, tags=tags), stage)
     try:
         with killed_on_signals():
             tracked.log_params(params)
