@@ -293,18 +293,17 @@ def sample(generator: nn.Module, noise: torch.Tensor, labels: torch.Tensor | Non
 
 
 class ImagesFromNoise(nn.Module):
-    """A generator as one function of one tensor (what an MLflow model of it serves): latent vectors,
-    with the one-hot digit asked for appended for a conditional generator (N x (latent_dim + classes)),
-    to images in [0, 1] (N x 1 x 28 x 28), as `sample` gives them."""
+    """A generator as one function of one tensor (what an MLflow model of it serves): the vector its
+    first layer takes, latent noise with the one-hot digit asked for appended for a conditional
+    generator (N x (latent_dim + classes)), to images in [0, 1] (N x 1 x 28 x 28), as `sample`
+    gives them. (No `len(z)`: `torch.export` would fix the batch size to the example's.)"""
 
     def __init__(self, generator: Generator):
         super().__init__()
         self.generator = generator
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        dim = self.generator.latent_dim
-        labels = latent[:, dim:].argmax(1) if self.generator.num_classes else None
-        return self.generator(latent[:, :dim], labels).add(1).div(2).clamp(0, 1)
+        return self.generator.net(latent[:, :, None, None]).add(1).div(2).clamp(0, 1)
 
 
 def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
