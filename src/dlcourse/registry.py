@@ -19,10 +19,13 @@ It imports torch only where it uses it: the `report` stage, which promotes model
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from .tracking import TRACKING_DIR, TrackingError, read_run_record
 
 if TYPE_CHECKING:
     import torch
@@ -88,12 +91,21 @@ def log_model(run: StageRun, model: torch.nn.Module, example: torch.Tensor, outp
     run.set_tags(source_tags)
     model = model.cpu().eval()
     example = example.detach().cpu().float()
-    info = mlflow.pytorch.log_model(
-        model, name=MODEL_NAME, signature=tensor_signature(tuple(example.shape[1:]), outputs),
-        input_example=example.numpy(), pip_requirements=pip_requirements(), tags=source_tags,
-        registered_model_name=registered_name(run.stage), await_registration_for=0)
+    name = registered_name(run.stage)
+    try:
+        info = mlflow.pytorch.log_model(
+            model, name=MODEL_NAME, signature=tensor_signature(tuple(example.shape[1:]), outputs),
+            input_example=example.numpy(), pip_requirements=pip_requirements(), tags=source_tags,
+            registered_model_name=name, await_registration_for=0)
+    except mlflow.exceptions.MlflowException as exc:
+        if "403" not in str(exc):
+            raise
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME", "this user")
+        raise TrackingError(f"MLflow tracking server {mlflow.get_tracking_uri()} refuses {user} a new version of the "
+                            f"registered model {name} (created by another user): ask its admin for EDIT on it, "
+                            f"auth.grant_user_permission({user!r}, 'registered_model', {name!r}, 'EDIT')") from None
     client = mlflow.MlflowClient()
-    name, version = registered_name(run.stage), str(info.registered_model_version)
+    version = str(info.registered_model_version)
     client.update_model_version(name, version, description=description)
     for key, value in {"dvc.stage": run.stage, **source_tags, **(tags or {})}.items():
         client.set_model_version_tag(name, version, key, value)
@@ -173,8 +185,6 @@ def promote(results, supported: dict[str, list[str]]) -> dict[str, str]:
     classifier of each dataset with the best test accuracy (off the other classifiers of that
     dataset). {dataset: "name@champion"}."""
     import mlflow
-
-    from .tracking import TRACKING_DIR, read_run_record
 
     classifiers = trained_classifiers(results)
     client = mlflow.MlflowClient()
