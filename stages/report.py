@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from dlcourse import params, tracking
+from dlcourse import params, registry, tracking
 from dlcourse.claims import (GAN_TIMELINE, Results, evaluate_claims, gan_entries, gan_progress_table, pct,
-                             slight_corruption_verdict)
+                             slight_corruption_verdict, supported_claims)
 from dlcourse.document import document, unlisted_figures, write_report
 from dlcourse.environment import environment, pipeline_stages
 from dlcourse.figures import image_columns, plot_curves
@@ -235,6 +235,8 @@ def main() -> None:
         for path in [REPORTS / "claims.json", REPORTS / "report.md", REPORTS / "report.html",
                      *sorted((REPORTS / "figures").glob("*.png"))]:
             run.log_artifact(path)
+        champions = registry.promote(results, supported_claims(claims))
+        run.set_tags({f"champion.{dataset}": model for dataset, model in champions.items()})
 
 
 if __name__ == "__main__":

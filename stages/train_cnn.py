@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from dlcourse import data, distributed, params, tracking
+from dlcourse import data, distributed, params, registry, tracking
 from dlcourse.files import write_csv, write_json
 from dlcourse.models import Classifier, parameter_count, save_classifier
 from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
@@ -54,11 +54,12 @@ def main(name: str) -> None:
 
             model, records = train_classifier(p, train_x, train_y, test_x, test_y, generator, world, log_epoch)
             if world.is_main:
-                write_outputs(name, p, model, train.classes, records, len(train_y), device, world, run)
+                write_outputs(name, p, model, train.classes, records, len(train_y), test.images, device, world, run)
 
 
 def write_outputs(name: str, p: params.CnnRunParams, model: Classifier, classes: list[str],
-                  records: list[EpochRecord], train_size: int, device: torch.device, world: distributed.World,
+                  records: list[EpochRecord], train_size: int, test_images: torch.Tensor, device: torch.device,
+                  world: distributed.World,
                   run: tracking.StageRun) -> None:
     seconds = sum(r.seconds for r in records)
     metrics = {
@@ -78,6 +79,7 @@ def write_outputs(name: str, p: params.CnnRunParams, model: Classifier, classes:
 
     run.log_metrics({k: v for k, v in {**metrics, **timing}.items() if not isinstance(v, str)})
     run.log_artifact(MODELS / "cnn" / f"{name}.pt")
+    registry.log_classifier(run, MODELS / "cnn" / f"{name}.pt", test_images, metrics["test_accuracy"])
 
 
 if __name__ == "__main__":

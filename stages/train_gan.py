@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from torchvision.utils import save_image
 
-from dlcourse import data, gan_eras, generative, params, tracking
+from dlcourse import data, gan_eras, generative, params, registry, tracking
 from dlcourse.files import atomic_path, load_torch, write_csv, write_json
 from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
 from dlcourse.training import resolve_device, seed_everything
@@ -32,9 +32,7 @@ def recipe(p: params.GanParams) -> generative.Recipe:
 
 def main(entry: str, resume: bool) -> None:
     all_params = params.load()
-    if entry not in all_params.train_gan:
-        raise SystemExit(f"train-gan: no entry {entry!r} in params.yaml: train_gan ({', '.join(all_params.train_gan)})")
-    p = all_params.train_gan[entry]
+    p = all_params.entry("train_gan", entry)
     stage = f"train-gan@{entry}"
     checkpoints, samples, plots = MODELS / "gan" / entry, PLOTS / "gan" / entry / "samples", PLOTS / "gan" / entry
     with tracking.stage_run(stage, tracking.declared_params(stage, all_params),
@@ -119,6 +117,8 @@ def main(entry: str, resume: bool) -> None:
         for path in [plots / "interpolation.png", *sorted(samples.glob("*.png"))]:
             run.log_artifact(path, "figures")
         run.log_artifact(sorted(checkpoints.glob("epoch_*.pt"))[-1], "checkpoints")
+        registry.log_generator(run, sorted(checkpoints.glob("epoch_*.pt"))[-1], sampler, p.latent_dim, num_classes,
+                               tuple(train.images.shape[1:]))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from dlcourse import data, params, tracking
+from dlcourse import data, params, registry, tracking
 from dlcourse.files import write_csv, write_json
 from dlcourse.models import Classifier, save_classifier
 from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
@@ -79,6 +79,7 @@ def main(name: str) -> None:
         run.log_metrics({**result.metrics, "train_seconds": result.train_seconds})
         run.log_curve("curve.test_accuracy", result.curve.steps, result.curve.test_accuracy)
         run.log_artifact(MODELS / "linear" / f"{name}.pt")
+        registry.log_classifier(run, MODELS / "linear" / f"{name}.pt", test.images, result.metrics["test_accuracy"])
 
 
 if __name__ == "__main__":

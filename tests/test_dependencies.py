@@ -16,6 +16,7 @@ PACKAGE = ROOT / "src" / "dlcourse"
 NOT_DEPENDENCIES = {
     "src/dlcourse/__init__.py",  # the package's docstring and version
     "src/dlcourse/tracking.py",  # MLflow logging: run records are written by it, results are not
+    "src/dlcourse/registry.py",  # MLflow models and the Model Registry: logged beside the outputs, never into them
     "src/dlcourse/params.py",  # the schema of params.yaml: refuses bad params, passes good ones unchanged
     "src/dlcourse/paths.py",  # where outputs go: a change there breaks dvc.yaml's outs loudly
 }

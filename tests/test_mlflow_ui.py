@@ -1,5 +1,6 @@
 """The MLflow UI in a real browser: two runs of one training stage, with different learning rates,
-compared in MLflow's Compare view.
+compared in MLflow's Compare view; the registered model of that stage with a version per run, the
+alias `champion` that the report gave the best classifier of each dataset, and a version's signature.
 
 Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). A screenshot of the
 last page shown goes to $TEST_ARTIFACTS (default: test-artifacts/ in the repository).
@@ -14,13 +15,13 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import ElementClickInterceptedException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from dlcourse import tracking
+from dlcourse import registry, tracking
 from workspace import ROOT, Workspace, free_port
 
 CHROMIUM = shutil.which("chromium")
@@ -142,6 +143,20 @@ class Page:
     def click(self, by, selector: str, what: str) -> None:
         self.wait(EC.element_to_be_clickable((by, selector)), what).click()
 
+    def click_past_dialogs(self, by, selector: str, what: str) -> None:
+        """Click, closing first any dialog in the way (the registry's first visit shows one, news of its UI)."""
+        def clicked(driver) -> bool:
+            try:
+                driver.find_element(by, selector).click()
+                return True
+            except ElementClickInterceptedException:
+                for close in driver.find_elements(By.CSS_SELECTOR, "[role='dialog'] button[aria-label='Close']"):
+                    close.click()
+                return False
+
+        self.wait(EC.element_to_be_clickable((by, selector)), what)
+        self.wait(clicked, what)
+
 
 def text(element) -> str:
     # textContent, not .text: rows scrolled out of the compare view's grids are in the DOM but not visible
@@ -200,3 +215,53 @@ def test_compare_two_learning_rates_in_the_ui(stage_runs, mlflow_ui, browser, sc
         # the UI rounds metrics to 3 decimals
         assert float(shown) == pytest.approx(by_id[run_id].data.metrics["test_accuracy"], abs=5e-4), \
             f"test_accuracy of run {run_id}: shown {shown}; {see}"
+
+
+def version_row(name: str, version) -> tuple:
+    """The row of a registered model's versions table that links to one version."""
+    return By.XPATH, f"//div[@role='row'][.//a[@href='#/models/{name}/versions/{version}']]"
+
+
+def test_registered_models_show_their_versions_the_champions_and_a_signature(stage_runs, workspace, mlflow_ui, browser,
+                                                                            screenshot_path):
+    from mlflow.tracking import MlflowClient
+
+    page = Page(browser, screenshot_path)
+    see = f"screenshot: {screenshot_path}"
+    client = MlflowClient(f"sqlite:///{workspace.path / 'mlflow.db'}")
+    name = registry.registered_name(STAGE)
+    versions = {v.run_id: str(v.version) for v in client.search_model_versions(f"name = '{name}'")}
+    assert set(versions) == {run.info.run_id for run in stage_runs}  # a version per run of the stage
+    champions = [client.get_model_version_by_alias(rm.name, registry.CHAMPION)
+                 for rm in client.search_registered_models() if registry.CHAMPION in rm.aliases]
+    assert sorted(v.tags["dataset"] for v in champions) == ["cifar10", "mnist"]
+
+    # From the list of registered models to the stage's: one row per version, each linking to its page
+    browser.get(f"{mlflow_ui}/#/models")
+    page.click_past_dialogs(By.XPATH, f"//a[normalize-space()='{name}']", f"a link to the registered model {name}")
+    for version in versions.values():
+        row = page.wait(EC.presence_of_element_located(version_row(name, version)), f"version {version} of {name}")
+        assert f"Version {version}" in text(row), see
+
+    # Each champion's page, opened from the list: the alias on the version the report promoted, on no other
+    for champion in champions:
+        browser.get(f"{mlflow_ui}/#/models")
+        page.click_past_dialogs(By.XPATH, f"//a[normalize-space()='{champion.name}']",
+                                f"a link to the registered model {champion.name}")
+        row = page.wait(EC.presence_of_element_located(version_row(champion.name, champion.version)),
+                        f"version {champion.version} of {champion.name}")
+        page.wait(lambda _: row.find_elements(By.CSS_SELECTOR, f"[role='status'][title='{registry.CHAMPION}']"),
+                  f"the alias {registry.CHAMPION} on version {champion.version} of {champion.name}")
+        for other in client.search_model_versions(f"name = '{champion.name}'"):
+            if str(other.version) != str(champion.version):
+                row = page.wait(EC.presence_of_element_located(version_row(champion.name, other.version)),
+                                f"version {other.version} of {champion.name}")
+                assert not row.find_elements(By.CSS_SELECTOR, f"[role='status'][title='{registry.CHAMPION}']"), see
+
+    # A version's page: its signature, float images of MNIST's shape in, 10 probabilities out
+    mnist = next(v for v in champions if v.tags["dataset"] == "mnist")
+    browser.get(f"{mlflow_ui}/#/models/{mnist.name}/versions/{mnist.version}")
+    for label, shape in (("Inputs (1)", "[-1,1,28,28]"), ("Outputs (1)", "[-1,10]")):
+        page.click(By.XPATH, f"//div[@role='row'][normalize-space()='{label}']", f"the signature's {label}")
+        page.wait(EC.presence_of_element_located(
+            (By.XPATH, f"//*[normalize-space()='Tensor (dtype: float32, shape: {shape})']")), f"the tensor {shape}")

@@ -21,9 +21,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import requests
+import torch
 import yaml
 from sqlalchemy.engine import make_url
 
+from dlcourse import registry
+from dlcourse.models import load_classifier
 from workspace import ROOT, Workspace, free_port
 
 SCRIPT = ROOT / "scripts" / "tracking_server.py"
@@ -177,9 +180,24 @@ def test_a_stage_logs_to_the_tracking_server(workspace, server, postgres, tmp_pa
     weights = (workspace.path / "models/linear/one_epoch.pt").read_bytes()
     assert Path(downloaded).read_bytes() == stored.read_bytes() == weights
 
+    # The MLflow model built from the same weights: registered on the server, loaded through it.
+    version = registry.version_of_run(MlflowClient(server.url), stage, run.info.run_id)
+    assert version is not None and version.name == "dl-course-linear-one_epoch"
+    assert version.tags["dvc.output.md5"] == run.data.tags["dvc.output.md5"] == hashlib.md5(weights).hexdigest()
+    images = torch.rand(3, 1, 28, 28)
+    classifier, _ = load_classifier(workspace.path / "models/linear/one_epoch.pt")
+    mlflow.set_tracking_uri(server.url)  # `models:/` URIs name the registry of the tracking server
+    try:
+        probabilities = mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}").predict(images.numpy())
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert torch.allclose(torch.from_numpy(probabilities), torch.softmax(classifier(images), 1).detach(), atol=1e-5)
+
     with psycopg2.connect(postgres.replace("+psycopg2", "")) as connection, connection.cursor() as cursor:
         cursor.execute("SELECT name, status FROM runs WHERE run_uuid = %s", (run.info.run_id,))
         assert cursor.fetchall() == [(stage, "FINISHED")]
+        cursor.execute("SELECT name, run_id FROM model_versions WHERE run_id = %s", (run.info.run_id,))
+        assert cursor.fetchall() == [(version.name, run.info.run_id)]
 
 
 def api(server: Server, method: str, path: str, auth: tuple[str, str] | None, **body) -> requests.Response:

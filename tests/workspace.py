@@ -21,6 +21,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED_RESULTS = ("dvc.lock", "metrics/", "plots/", "reports/", "tracking/")  # the real run's: left out
+# Where an MLflow store names the folders of its artifacts: the experiment's, each run's, each
+# logged model's (MLflow 3) and each registered version's.
+ARTIFACT_LOCATIONS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                      ("logged_models", "artifact_location"), ("model_versions", "storage_location"))
 
 
 def tiny_params(params: dict) -> dict:
@@ -97,8 +101,9 @@ class Workspace:
         store = destination / "mlflow.db"
         if store.exists():
             with sqlite3.connect(store) as db:
-                db.execute("UPDATE experiments SET artifact_location = replace(artifact_location, ?, ?)",
-                           (self.path.as_uri(), Path(destination).as_uri()))
+                for table, column in ARTIFACT_LOCATIONS:
+                    db.execute(f"UPDATE {table} SET {column} = replace({column}, ?, ?)",
+                               (self.path.as_uri(), Path(destination).as_uri()))
         copy = Workspace(destination, self.mirror)
         copy.env = {**self.env, "PYTHONPATH": copy.env["PYTHONPATH"]}
         return copy

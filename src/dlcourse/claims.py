@@ -95,6 +95,8 @@ class Claim:
     claim: str  # what the course states, in English, with the test applied: built from the constants above
     course: str  # the course's own words (slides, in French)
     check: Callable[[Results], tuple[str, dict, bool]]  # -> (measured, values, holds)
+    # the trained models ("cnn/mnist") whose own numbers back the claim, from its values
+    backed_by: Callable[[dict], list[str]] = lambda values: []
 
     def evaluate(self, results: Results) -> dict:
         measured, values, holds = self.check(results)
@@ -332,40 +334,45 @@ CLAIMS = [
           "Right after initialisation, the linear network is right about 10 % of the time on a 1000-image "
           f"test batch, as a random guess among 10 classes (checked: mean over initialisations within {band(INIT_BAND)}).",
           "Juste après initialisation [...] le réseau effectue une prédiction correcte dans à peu près 10% des cas",
-          _linear_init),
+          _linear_init, lambda values: ["linear/one_epoch"]),
     Claim("linear-one-epoch",
           "After 1000 iterations on batches of 60 (one epoch), about 90 % of test predictions are right "
           f"(checked: {band(ONE_EPOCH_BAND)}).",
           "Après 1000 itérations sur des batchs de taille 60 (une \"epoch\") [...] correctes à environ 90%",
-          _linear_one_epoch),
+          _linear_one_epoch, lambda values: ["linear/one_epoch"]),
     Claim("linear-plateau",
           "Training the linear network longer does not give a clearly higher accuracy than 90-92 % (checked: a run "
           f"at least {PLATEAU_LENGTH_MIN}x as long gains at most {100 * PLATEAU_GAIN_MAX:g} points of best test "
           "accuracy over the one-epoch run).",
           "entraîner le réseau plus longtemps ne permet pas vraiment d'obtenir une précision nettement plus "
-          "élevée que 90~92%", _linear_plateau),
+          "élevée que 90~92%", _linear_plateau,
+          lambda values: ["linear/one_epoch", "linear/long"]),
     Claim("cnn-mnist", f"The course's CNN (Reseau2) reaches 97-98 % within 1-2 epochs (checked: >= {100 * CNN_BAR:g} % "
           f"by epoch {CNN_EPOCHS}).",
-          "il est possible d'atteindre en 1 ou 2 epochs une précision de 97~98%", _cnn_mnist),
+          "il est possible d'atteindre en 1 ou 2 epochs une précision de 97~98%", _cnn_mnist,
+          lambda values: ["cnn/mnist-course"]),
     Claim("cnn-slower",
           f"The CNN's training takes much longer than the linear network's (checked: an epoch takes >= {SLOWER_MIN}x "
           "longer).",
           "Avec l'architecture proposée, le temps d'apprentissage est nettement plus long (car il y a beaucoup plus "
-          "de paramètres)", _cnn_slower),
+          "de paramètres)", _cnn_slower, lambda values: ["linear/one_epoch", "cnn/mnist-course"]),
     Claim("cifar10-50", f"Simple and more complex networks on CIFAR-10: more than {100 * CIFAR10_BAR:g} % test "
           "accuracy (checked: at least one network above it; each network's verdict in `values`).",
           "Tester des réseaux simples et plus complexes sur la base de données CIFAR 10. Tenter d'obtenir plus de "
-          "50% de précision sur CIFAR 10.", _cifar10_50),
+          "50% de précision sur CIFAR 10.", _cifar10_50,
+          lambda values: [f"cnn/{name}" for name, verdict in values.items() if verdict["passes"]]),
     Claim("hard-errors", "There are test images on which the network is very wrong (checked: every evaluated model "
           f"misclassifies some test images with confidence >= evaluate.confident, itself >= {VERY_WRONG_MIN:g}).",
-          "Trouver des images sur lesquelles le réseau se trompe beaucoup.", _hard_errors),
+          "Trouver des images sur lesquelles le réseau se trompe beaucoup.", _hard_errors,
+          lambda values: [model for model, count in values.items() if count > 0]),
     Claim("slight-corruption", "A very slight corruption of still recognisable images can wreck the predictions "
           "(checked for every attacked model: the eps is chosen on one half of the attacked images, the smallest of "
           f"the sweep where PGD costs >= {100 * WRECKED:g} points of accuracy while random noise of the same L-inf "
           f"or L2 size costs <= {100 * HARMLESS:g} points; the verdict is both conditions at that eps on the other "
           "half).",
           "introduire une corruption très légère des images et montrer que cela peut significativement réduire la "
-          "qualité des prédictions du réseau (alors que les images restent très reconnaissables)", _slight_corruption),
+          "qualité des prédictions du réseau (alors que les images restent très reconnaissables)", _slight_corruption,
+          lambda values: [model for model, verdict in values.items() if verdict["holds"]]),
     Claim("fooling", "Strange images can be made that the network classifies wrongly with very high confidence "
           "(checked, for each dataset, on the three methods of Nguyen et al. 2015 run from noise: gradient ascent, "
           "evolution of the pixels (direct encoding), and a CPPN evolved with MAP-Elites: every class reaches "
@@ -374,7 +381,8 @@ CLAIMS = [
           "zlib level 9); each method's classes short of the bar, the total variation and the second network's "
           "confidence are reported).",
           "on peut essayer de créer des images étranges mais pour lesquelles le réseau fait des prédictions fausses "
-          "avec une grande confiance", _fooling),
+          "avec une grande confiance", _fooling,
+          lambda values: [v["model"] for v in values.values() if v["methods_reaching_every_class"]]),
     Claim("gan-digits", "A GAN can be asked for a digit and its samples get better as it trains, until they are "
           "recognisable digits (checked on the conditional train-gan entry with the project's classifier: the last "
           "epoch's Fréchet distance is lower and its fraction of samples classified with confidence >= "
@@ -393,3 +401,14 @@ CLAIMS = [
 def evaluate_claims(results: Results) -> dict[str, dict]:
     """Every claim's verdict, keyed by claim id, in the course's order."""
     return {claim.id: claim.evaluate(results) for claim in CLAIMS}
+
+
+def supported_claims(verdicts: dict[str, dict]) -> dict[str, list[str]]:
+    """By trained model ("cnn/mnist"): the ids of the claims that hold and that its own numbers back."""
+    supported: dict[str, list[str]] = {}
+    for claim in CLAIMS:
+        verdict = verdicts[claim.id]
+        if verdict["holds"]:
+            for model in claim.backed_by(verdict["values"]):
+                supported.setdefault(model, []).append(claim.id)
+    return supported

@@ -274,6 +274,22 @@ def sample(generator: nn.Module, noise: torch.Tensor, labels: torch.Tensor | Non
     return images
 
 
+class ImagesFromNoise(nn.Module):
+    """A generator as one function of one tensor (what an MLflow model of it serves): latent noise,
+    with the one-hot digit asked for appended for a conditional generator (N x (latent_dim + classes)),
+    to images in [0, 1] (N x C x H x W), as `sample` gives them. (No `len(z)`: `torch.export` would fix
+    the batch size to the example's.)"""
+
+    def __init__(self, generator: nn.Module, latent_dim: int, num_classes: int = 0):
+        super().__init__()
+        self.generator, self.latent_dim, self.num_classes = generator.eval(), latent_dim, num_classes
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        z = latent[:, : self.latent_dim]
+        labels = latent[:, self.latent_dim :].argmax(1) if self.num_classes else None
+        return self.generator(z, labels).add(1).div(2).clamp(0, 1)
+
+
 def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Spherical interpolation (White 2016): rows z(t) for each t, z(0) = z0, z(1) = z1."""
     omega = torch.arccos((F.normalize(z0, dim=0) @ F.normalize(z1, dim=0)).clamp(-1, 1))

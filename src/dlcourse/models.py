@@ -176,6 +176,18 @@ class Classifier(nn.Module):
         return self.net(self.normalize(x))
 
 
+class Probabilities(nn.Module):
+    """A classifier that returns softmax probabilities instead of logits (what an MLflow model of it
+    serves); the classifier keeps its input normalisation, so this too takes images in [0, 1]."""
+
+    def __init__(self, classifier: nn.Module):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.softmax(self.classifier(x), dim=1)
+
+
 def save_classifier(model: Classifier, dataset: str, classes: list[str], path) -> None:
     from .files import save_torch
 

@@ -196,10 +196,11 @@ def declared_params(stage: str, all_params: Params) -> dict[str, object]:
 class StageRun:
     """What a stage logs: params, metrics, curves (step metrics) and artifacts."""
 
-    def __init__(self, mlflow_module, run):
+    def __init__(self, mlflow_module, run, stage: str):
         self._mlflow = mlflow_module
         self.run = run
         self.run_id = run.info.run_id
+        self.stage = stage
 
     def log_params(self, params: dict) -> None:
         self._mlflow.log_params(flatten(params))
@@ -219,6 +220,9 @@ class StageRun:
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
         self._mlflow.log_artifact(str(path), artifact_path=folder)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self._mlflow.set_tags(tags)
 
 
 class StageKilled(BaseException):
@@ -343,7 +347,7 @@ def stage_run(stage: str, params: dict, record: Path | None = None,
     for variable in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):  # a task of a Slurm sweep
         if os.environ.get(variable):
             tags[variable.lower().replace("_", ".", 1)] = os.environ[variable]
-    tracked = StageRun(mlflow, mlflow.start_run(run_name=stage, tags=tags))
+    tracked = StageRun(mlflow, mlflow.start_run(run_name=stage, tags=tags), stage)
     started = time.perf_counter()
     startup_seconds = time.time() - process_start_time()
     try:

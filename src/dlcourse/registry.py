@@ -1,0 +1,217 @@
+"""The trained networks as MLflow models, and their versions in the Model Registry.
+
+Each train stage logs, beside its DVC output, an MLflow model built from that output's weights
+(the `.pt` under `models/` stays the source of truth): the `mlflow.pytorch` flavour, exported with
+`torch.export` (a traced graph that loads without this package's code), a signature, an input
+example and explicit pip requirements, so that `mlflow.pyfunc.load_model(uri).predict(batch)` and
+`mlflow models serve` work. A classifier takes float images in [0, 1] (N x C x H x W, its dataset's
+shape) and returns class probabilities; a generator takes latent vectors and returns images in
+[0, 1]. The run records which DVC output the model came from (tags `dvc.output.path`,
+`dvc.output.md5`), and the model is registered as a new version of `dl-course-<entry>`.
+
+The `report` stage then tags each classifier's version with the claims it supports and gives the
+alias `champion` to the best classifier of each dataset.
+
+No stage output depends on this module (like `tracking`, it only logs): an edit of it reruns nothing.
+It imports torch only where it uses it: the `report` stage, which promotes models, needs no torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .tracking import TRACKING_DIR, TrackingError, read_run_record
+
+if TYPE_CHECKING:
+    import torch
+
+    from .tracking import StageRun
+
+PREFIX = "dl-course-"
+CHAMPION = "champion"
+MODEL_NAME = "model"  # the logged model's name within its run
+EXAMPLES = 2  # images in the input example: > 1, so that torch.export leaves the batch size free
+# What the logged model needs to load and predict, and no more: a torch.export graph runs without
+# the project's code. Pinned to this environment's versions (local tags such as +cu130 dropped).
+REQUIREMENTS = ("mlflow", "torch", "numpy")
+
+
+def registered_name(stage: str) -> str:
+    """The Model Registry name of a train stage's model: `train-cnn@mnist` -> `dl-course-mnist`,
+    `train-linear@one_epoch` -> `dl-course-linear-one_epoch`, `train-gan[@x]` -> `dl-course-gan[-x]`."""
+    kind, _, entry = stage.partition("@")
+    base = {"train-cnn": "", "train-linear": "linear", "train-gan": "gan"}[kind]
+    return PREFIX + "-".join(filter(None, [base, entry]))
+
+
+def classifier_stage(model: str) -> str:
+    """The train stage of a model named as in `metrics/`: `cnn/mnist` -> `train-cnn@mnist`."""
+    kind, entry = model.split("/", 1)
+    return f"train-{kind}@{entry}"
+
+
+def pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name).split('+')[0]}" for name in REQUIREMENTS]
+
+
+def file_md5(path: str | Path) -> str:
+    """The md5 DVC records for a file output in dvc.lock."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tensor_signature(inputs: tuple[int, ...], outputs: tuple[int, ...]):
+    """Float32 tensors with a free batch size: (-1, *inputs) -> (-1, *outputs)."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    spec = lambda shape: Schema([TensorSpec(np.dtype(np.float32), (-1, *shape))])  # noqa: E731
+    return ModelSignature(inputs=spec(inputs), outputs=spec(outputs))
+
+
+def log_model(run: StageRun, model: torch.nn.Module, example: torch.Tensor, outputs: tuple[int, ...], source: Path,
+              description: str, tags: dict[str, str] | None = None):
+    """Log `model` (on the CPU, in eval mode) to the stage's run, built from the DVC output `source`,
+    and register it as a new version of the stage's registered model; its ModelVersion."""
+    import mlflow.pytorch
+
+    start = time.perf_counter()
+    source_tags = {"dvc.output.path": Path(source).as_posix(), "dvc.output.md5": file_md5(source)}
+    run.set_tags(source_tags)
+    model = model.cpu().eval()
+    example = example.detach().cpu().float()
+    name = registered_name(run.stage)
+    try:
+        info = mlflow.pytorch.log_model(
+            model, name=MODEL_NAME, signature=tensor_signature(tuple(example.shape[1:]), outputs),
+            input_example=example.numpy(), pip_requirements=pip_requirements(), tags=source_tags,
+            registered_model_name=name, await_registration_for=0)
+    except mlflow.exceptions.MlflowException as exc:
+        if "403" not in str(exc):
+            raise
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME", "this user")
+        raise TrackingError(f"MLflow tracking server {mlflow.get_tracking_uri()} refuses {user} a new version of the "
+                            f"registered model {name} (created by another user): ask its admin for EDIT on it, "
+                            f"auth.grant_user_permission({user!r}, 'registered_model', {name!r}, 'EDIT')") from None
+    client = mlflow.MlflowClient()
+    version = str(info.registered_model_version)
+    client.update_model_version(name, version, description=description)
+    for key, value in {"dvc.stage": run.stage, **source_tags, **(tags or {})}.items():
+        client.set_model_version_tag(name, version, key, value)
+    run.log_metrics({"mlflow_model_seconds": time.perf_counter() - start})
+    return client.get_model_version(name, version)
+
+
+def log_classifier(run: StageRun, path: str | Path, test_images: torch.Tensor, test_accuracy: float):
+    """The classifier saved at `path` (a DVC output), as a model returning class probabilities.
+    `test_images`: uint8 test images, the first EXAMPLES of which become the input example."""
+    from .models import Probabilities, load_classifier
+
+    classifier, checkpoint = load_classifier(path, "cpu")
+    example = test_images[:EXAMPLES].cpu().float().div(255)
+    classes = len(checkpoint["classes"])
+    description = (f"`{run.stage}`: {checkpoint['architecture']} on {checkpoint['dataset']}, test accuracy "
+                   f"{test_accuracy:.4f}. Input: float32 images in [0, 1], N x {' x '.join(map(str, example.shape[1:]))}; "
+                   f"output: the probabilities of the {classes} classes ({', '.join(checkpoint['classes'])}).")
+    return log_model(run, Probabilities(classifier), example, (classes,), Path(path), description,
+                     {"dataset": checkpoint["dataset"], "test_accuracy": f"{test_accuracy:.4f}"})
+
+
+def log_generator(run: StageRun, checkpoint_path: str | Path, generator, latent_dim: int, num_classes: int,
+                  image_shape: tuple[int, int, int], seed: int = 0):
+    """The generator of a GAN checkpoint (its moving average when it has one), loaded into `generator`
+    (a network of the entry's era), as a model from latent vectors (the one-hot digit appended for a
+    conditional one) to images in [0, 1]."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    from . import generative
+    from .files import load_torch
+
+    generator = copy.deepcopy(generator).cpu()
+    generator.load_state_dict(generative.sampler_weights(load_torch(checkpoint_path, map_location="cpu")))
+    noise = generative.fixed_noise(EXAMPLES, latent_dim, seed)
+    if num_classes:
+        noise = torch.cat([noise, F.one_hot(torch.arange(EXAMPLES) % num_classes, num_classes).float()], dim=1)
+    size = noise.shape[1]
+    digit = f" followed by the one-hot digit asked for ({num_classes} columns)" if num_classes else ""
+    shape = " x ".join(str(n) for n in image_shape)
+    description = (f"`{run.stage}`: the GAN's generator, from {Path(checkpoint_path).as_posix()}. Input: float32 "
+                   f"N x {size}, standard normal noise ({latent_dim} columns){digit}; output: images in [0, 1], "
+                   f"N x {shape}.")
+    model = generative.ImagesFromNoise(generator, latent_dim, num_classes)
+    return log_model(run, model, noise, image_shape, Path(checkpoint_path), description)
+
+
+# --- the report: claims and champions -----------------------------------------------------------
+
+def version_of_run(client, stage: str, run_id: str):
+    """The registered version that the run `run_id` of `stage` logged, or None."""
+    found = client.search_model_versions(f"name = '{registered_name(stage)}' and run_id = '{run_id}'")
+    return max(found, key=lambda v: int(v.version), default=None)
+
+
+def best_by_dataset(classifiers: dict[str, dict]) -> dict[str, str]:
+    """The classifier with the highest test accuracy of each dataset (ties: the first name)."""
+    best: dict[str, str] = {}
+    for model in sorted(classifiers):
+        m = classifiers[model]
+        if m["dataset"] not in best or m["test_accuracy"] > classifiers[best[m["dataset"]]]["test_accuracy"]:
+            best[m["dataset"]] = model
+    return best
+
+
+def trained_classifiers(results) -> dict[str, dict]:
+    """Every classifier the train stages wrote metrics for (a `claims.Results`), by model name
+    (`linear/one_epoch`, `cnn/mnist`): {"dataset", "test_accuracy"}."""
+    found = {f"linear/{name}": {"dataset": "mnist", "test_accuracy": m["test_accuracy"]}
+             for name, m in results.per_model("linear").items()}
+    found.update({f"cnn/{name}": {"dataset": m["dataset"], "test_accuracy": m["test_accuracy"]}
+                  for name, m in results.per_model("cnn").items()})
+    return found
+
+
+def promote(results, supported: dict[str, list[str]]) -> dict[str, str]:
+    """Tag the registered version that each classifier's last run (`tracking/<stage>.json`) logged
+    with the claims it supports (`claims.supported_claims`), and move the alias `champion` to the
+    classifier of each dataset with the best test accuracy (off the other classifiers of that
+    dataset). {dataset: "name@champion"}."""
+    import mlflow
+
+    classifiers = trained_classifiers(results)
+    client = mlflow.MlflowClient()
+    versions = {}
+    for model in sorted(classifiers):
+        stage = classifier_stage(model)
+        run_id = read_run_record(stage)["run_id"] if (TRACKING_DIR / f"{stage}.json").exists() else None
+        version = version_of_run(client, stage, run_id) if run_id else None
+        if version is None:
+            print(f"report: no registered version of {registered_name(stage)} from the last run of {stage} "
+                  f"in {mlflow.get_tracking_uri()}; `dvc repro --force {stage}` registers one", file=sys.stderr)
+            continue
+        versions[model] = version
+        claims = supported.get(model, [])
+        for key, value in {"claims": ", ".join(claims) or "none", **{f"claim.{c}": "holds" for c in claims}}.items():
+            client.set_model_version_tag(version.name, version.version, key, value)
+    champions = {}
+    for dataset, best in best_by_dataset(classifiers).items():
+        for model in sorted(m for m in versions if classifiers[m]["dataset"] == dataset and m != best):
+            if CHAMPION in client.get_registered_model(versions[model].name).aliases:
+                client.delete_registered_model_alias(versions[model].name, CHAMPION)
+        if best in versions:
+            client.set_registered_model_alias(versions[best].name, CHAMPION, versions[best].version)
+            champions[dataset] = f"{versions[best].name}@{CHAMPION}"
+    return champions
