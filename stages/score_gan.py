@@ -37,9 +37,7 @@ def score_checkpoints(generator: torch.nn.Module, checkpoints: list, judge: gan_
 
 def main(entry: str) -> None:
     all_params = params.load()
-    if entry not in all_params.train_gan:
-        raise SystemExit(f"score-gan: no entry {entry!r} in params.yaml: train_gan ({', '.join(all_params.train_gan)})")
-    p, gan = all_params.score_gan, all_params.train_gan[entry]
+    p, gan = all_params.score_gan, all_params.entry("train_gan", entry)
     stage = f"score-gan@{entry}"
     with tracking.stage_run(stage, tracking.declared_params(stage, all_params)) as run:
         start = time.perf_counter()

@@ -111,7 +111,7 @@ def test_a_stage_with_a_typo_stops_before_any_compute_and_writes_nothing(tmp_pat
 @pytest.mark.parametrize("script, section, name", [
     ("train_linear.py", "train_linear", "one_epch"), ("train_cnn.py", "train_cnn", "mnst"),
     ("evaluate.py", "evaluate.models", "cnn/mnst"), ("attack.py", "attack.models", "cnn/mnst"),
-    ("fooling.py", "fooling", "mnst"),
+    ("fooling.py", "fooling", "mnst"), ("train_gan.py", "train_gan", "gan-2104"), ("score_gan.py", "train_gan", "gan-2104"),
 ])
 def test_a_stage_run_for_an_entry_params_do_not_have_names_the_entries_there_are(tmp_path, script, section, name):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(DEFAULTS))
