@@ -235,19 +235,21 @@ def test_mlflow_models_serve_answers_a_posted_batch(built, client, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_generator_model_returns_images(built, client):
+@pytest.mark.parametrize("entry", ["conditional", "stylegan-2019"])
+def test_the_generator_model_returns_images(built, client, entry):
     import mlflow
 
-    stage = "train-gan"
+    stage = f"train-gan@{entry}"
     run_id = json.loads((built.path / "tracking" / f"{stage}.json").read_text())["run_id"]
     version = registry.version_of_run(client, stage, run_id)
-    gan = built.params()["train_gan"]
-    assert version.tags["dvc.output.path"] == "models/gan/epoch_02.pt"
-    assert version.tags["dvc.output.md5"] == registry.file_md5(built.path / "models/gan/epoch_02.pt")
-    assert version.description.startswith("`train-gan`: the DCGAN's generator")
-    columns = gan["latent_dim"] + (10 if gan["conditional"] else 0)
+    gan = built.params()["train_gan"][entry]
+    conditional = gan_eras.ERAS[gan["era"]].conditional
+    assert version.tags["dvc.output.path"] == f"models/gan/{entry}/epoch_02.pt"
+    assert version.tags["dvc.output.md5"] == registry.file_md5(built.path / f"models/gan/{entry}/epoch_02.pt")
+    assert version.description.startswith(f"`{stage}`: the GAN's generator")
+    columns = gan["latent_dim"] + (10 if conditional else 0)
     latent = np.random.default_rng(0).standard_normal((7, columns)).astype(np.float32)
-    if gan["conditional"]:
+    if conditional:
         latent[:, gan["latent_dim"]:] = np.eye(10, dtype=np.float32)[np.arange(7)]
     images = mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}").predict(latent)
     assert images.shape == (7, 1, 28, 28) and images.dtype == np.float32

@@ -68,6 +68,12 @@ def statuses(ws: Workspace, job_id: str) -> dict[str, str]:
     return dict(line.split("\t") for line in sweep(ws, "--status", job_id).splitlines())
 
 
+def completion_log() -> list[str]:
+    """`JobID|JobName|State` of every job in Slurm's job-completion log."""
+    return subprocess.run(["sacct", "--completion", "-n", "-P", "-o", "JobID,JobName,State"], capture_output=True,
+                          text=True).stdout.splitlines()
+
+
 @pytest.mark.slow
 def test_a_grid_runs_as_a_job_array_and_lands_in_git_dvc_and_mlflow(slurm, server, built, tmp_path):
     from mlflow.tracking import MlflowClient
@@ -88,6 +94,7 @@ def test_a_grid_runs_as_a_job_array_and_lands_in_git_dvc_and_mlflow(slurm, serve
     ws.env = {**ws.env, **credentials, "MLFLOW_TRACKING_URI": server.url, "DLCOURSE_SWEEP_DIR": str(tmp_path / "sweeps"),
               "PATH": f"{shim}{os.pathsep}{ws.env['PATH']}"}
 
+    accounted_before = {line.split("|")[0] for line in completion_log()}
     submitted = sweep(ws, "--remote", str(tmp_path / "origin.git"), "--name", "grid", STAGE,
                       "-S", "train_cnn.mnist.lr=0.05,0.2", "-S", "train_cnn.mnist.momentum=0.8,0.85")
     job = submitted.split()[-1]
@@ -97,9 +104,9 @@ def test_a_grid_runs_as_a_job_array_and_lands_in_git_dvc_and_mlflow(slurm, serve
     assert states == {f"{job}_{t}": "FAILED" if str(t) == FAILING_TASK else "COMPLETED" for t in range(4)}, logs
     assert "the node cannot read its data" in logs[f"{job}_{FAILING_TASK}.out"]
     # Slurm's own accounting (here its job-completion log; `sacct` without -c on a cluster with slurmdbd).
-    accounted = subprocess.run(["sacct", "--completion", "-n", "-P", "-o", "JobName,State"], capture_output=True,
-                               text=True).stdout.splitlines()
-    assert accounted.count("grid|FAILED") == 1 and accounted.count("grid|COMPLETED") >= 3
+    # The log keeps every job this machine ever ran: this sweep's are the ones it did not hold before.
+    ours = [line.split("|", 1)[1] for line in completion_log() if line.split("|")[0] not in accounted_before]
+    assert ours.count("grid|FAILED") == 1 and ours.count("grid|COMPLETED") >= 3, ours
 
     client = MlflowClient(server.url)
     for name, value in credentials.items():

@@ -30,8 +30,8 @@ ARTIFACT_LOCATIONS = (("experiments", "artifact_location"), ("runs", "artifact_u
 def tiny_params(params: dict) -> dict:
     for run in params["train_linear"].values():
         run.update(iterations=30 if run["iterations"] > 1000 else 10, eval_every=5, init_trials=3, init_eval_size=100)
-    for entry in params["train_cnn"].values():
-        entry.update(epochs=1, batch_size=64)
+    for entry in params["train_cnn"].values():  # float32: two processes then train the weights of one, to rounding
+        entry.update(epochs=1, batch_size=64, bf16=False)
     params["attack"].update(subset=40, pgd_steps=2, examples=4)
     for fooling in params["fooling"].values():
         fooling.update(gradient_steps_max=5, evolution_generations_max=3, evolution_population=4,
