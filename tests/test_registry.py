@@ -62,6 +62,19 @@ def test_probabilities_wrap_the_classifier():
     assert torch.allclose(probabilities, torch.softmax(classifier(images), 1))
 
 
+@pytest.mark.parametrize("era", sorted(gan_eras.ERAS))
+def test_every_eras_generator_exports_for_any_batch_size(era):
+    """What `mlflow.pytorch.log_model` does (torch.export, the batch dimension dynamic): a generator
+    that read its batch size as a Python int would serve batches of the example's size only."""
+    from torch.export import Dim
+
+    num_classes = 10 if gan_eras.ERAS[era].conditional else 0
+    generator, _ = gan_eras.build(era, 6, 4, (1, 28, 28), num_classes)
+    model = generative.ImagesFromNoise(generator, 6, num_classes)
+    exported = torch.export.export(model, (torch.randn(2, 6 + num_classes),), dynamic_shapes=({0: Dim("batch")},))
+    assert exported.module()(torch.randn(7, 6 + num_classes)).shape == (7, 1, 28, 28)
+
+
 @pytest.mark.parametrize("era, num_classes", [("dcgan-conditional", 10), ("gan-2014", 0), ("dcgan-2015", 0),
                                               ("sngan-2018", 0)])
 def test_images_from_noise_are_the_samples_of_the_generator(era, num_classes):

@@ -41,7 +41,7 @@ class MlpGenerator(nn.Module):
                                  nn.Linear(16 * width, math.prod(image_shape)), nn.Tanh())
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(z).view(len(z), *self.image_shape)
+        return self.net(z).view(z.shape[0], *self.image_shape)
 
 
 class MlpDiscriminator(nn.Module):
@@ -83,7 +83,7 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.num_classes:
             z = torch.cat([z, F.one_hot(labels, self.num_classes).to(z.dtype)], dim=1)
-        return self.net(z.view(len(z), -1, 1, 1))
+        return self.net(z[:, :, None, None])
 
 
 class Discriminator(nn.Module):
@@ -182,7 +182,7 @@ class StyledConv(nn.Module):
         if self.upsample:
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
         x = modulated_conv2d(x, self.weight, self.affine(w) * self.scale)
-        noise = torch.randn(len(x), 1, *x.shape[2:], device=x.device, dtype=x.dtype)  # fresh each call: fine detail
+        noise = torch.randn(x.shape[0], 1, *x.shape[2:], device=x.device, dtype=x.dtype)  # fresh each call: fine detail
         x = x + self.noise_strength * noise + self.bias.view(1, -1, 1, 1)
         return F.leaky_relu(x, 0.2) * math.sqrt(2)
 
@@ -211,7 +211,7 @@ class StyleGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         w = self.mapping(z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + 1e-8))  # z normalised first
-        x = self.constant.expand(len(z), -1, -1, -1)
+        x = self.constant.expand(z.shape[0], -1, -1, -1)
         for conv in self.convs:
             x = conv(x, w)
         style = self.to_image_affine(w) / math.sqrt(self.to_image.shape[1])
