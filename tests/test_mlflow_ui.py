@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import ElementClickInterceptedException, TimeoutException
+from selenium.common.exceptions import (ElementClickInterceptedException, StaleElementReferenceException,
+                                        TimeoutException)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -134,8 +135,11 @@ class Page:
         self.screenshot = screenshot_path
 
     def wait(self, condition, what: str):
+        # The UI is React: it may re-render an element between finding it and reading it. A condition
+        # that meets a stale element is polled again (conditions re-find their elements on each poll).
         try:
-            return WebDriverWait(self.driver, UI_WAIT_S).until(condition)
+            return WebDriverWait(self.driver, UI_WAIT_S,
+                                 ignored_exceptions=(StaleElementReferenceException,)).until(condition)
         except TimeoutException:
             raise AssertionError(f"the MLflow UI did not show {what} within {UI_WAIT_S} s "
                                  f"(at {self.driver.current_url}); screenshot: {self.screenshot}") from None
@@ -195,10 +199,9 @@ def test_compare_two_learning_rates_in_the_ui(stage_runs, mlflow_ui, browser, sc
 
     # Params: with "Show diff only", lr alone remains, with each run's value
     page.click(By.CSS_SELECTOR, "button[aria-label='Parameters - Show diff only']", "the params' diff switch")
-    params_table = browser.find_element(
-        By.XPATH, "//button[@aria-label='Parameters - Show diff only']/following::table[1]")
-    page.wait(lambda _: len(params_table.find_elements(By.XPATH, ".//tr")) == 1, "only the differing params")
-    rows = params_table.find_elements(By.XPATH, ".//tr")
+    params_rows = (By.XPATH, "//button[@aria-label='Parameters - Show diff only']/following::table[1]//tr")
+    page.wait(lambda driver: len(driver.find_elements(*params_rows)) == 1, "only the differing params")
+    rows = browser.find_elements(*params_rows)
     assert [text(row.find_element(By.TAG_NAME, "th")) for row in rows] == [LR], see
     shown_lr = [text(cell) for cell in rows[0].find_elements(By.TAG_NAME, "td")]
     assert shown_lr == [by_id[run_id].data.params[LR] for run_id in columns], f"lr shown: {shown_lr}; {see}"
@@ -222,6 +225,23 @@ def version_row(name: str, version) -> tuple:
     return By.XPATH, f"//div[@role='row'][.//a[@href='#/models/{name}/versions/{version}']]"
 
 
+def row_text(name: str, version, shows):
+    """A condition: the version's row is on the page and its text satisfies `shows` (found anew each poll)."""
+    def condition(driver) -> bool:
+        rows = driver.find_elements(*version_row(name, version))
+        return bool(rows) and shows(text(rows[0]))
+    return condition
+
+
+def has_alias(name: str, version, expected: bool):
+    """A condition: the version's row is on the page, with (or without) the champion alias."""
+    def condition(driver) -> bool:
+        rows = driver.find_elements(*version_row(name, version))
+        badge = f"[role='status'][title='{registry.CHAMPION}']"
+        return bool(rows) and bool(rows[0].find_elements(By.CSS_SELECTOR, badge)) == expected
+    return condition
+
+
 def test_registered_models_show_their_versions_the_champions_and_a_signature(stage_runs, workspace, mlflow_ui, browser,
                                                                             screenshot_path):
     from mlflow.tracking import MlflowClient
@@ -240,23 +260,20 @@ def test_registered_models_show_their_versions_the_champions_and_a_signature(sta
     browser.get(f"{mlflow_ui}/#/models")
     page.click_past_dialogs(By.XPATH, f"//a[normalize-space()='{name}']", f"a link to the registered model {name}")
     for version in versions.values():
-        row = page.wait(EC.presence_of_element_located(version_row(name, version)), f"version {version} of {name}")
-        assert f"Version {version}" in text(row), see
+        page.wait(row_text(name, version, lambda shown: f"Version {version}" in shown),
+                  f"the row 'Version {version}' of {name}")
 
     # Each champion's page, opened from the list: the alias on the version the report promoted, on no other
     for champion in champions:
         browser.get(f"{mlflow_ui}/#/models")
         page.click_past_dialogs(By.XPATH, f"//a[normalize-space()='{champion.name}']",
                                 f"a link to the registered model {champion.name}")
-        row = page.wait(EC.presence_of_element_located(version_row(champion.name, champion.version)),
-                        f"version {champion.version} of {champion.name}")
-        page.wait(lambda _: row.find_elements(By.CSS_SELECTOR, f"[role='status'][title='{registry.CHAMPION}']"),
+        page.wait(has_alias(champion.name, champion.version, True),
                   f"the alias {registry.CHAMPION} on version {champion.version} of {champion.name}")
         for other in client.search_model_versions(f"name = '{champion.name}'"):
             if str(other.version) != str(champion.version):
-                row = page.wait(EC.presence_of_element_located(version_row(champion.name, other.version)),
-                                f"version {other.version} of {champion.name}")
-                assert not row.find_elements(By.CSS_SELECTOR, f"[role='status'][title='{registry.CHAMPION}']"), see
+                page.wait(has_alias(champion.name, other.version, False),
+                          f"version {other.version} of {champion.name}, without the alias {registry.CHAMPION}")
 
     # A version's page: its signature, float images of MNIST's shape in, 10 probabilities out
     mnist = next(v for v in champions if v.tags["dataset"] == "mnist")
