@@ -44,7 +44,7 @@ def build_shared_workspace(tmp_path_factory) -> Path:
 
 def pytest_collection_modifyitems(config, items):
     """Unit tests first, then the end-to-end ones, the longest first (the same order on every worker)."""
-    longest = ("test_every_stage_forced_again", "test_a_killed_stage", "test_compare_two_learning_rates")
+    longest = ("test_forced_reruns", "test_a_killed_stage", "test_compare_two_learning_rates")
     def rank(item):
         if item.get_closest_marker("slow") is None:
             return 0

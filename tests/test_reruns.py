@@ -95,12 +95,12 @@ def test_an_edit_reruns_exactly_what_depends_on_it(workspace, edit):
     assert workspace.repro() == []
 
 
-def test_an_edit_of_a_function_only_evaluate_uses_reruns_every_evaluate_and_nothing_upstream(workspace):
-    module = workspace.path / "src/dlcourse/evaluation.py"
+def test_an_edit_of_a_function_only_fooling_uses_reruns_every_fooling_entry_and_nothing_upstream(workspace):
+    module = workspace.path / "src/dlcourse/cppn.py"
     source = module.read_text()
-    assert "def per_class_accuracy(" in source
-    module.write_text(source.replace("def per_class_accuracy(", "def per_class_accuracy(  # edited\n", 1))
-    assert sorted(workspace.repro()) == sorted(EVALUATE + REPORT)
+    assert "def render(" in source
+    module.write_text(source.replace("def render(", "def render(  # edited\n", 1))
+    assert sorted(workspace.repro()) == sorted(FOOLING + REPORT)
     assert workspace.repro() == []
 
 

@@ -119,3 +119,14 @@ def test_lr_schedules():
     assert lr_factor("onecycle", 9, 100, 0.1, 10, 1.0) == 1.0  # end of warm-up
     assert lr_factor("onecycle", 0, 100, 0.1, 10, 1.0) == 0.1
     assert lr_factor("onecycle", 99, 100, 0.1, 10, 1.0) == pytest.approx(1 / 90, abs=1e-9)
+
+
+def test_seeding_makes_cpu_kernels_deterministic_and_leaves_the_gpu_fast():
+    try:
+        seed_everything(0, "cpu")
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert not torch.backends.cudnn.benchmark
+        seed_everything(0, "cuda")
+        assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark
+    finally:
+        seed_everything(0, "cpu")

@@ -22,7 +22,9 @@ def seed_everything(seed: int, device: torch.device | str = "cpu") -> torch.Gene
     np.random.seed(seed)
     torch.manual_seed(seed)
     on_gpu = torch.device(device).type == "cuda"
-    torch.use_deterministic_algorithms(not on_gpu, warn_only=True)
+    # The eager flag that torch.use_deterministic_algorithms sets: that function also configures
+    # torch.compile's inductor, whose import costs every stage 1.5 s of start-up, and no stage compiles.
+    torch._C._set_deterministic_algorithms(not on_gpu, warn_only=True)
     torch.backends.cudnn.benchmark = on_gpu
     return torch.Generator().manual_seed(seed)
 
