@@ -38,8 +38,9 @@ def exponential_moving_average(generator: nn.Module, decay: float) -> torch.opti
 
 
 def to_tanh_range(images: torch.Tensor, device: torch.device | str) -> torch.Tensor:
-    """uint8 pixels to floats in [-1, 1], the generator's output range."""
-    return images.to(device).float().div_(127.5).sub_(1)
+    """uint8 pixels to floats (torch's default dtype, float32 unless set) in [-1, 1], the generator's
+    output range."""
+    return images.to(device, torch.get_default_dtype()).div_(127.5).sub_(1)
 
 
 # --- training -------------------------------------------------------------------------------
