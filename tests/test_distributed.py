@@ -1,6 +1,6 @@
-"""One train-cnn run on several processes (DistributedDataParallel under torchrun, gloo on the CPU):
-the same global batch, learning rate and batch-norm statistics as one process, so the same weights up
-to the rounding of sums taken in another order."""
+"""One train-cnn or train-gan run on several processes (DistributedDataParallel under torchrun, gloo on
+the CPU): the same global batch, learning rate and batch-norm statistics as one process, so the same
+weights up to the rounding of sums taken in another order."""
 
 import json
 import re
@@ -13,10 +13,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-from dlcourse import distributed
+from dlcourse import distributed, gan_eras, generative, params
 from dlcourse.distributed import World
+from dlcourse.files import load_torch
 from dlcourse.models import load_classifier
-from workspace import free_port
+from workspace import ROOT, free_port
 
 STAGE, ENTRY = "train-cnn@mnist", "mnist"  # mnistnet: batch norm, no dropout
 # The processes sum each batch's gradients and batch-norm statistics in halves, then average them
@@ -54,8 +55,33 @@ def test_a_batch_that_does_not_split_is_refused():
     assert World(0, 2).loss_weight(32, 64) == 1.0 and World(1, 2).loss_weight(12, 64) == 0.375
 
 
-def _batch_norm_in_two_processes(rank: int, port: int, x: torch.Tensor, out_grad: torch.Tensor, results) -> None:
+def in_two_processes(target, *args) -> dict:
+    """`target(rank, *args)` in two spawned processes joined by gloo on loopback: what each returned
+    (a tensor, or a dict of them, nested or not), by rank."""
+    context = torch.multiprocessing.get_context("spawn")
+    results, port = context.Queue(), free_port()
+    workers = [context.Process(target=_joined, args=(rank, port, results, target, *args)) for rank in range(2)]
+    for worker in workers:
+        worker.start()
+    got = dict(results.get(timeout=120) for _ in workers)
+    for worker in workers:
+        worker.join(timeout=60)
+    assert [worker.exitcode for worker in workers] == [0, 0]
+    return {rank: _tensors(result, torch.from_numpy) for rank, result in got.items()}
+
+
+def _joined(rank: int, port: int, results, target, *args) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    copied = _tensors(target(rank, *args), lambda tensor: tensor.detach().numpy().copy())
+    results.put((rank, copied))  # not shared memory: it exits
+    dist.destroy_process_group()
+
+
+def _tensors(value, convert):
+    return {key: _tensors(item, convert) for key, item in value.items()} if isinstance(value, dict) else convert(value)
+
+
+def _batch_norm_in_two_processes(rank: int, x: torch.Tensor, out_grad: torch.Tensor) -> dict:
     torch.manual_seed(0)
     model = distributed.sync_batch_norm(nn.Sequential(nn.BatchNorm2d(3)), torch.device("cpu"))
     with torch.no_grad():
@@ -64,10 +90,8 @@ def _batch_norm_in_two_processes(rank: int, port: int, x: torch.Tensor, out_grad
     shard = x[rank::2].clone().requires_grad_()
     output = model(shard)
     (output * out_grad[rank::2]).sum().backward()
-    tensors = (output, shard.grad, model[0].weight.grad, model[0].bias.grad, model[0].running_mean,
-               model[0].running_var)
-    results.put((rank, *(tensor.detach().numpy().copy() for tensor in tensors)))  # not shared memory: it exits
-    dist.destroy_process_group()
+    return dict(enumerate((output, shard.grad, model[0].weight.grad, model[0].bias.grad, model[0].running_mean,
+                           model[0].running_var)))
 
 
 def test_gloo_batch_norm_over_two_processes_is_one_batch_norm_of_the_whole_batch():
@@ -81,16 +105,8 @@ def test_gloo_batch_norm_over_two_processes_is_one_batch_norm_of_the_whole_batch
     expected = reference(whole)
     (expected * out_grad).sum().backward()
 
-    context = torch.multiprocessing.get_context("spawn")
-    results, port = context.Queue(), free_port()
-    workers = [context.Process(target=_batch_norm_in_two_processes, args=(rank, port, x, out_grad, results))
-               for rank in range(2)]
-    for worker in workers:
-        worker.start()
-    got = {item[0]: [torch.from_numpy(a) for a in item[1:]] for item in (results.get(timeout=120) for _ in workers)}
-    for worker in workers:
-        worker.join(timeout=60)
-    assert [worker.exitcode for worker in workers] == [0, 0]
+    results = in_two_processes(_batch_norm_in_two_processes, x, out_grad)
+    got = {rank: list(result.values()) for rank, result in results.items()}
     close = dict(atol=1e-5, rtol=1e-5)
     for rank in range(2):
         output, x_grad, weight_grad, bias_grad, running_mean, running_var = got[rank]
@@ -101,6 +117,68 @@ def test_gloo_batch_norm_over_two_processes_is_one_batch_norm_of_the_whole_batch
     # The parameters' gradients, summed over the processes (DDP all-reduces them), are the whole batch's.
     torch.testing.assert_close(got[0][2] + got[1][2], reference.weight.grad, **close)
     torch.testing.assert_close(got[0][3] + got[1][3], reference.bias.grad, **close)
+
+
+# --- train-gan ---------------------------------------------------------------------------------
+
+GAN_ENTRIES = ["dcgan-2015", "wgan-gp-2017", "stylegan-2019", "sngan-2018", "conditional", "gan-2014"]
+# Two processes sum each batch's gradients (and batch-norm statistics) in halves, then average them,
+# where one process sums them at once: the same numbers up to the rounding of float sums in another
+# order. In float32 (1e-7 of each sum), Adam amplifies that rounding where a gradient is near zero:
+# measured after these 8 steps, StyleGAN's weights end up to 2e-4 apart (its lr 0.0025; the other eras
+# 3e-8), while Adam's steps bound what a bug can change to about 8 x lr (1.6e-3 at DCGAN's lr 2e-4): no
+# float32 bar tells the two apart. Hence float64 (rounding: 1e-16 of each sum). Measured in float64 before
+# setting the bar: 2 processes end at most 3e-14 from 1 (StyleGAN's generator; 2e-15 and less for the other
+# eras), whereas each process drawing its own per-pixel noise instead of its shard of the global batch's
+# ends 4e-2 away (StyleGAN), and batch norm over each shard instead of the global batch 1.6e-3 (DCGAN). The
+# bar leaves a factor 3000 over the rounding, for other CPUs' kernels. The stage run below is float32.
+GAN_WEIGHT_TOLERANCE = 1e-10
+
+
+@pytest.fixture
+def float64():
+    """float64 as torch's default dtype for this test's own process (a spawned one sets it itself)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def _train_tiny_gan(rank: int | None, entry: str) -> dict:
+    """params.yaml's entry (its era, losses, critic steps, penalty, optimizer, moving average), narrowed to
+    width 4 and 2 epochs of 4 global batches of 32 random images, in float64; on one process (rank None),
+    or as the rank of two processes. Its trained networks' state dicts."""
+    p = params.load(ROOT / "params.yaml").entry("train_gan", entry)
+    torch.set_default_dtype(torch.float64)
+    torch.manual_seed(0)  # as seed_everything: the same initial weights and StyleGAN noise in every process
+    images = torch.randint(0, 256, (256, 1, 28, 28), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    labels = torch.arange(256) % 10
+    classes = 10 if gan_eras.ERAS[p.era].conditional else 0
+    generator, discriminator = gan_eras.build(p.era, p.latent_dim, 4, (1, 28, 28), classes)
+    opt_g, opt_d = generative.make_optimizers(generator, discriminator, (p.lr_g, p.lr_d), (p.beta1, p.beta2),
+                                              p.optimizer)
+    ema = generative.exponential_moving_average(generator, p.ema_decay) if p.ema_decay else None
+    recipe = generative.Recipe(p.loss, p.critic_steps, p.penalty, p.penalty_weight, p.penalty_every)
+    generative.train_gan(generator, discriminator, opt_g, opt_d, images, labels, recipe=recipe, ema=ema, epochs=2,
+                         epoch_images=128, batch_size=32, rng=torch.Generator().manual_seed(0), device="cpu",
+                         world=World(rank, 2) if rank is not None else None)
+    return {"generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
+            "ema": ema.module.state_dict() if ema is not None else {}}
+
+
+@pytest.mark.parametrize("entry", GAN_ENTRIES)
+def test_two_processes_train_the_gan_of_one(entry, float64):
+    """Batch norm over the global batch (DCGAN, conditional), the gradient penalty through the critic in
+    DistributedDataParallel (WGAN-GP), spectral norm's power iteration (SNGAN), R1, the moving average
+    and the per-pixel noise (StyleGAN): the networks of one process, the same in both processes."""
+    one = _train_tiny_gan(None, entry)
+    two = in_two_processes(_train_tiny_gan, entry)
+    for network in one:
+        assert all(torch.equal(two[0][network][k], two[1][network][k]) for k in one[network]), network  # buffers too
+        if one[network]:
+            difference = max_difference(one[network], two[0][network])
+            print(f"{entry} {network}: 2 processes vs 1, max |difference| {difference:.3g}")
+            assert difference <= GAN_WEIGHT_TOLERANCE, network
 
 
 def weights(path) -> dict[str, torch.Tensor]:
@@ -117,12 +195,12 @@ def accuracy(ws) -> float:
     return json.loads((ws.path / f"metrics/cnn/{ENTRY}.json").read_text())["test_accuracy"]
 
 
-def stage_runs(ws) -> list:
+def stage_runs(ws, stage: str = STAGE) -> list:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{ws.path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("dl-course")
-    return client.search_runs([experiment.experiment_id], f"tags.`dvc.stage` = '{STAGE}'",
+    return client.search_runs([experiment.experiment_id], f"tags.`dvc.stage` = '{stage}'",
                               order_by=["attributes.start_time DESC"])
 
 
@@ -146,9 +224,9 @@ def test_two_processes_train_the_weights_of_one(workspace, built):
     assert len(stage_runs(workspace)) == len(stage_runs(built)) + 1
 
 
-def torchrun(ws, *options: str, script: str = "stages/train_cnn.py") -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *options, script, ENTRY], cwd=ws.path,
-                            env=ws.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def torchrun(ws, *options: str, script: str = "stages/train_cnn.py", arguments=(ENTRY,)) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *options, script, *arguments],
+                            cwd=ws.path, env=ws.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.mark.slow
@@ -195,3 +273,69 @@ def test_a_failing_rank_fails_the_whole_job_with_its_error(workspace, tmp_path):
     assert model.read_bytes() == before  # rank 0 wrote nothing
     new_runs = stage_runs(workspace)[: len(stage_runs(workspace)) - runs_before]
     assert all(run.info.status != "FINISHED" for run in new_runs)
+
+
+GAN_STAGE, GAN_ENTRY = "train-gan@dcgan-2015", "dcgan-2015"  # batch norm in both networks
+# float32, as the stage runs: measured 8e-9 between 2 processes and 1 after the tiny entry's 4 steps of
+# Adam at lr 2e-4; one step that a bug changes moves weights by up to 2e-4 (see GAN_WEIGHT_TOLERANCE).
+GAN_STAGE_TOLERANCE = 1e-6
+
+
+def gan_checkpoint(ws, epoch: int = 2) -> dict:
+    return load_torch(ws.path / f"models/gan/{GAN_ENTRY}/epoch_{epoch:02d}.pt")
+
+
+@pytest.mark.slow
+def test_a_gan_stage_on_two_processes_trains_the_networks_of_one_and_logs_one_run(workspace, built):
+    one, runs_before = gan_checkpoint(built), len(stage_runs(built, GAN_STAGE))
+    workspace.set_param(f"train_gan.{GAN_ENTRY}.processes", 2)
+    assert workspace.repro("-s", GAN_STAGE) == [GAN_STAGE]
+
+    two = gan_checkpoint(workspace)
+    for network in ("generator", "discriminator"):
+        difference = max_difference(one[network], two[network])
+        print(f"{GAN_STAGE} {network}: 2 processes vs 1, max |difference| {difference:.3g}")
+        assert difference <= GAN_STAGE_TOLERANCE, network
+    assert two["fingerprint"] == one["fingerprint"]  # the processes are not part of the run: either resumes it
+    timing = json.loads((workspace.path / f"metrics/timing/{GAN_STAGE}.json").read_text())
+    assert timing["world_size"] == 2
+    runs = stage_runs(workspace, GAN_STAGE)  # one run, of rank 0, for the two processes
+    assert len(runs) == runs_before + 1
+    assert runs[0].info.status == "FINISHED" and runs[0].data.params["world_size"] == "2"
+    assert runs[0].data.params[f"train_gan.{GAN_ENTRY}.processes"] == "2"
+
+
+ONLY_RANK_0_WRITES = """
+import os, runpy, shutil, sys
+from dlcourse import files, tracking
+
+if os.environ["RANK"] != "0":
+    def refused(*args, **kwargs):
+        raise AssertionError(f"rank {os.environ['RANK']} writes {args[:1]} (the test refuses it)")
+    files.atomic_path = tracking.stage_run = shutil.rmtree = refused  # every output, the run, the clearing
+sys.argv = ["stages/train_gan.py", *sys.argv[1:]]
+runpy.run_path("stages/train_gan.py", run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_only_rank_0_of_a_gan_run_writes_and_every_rank_resumes_from_its_checkpoint(workspace, built, tmp_path):
+    (tmp_path / "only_rank_0_writes.py").write_text(ONLY_RANK_0_WRITES)
+
+    def run(*arguments: str) -> str:
+        job = torchrun(workspace, "--standalone", "--nproc-per-node=2", script=str(tmp_path / "only_rank_0_writes.py"),
+                       arguments=(GAN_ENTRY, *arguments))
+        stdout, stderr = job.communicate(timeout=600)
+        assert job.returncode == 0, stderr
+        return stdout
+
+    run()
+    uninterrupted = gan_checkpoint(workspace)
+    assert max_difference(gan_checkpoint(built)["generator"], uninterrupted["generator"]) <= GAN_STAGE_TOLERANCE
+    (workspace.path / f"models/gan/{GAN_ENTRY}/epoch_02.pt").unlink()  # killed during epoch 2
+    assert f"resuming from models/gan/{GAN_ENTRY}/epoch_01.pt" in run("--resume")
+    resumed = gan_checkpoint(workspace)
+    for network in ("generator", "discriminator"):  # the same processes, the same sums: the same bytes
+        assert all(torch.equal(uninterrupted[network][k], resumed[network][k]) for k in resumed[network]), network
+    assert resumed["history"] == uninterrupted["history"]
+

@@ -115,7 +115,7 @@ def test_each_run_logs_exactly_the_params_dvc_yaml_declares_for_its_stage(built,
     for run in runs:
         stage = run.data.tags["dvc.stage"]
         declared = {key: str(value) for key, value in tracking.declared_params(stage, values).items()}
-        if stage.startswith("train-cnn@"):  # how many processes trained it (README: several processes)
+        if stage.startswith(("train-cnn@", "train-gan@")):  # how many processes trained it (README: several processes)
             declared["world_size"] = "1"
         assert run.data.params == declared, stage
     by_stage = {run.data.tags["dvc.stage"]: run.data.params for run in runs}

@@ -1,5 +1,5 @@
 """One training run on several processes, GPUs or machines: PyTorch's DistributedDataParallel
-under `torchrun`, on the in-memory tensors of `training`.
+under `torchrun`, on the in-memory tensors of `training` (train-cnn) and `generative` (train-gan).
 
 A stage calls `launch_if_asked(processes)` first: with `processes` > 1 and no `torchrun` around it,
 the stage's own command is run again under `torchrun --standalone --nproc-per-node <processes>`
@@ -13,9 +13,9 @@ What stays the same whatever the number of processes, so that the params mean th
   `batch_size / W` images of each global batch (`World.shard`, as `DistributedSampler` shards
   its indices), and DDP averages the gradients of the processes: the gradient of the global batch;
 - batch-norm statistics: those of the global batch (`sync_batch_norm`), not of each shard;
-- the random order of the batches and the augmentations: every process draws them from the same
-  seeded generator, and keeps its shard. Dropout masks, drawn from the global generator, are made
-  independent across processes (`World.wrap`).
+- the random order of the batches, the augmentations and a GAN's latent vectors, labels and noise:
+  every process draws them for the global batch from the same seeded generator, and keeps its shard.
+  Dropout masks, drawn from the global generator, are made independent across processes (`World.wrap`).
 Only rank 0 evaluates, writes outputs and logs to MLflow (`World.is_main`).
 """
 
@@ -89,14 +89,19 @@ class World:
         the global batch: exactly 1.0 when the shards are equal, else shard_size * W / batch_size."""
         return shard_size * self.size / batch_size
 
-    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+    def wrap(self, model: nn.Module, device: torch.device, own_random_numbers: bool = True) -> nn.Module:
         """The module to train: the model itself with one process; else its batch norms synchronised and
-        the whole in DistributedDataParallel (which starts every rank from rank 0's weights)."""
+        the whole in DistributedDataParallel (which starts every rank from rank 0's weights).
+        `own_random_numbers`: torch's global generator reseeded in each process, so that what the model
+        draws from it for its shard (dropout masks) is independent across processes. False keeps the same
+        generator in every process, for a model that draws for the global batch and keeps its shard
+        (StyleGAN's per-pixel noise): the numbers one process would draw."""
         if not self.distributed:
             return model
         sync_batch_norm(model, device)
         wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-        torch.manual_seed(torch.initial_seed() + self.rank)  # dropout: independent masks in each process
+        if own_random_numbers:
+            torch.manual_seed(torch.initial_seed() + self.rank)  # dropout: independent masks in each process
         return wrapped
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -105,6 +110,14 @@ class World:
             tensor = tensor.clone()
             dist.all_reduce(tensor)
         return tensor
+
+    def broadcast(self, value):
+        """Rank 0's `value` (any picklable object; tensors on the CPU), in every process (a collective)."""
+        if self.distributed:
+            values = [value]
+            dist.broadcast_object_list(values, src=0)
+            value = values[0]
+        return value
 
     def barrier(self) -> None:
         if self.distributed:

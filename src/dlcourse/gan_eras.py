@@ -178,11 +178,17 @@ class StyledConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(c_out))
         self.upsample, self.scale = upsample, 1 / math.sqrt(c_in * 9)  # equalised learning rate
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
+        """`shard`: (rank, processes) of a run on several processes, x being the rank's shard of a global
+        batch: the noise is drawn for the global batch and the shard's part kept (as `World.shard`)."""
         if self.upsample:
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
         x = modulated_conv2d(x, self.weight, self.affine(w) * self.scale)
-        noise = torch.randn(x.shape[0], 1, *x.shape[2:], device=x.device, dtype=x.dtype)  # fresh each call: fine detail
+        rank, processes = shard
+        # fresh each call: fine detail
+        noise = torch.randn(x.shape[0] * processes, 1, *x.shape[2:], device=x.device, dtype=x.dtype)
+        if processes > 1:
+            noise = noise[rank::processes]
         x = x + self.noise_strength * noise + self.bias.view(1, -1, 1, 1)
         return F.leaky_relu(x, 0.2) * math.sqrt(2)
 
@@ -208,12 +214,15 @@ class StyleGenerator(nn.Module):
         self.to_image = nn.Parameter(torch.randn(channels, width, 1, 1))
         self.to_image_affine = EqualLinear(latent_dim, width, bias_init=1.0)
         self.to_image_bias = nn.Parameter(torch.zeros(channels))
+        # (rank, processes) while trained on several processes (set by generative.train_gan): in training
+        # mode, each process's per-pixel noise is its shard of the global batch's, drawn by every process
+        self.noise_shard = (0, 1)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         w = self.mapping(z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + 1e-8))  # z normalised first
         x = self.constant.expand(z.shape[0], -1, -1, -1)
         for conv in self.convs:
-            x = conv(x, w)
+            x = conv(x, w, self.noise_shard if self.training else (0, 1))
         style = self.to_image_affine(w) / math.sqrt(self.to_image.shape[1])
         x = modulated_conv2d(x, self.to_image, style, demodulate=False)
         return torch.tanh(x + self.to_image_bias.view(1, -1, 1, 1))

@@ -38,8 +38,9 @@ def exponential_moving_average(generator: nn.Module, decay: float) -> torch.opti
 
 
 def to_tanh_range(images: torch.Tensor, device: torch.device | str) -> torch.Tensor:
-    """uint8 pixels to floats in [-1, 1], the generator's output range."""
-    return images.to(device).float().div_(127.5).sub_(1)
+    """uint8 pixels to floats (torch's default dtype, float32 unless set) in [-1, 1], the generator's
+    output range."""
+    return images.to(device, torch.get_default_dtype()).div_(127.5).sub_(1)
 
 
 # --- training -------------------------------------------------------------------------------
@@ -99,6 +100,7 @@ def train_gan(
     on_epoch_end: Callable[[int, GanHistory], None] | None = None,
     epoch_images: int | None = None,
     progress: bool = False,
+    world=None,
 ) -> GanHistory:
     """Train from epoch `start_epoch` to `epochs`.
 
@@ -111,6 +113,12 @@ def train_gan(
     every generator step. The latent noise and the penalty's mixing weights come from `rng` (a CPU
     torch.Generator); per-pixel noise (StyleGAN) from torch's global generator, which checkpoints
     keep too. `on_epoch_end(epoch, history)` is called with the number of epochs done (1-based).
+
+    `world` (a `distributed.World`, duck-typed as in `training.train_epochs`): each process trains both
+    networks, in DistributedDataParallel, on its shard of every global batch of `batch_size`: its shard
+    of the real images, and of the latent noise, labels and mixing weights drawn for the global batch
+    from `rng` (the same in every process), so that the processes train the networks of one process.
+    The history is the global batch's losses; only the main process calls `on_epoch_end`.
     """
     history = history if history is not None else GanHistory()
     real_all = to_tanh_range(images, device)
@@ -124,6 +132,14 @@ def train_gan(
                          f"in batches of {batch_size}: needs batch_size <= epoch_images <= the training images")
     steps = epoch_images // batch_size
     critic_updates = start_epoch * steps * recipe.critic_steps
+    distributed = world is not None and world.distributed
+    g, d, shard = generator, discriminator, lambda batch: batch  # what trains, and this process's part of a batch
+    if distributed:
+        world.check_batch_size(batch_size, steps * batch_size, "train_gan")
+        if hasattr(generator, "noise_shard"):
+            generator.noise_shard = (world.rank, world.size)
+        g, d = (world.wrap(net, torch.device(device), own_random_numbers=False) for net in (generator, discriminator))
+        shard = world.shard
     for epoch in range(start_epoch, epochs):
         start = time.perf_counter()
         generator.train()
@@ -133,28 +149,28 @@ def train_gan(
         batches = torch.stack(passes, dim=1).view(steps, batch_size, recipe.critic_steps).permute(0, 2, 1)
         for step_batches in tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not progress):
             for index in step_batches:
-                index = index.to(device)
+                index = shard(index).to(device)
                 real = real_all[index]
                 real_labels = labels_all[index] if num_classes else None
-                z = torch.randn(batch_size, latent_dim, generator=rng).to(device)
-                fake_labels = torch.randint(0, num_classes, (batch_size,), generator=rng).to(device) if num_classes else None
-                fake = generator(z, fake_labels)
+                z = shard(torch.randn(batch_size, latent_dim, generator=rng)).to(device)
+                fake_labels = (shard(torch.randint(0, num_classes, (batch_size,), generator=rng)).to(device)
+                               if num_classes else None)
+                fake = g(z, fake_labels)
 
-                d_loss = discriminator_loss(recipe.loss, discriminator(real, real_labels),
-                                            discriminator(fake.detach(), fake_labels))
+                d_loss = discriminator_loss(recipe.loss, d(real, real_labels), d(fake.detach(), fake_labels))
                 if recipe.penalty == "gradient":
-                    epsilon = torch.rand(batch_size, generator=rng).to(device)
+                    epsilon = shard(torch.rand(batch_size, generator=rng)).to(device)
                     d_loss = d_loss + recipe.penalty_weight * gradient_penalty(
-                        discriminator, real, fake.detach(), epsilon, real_labels if num_classes else None)
+                        d, real, fake.detach(), epsilon, real_labels if num_classes else None)
                 elif recipe.penalty == "r1" and critic_updates % recipe.penalty_every == 0:
                     d_loss = d_loss + recipe.penalty_weight / 2 * recipe.penalty_every * r1_penalty(
-                        discriminator, real, real_labels)
+                        d, real, real_labels)
                 opt_d.zero_grad(set_to_none=True)
                 d_loss.backward()
                 opt_d.step()
                 critic_updates += 1
 
-            g_loss = generator_loss(recipe.loss, discriminator(fake, fake_labels))
+            g_loss = generator_loss(recipe.loss, d(fake, fake_labels))
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             opt_g.step()
@@ -163,10 +179,13 @@ def train_gan(
 
             g_losses.append(g_loss.detach())
             d_losses.append(d_loss.detach())
-        history.g_loss += torch.stack(g_losses).tolist()  # one device sync per epoch
-        history.d_loss += torch.stack(d_losses).tolist()
+        g_losses, d_losses = torch.stack(g_losses), torch.stack(d_losses)
+        if distributed:  # the shards' mean losses, averaged: the global batch's
+            g_losses, d_losses = world.sum(g_losses) / world.size, world.sum(d_losses) / world.size
+        history.g_loss += g_losses.tolist()  # one device sync per epoch
+        history.d_loss += d_losses.tolist()
         history.epoch_seconds.append(time.perf_counter() - start)
-        if on_epoch_end is not None:
+        if on_epoch_end is not None and (not distributed or world.is_main):
             on_epoch_end(epoch + 1, history)
     return history
 
@@ -177,12 +196,13 @@ class ResumeError(ValueError):
 
 def run_fingerprint(settings: dict, seed: int, images: torch.Tensor, labels: torch.Tensor,
                     prefix: str = "train_gan") -> dict[str, str]:
-    """What determines a GAN run but its number of epochs: its params (named `prefix.<key>`), the
-    seed, the training data and the code of this module and of gan_eras.py. A checkpoint carries
-    it; a run resumes only from its own."""
+    """What determines a GAN run but its number of epochs and of processes (the same global batches):
+    its params (named `prefix.<key>`), the seed, the training data and the code of this module and of
+    gan_eras.py. A checkpoint carries it; a run resumes only from its own."""
     data = hashlib.sha256(images.cpu().numpy().tobytes() + labels.cpu().numpy().tobytes()).hexdigest()
     code = hashlib.sha256(Path(__file__).read_bytes() + Path(__file__).with_name("gan_eras.py").read_bytes())
-    return {**{f"{prefix}.{key}": repr(value) for key, value in sorted(settings.items()) if key != "epochs"},
+    return {**{f"{prefix}.{key}": repr(value) for key, value in sorted(settings.items())
+           if key not in ("epochs", "processes")},
             "seed": repr(seed), "data (sha256)": data, "code (sha256 of generative.py, gan_eras.py)": code.hexdigest()}
 
 
@@ -221,13 +241,14 @@ def save_checkpoint(path: str | Path, *, epoch: int, generator: nn.Module, discr
     save_torch(state, path)
 
 
-def load_checkpoint(path: str | Path, *, generator: nn.Module, discriminator: nn.Module,
+def load_checkpoint(checkpoint: str | Path | dict, *, generator: nn.Module, discriminator: nn.Module,
                     opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, rng: torch.Generator,
                     device: torch.device | str = "cpu", ema: torch.optim.swa_utils.AveragedModel | None = None
                     ) -> tuple[int, GanHistory]:
-    """Restore a checkpoint in place; return (epochs done, history) for `train_gan`'s
-    `start_epoch` and `history`. The networks must already be on `device`."""
-    state = load_torch(path, map_location=device)
+    """Restore a checkpoint (its file, or its contents as `load_torch` reads them) in place; return
+    (epochs done, history) for `train_gan`'s `start_epoch` and `history`. The networks must already be
+    on `device`."""
+    state = checkpoint if isinstance(checkpoint, dict) else load_torch(checkpoint, map_location=device)
     generator.load_state_dict(state["generator"])
     discriminator.load_state_dict(state["discriminator"])
     opt_g.load_state_dict(state["opt_g"])
@@ -237,7 +258,8 @@ def load_checkpoint(path: str | Path, *, generator: nn.Module, discriminator: nn
         torch.set_rng_state(state["torch_rng"].cpu())
     if ema is not None:
         if "ema" not in state:
-            raise ValueError(f"{path}: no moving-average generator to resume (saved with ema_decay 0?)")
+            where = f"epoch {state['epoch']}'s checkpoint" if isinstance(checkpoint, dict) else checkpoint
+            raise ValueError(f"{where}: no moving-average generator to resume (saved with ema_decay 0?)")
         ema.load_state_dict(state["ema"])
     return state["epoch"], GanHistory(**state["history"])
 

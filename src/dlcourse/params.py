@@ -151,6 +151,9 @@ class GanParams(Section):
     grid_size: PositiveInt  # samples from the fixed noise, after every epoch
     interpolation_steps: Annotated[int, Field(ge=2)]
     interpolation_rows: PositiveInt
+    # processes on this machine, each a shard of every batch (DistributedDataParallel under torchrun);
+    # 1: one plain process. The global batch_size and learning rates stay those of one process.
+    processes: Annotated[int, Field(ge=1, le=1024)]
 
     @model_validator(mode="after")
     def _recipe_is_consistent(self):
