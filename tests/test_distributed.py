@@ -166,13 +166,25 @@ def _train_tiny_gan(rank: int | None, entry: str) -> dict:
             "ema": ema.module.state_dict() if ema is not None else {}}
 
 
+def _train_tiny_gans(rank: int | None) -> dict:
+    """Every entry of GAN_ENTRIES trained tiny (`_train_tiny_gan`), one after the other in one process:
+    two processes spawned once for all of them (each spawn costs seconds of imports)."""
+    return {entry: _train_tiny_gan(rank, entry) for entry in GAN_ENTRIES}
+
+
+@pytest.fixture(scope="module")
+def gans_in_two_processes() -> dict:
+    return in_two_processes(_train_tiny_gans)
+
+
+@pytest.mark.xdist_group("gans-in-two-processes")  # one worker: the fixture's two processes spawned once
 @pytest.mark.parametrize("entry", GAN_ENTRIES)
-def test_two_processes_train_the_gan_of_one(entry, float64):
+def test_two_processes_train_the_gan_of_one(entry, float64, gans_in_two_processes):
     """Batch norm over the global batch (DCGAN, conditional), the gradient penalty through the critic in
     DistributedDataParallel (WGAN-GP), spectral norm's power iteration (SNGAN), R1, the moving average
     and the per-pixel noise (StyleGAN): the networks of one process, the same in both processes."""
     one = _train_tiny_gan(None, entry)
-    two = in_two_processes(_train_tiny_gan, entry)
+    two = {rank: result[entry] for rank, result in gans_in_two_processes.items()}
     for network in one:
         assert all(torch.equal(two[0][network][k], two[1][network][k]) for k in one[network]), network  # buffers too
         if one[network]:
