@@ -10,6 +10,7 @@ pytestmark = pytest.mark.slow
 
 CLAIM_IDS = ["mnist-size", "linear-init", "linear-one-epoch", "linear-plateau", "cnn-mnist", "cnn-slower",
              "cifar10-50", "hard-errors", "slight-corruption", "fooling", "gan-digits", "gan-progress"]
+GAN_ENTRIES = ["conditional", "gan-2014", "dcgan-2015", "wgan-gp-2017", "sngan-2018", "stylegan-2019"]
 
 
 def test_repro_runs_every_stage_once(built):
@@ -29,7 +30,7 @@ def test_outputs_and_claims(built):
     report = (built.path / "reports/report.md").read_text()
     assert "mnist-size" in report and "figures/linear_curves.png" in report
     assert (built.path / "reports/figures/linear_curves.png").stat().st_size > 1000
-    for entry in ("conditional", "gan-2014", "dcgan-2015", "wgan-gp-2017", "sngan-2018", "stylegan-2019"):
+    for entry in GAN_ENTRIES:
         assert sorted(p.name for p in (built.path / "models/gan" / entry).iterdir()) == ["epoch_01.pt", "epoch_02.pt"]
         assert f"../plots/gan/{entry}/samples/epoch_02.png" in report
         assert (built.path / f"metrics/timing/train-gan@{entry}.json").exists()
@@ -87,8 +88,7 @@ def cached_outputs(lock: dict) -> dict[str, str]:
 # every GAN era. The other entries run the same code on other params.
 FORCED = ["download", "preprocess", "train-linear@one_epoch", "train-cnn@mnist", "train-cnn@cifar10-airnet",
           "evaluate@cnn/mnist", "attack@cnn/mnist", "fooling@mnist", "score-gan@stylegan-2019",
-          *(f"train-gan@{entry}" for entry in ("conditional", "gan-2014", "dcgan-2015", "wgan-gp-2017", "sngan-2018",
-                                               "stylegan-2019"))]
+          *(f"train-gan@{entry}" for entry in GAN_ENTRIES)]
 
 
 def test_forced_reruns_write_the_same_bytes(workspace):
