@@ -130,3 +130,102 @@ def test_seeding_makes_cpu_kernels_deterministic_and_leaves_the_gpu_fast():
         assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark
     finally:
         seed_everything(0, "cpu")
+
+
+# --- airbench's tricks, opt-in per train_cnn entry -------------------------------------------------
+from types import SimpleNamespace  # noqa: E402
+
+from dlcourse.training import Lookahead, make_optimizer, train_epochs, tta_scores  # noqa: E402
+
+
+def test_lookahead_follows_airbench_schedule_and_ends_on_the_average():
+    model = torch.nn.Linear(1, 1, bias=False)
+    total, decay, weights = 12, 0.95**5, []
+    lookahead = Lookahead(model, total)
+    average = model.weight.item()
+    for step in range(1, total + 1):
+        with torch.no_grad():
+            model.weight.add_(1.0)  # a stand-in for an optimizer step
+        lookahead.step(step)
+        weights.append(model.weight.item())
+        if step % 5 == 0:  # by hand: the average moves towards the weights, which jump to it
+            d = decay * (step / total) ** 3
+            average = d * average + (1 - d) * (weights[-2] + 1 if step > 1 else 0)
+            assert model.weight.item() == pytest.approx(average, rel=1e-6)
+    assert weights[-1] == pytest.approx(average, rel=1e-6)  # the last step: the weights become the average
+    assert weights[3] == pytest.approx(weights[2] + 1)  # untouched between updates
+
+
+def test_tta_views_are_the_image_its_mirror_and_two_mirrored_translations():
+    class TopLeftPixel(torch.nn.Module):  # class 0's score is the top-left pixel, the others 0
+        def forward(self, x):
+            return torch.nn.functional.pad(x[:, 0, :1, 0], (0, 9)) * 50  # near one-hot softmax
+    x = torch.arange(16.0).reshape(1, 1, 4, 4) / 15  # pixel (i, j) = (4 i + j) / 15
+    model = TopLeftPixel()
+    p0 = lambda v: torch.softmax(torch.tensor([50 * v] + [0.0] * 9), 0)  # noqa: E731
+
+    def value(i, j):
+        return (4 * i + j) / 15
+    torch.testing.assert_close(tta_scores(model, x, "none")[0], p0(value(0, 0)))
+    torch.testing.assert_close(tta_scores(model, x, "flip")[0], p0(value(0, 0)) + p0(value(0, 3)))
+    # translated by one pixel, reflect-padded: the top-left pixel of the up-left view is x[1, 1]
+    # (reflection), of its mirror x[1, 2]; of the down-right view x[1, 1], of its mirror x[1, 2]
+    expected = p0(value(0, 0)) + p0(value(0, 3)) + (p0(value(1, 1)) + p0(value(1, 2)) + p0(value(1, 1)) + p0(value(1, 2))) / 2
+    torch.testing.assert_close(tta_scores(model, x, "flip_translate")[0], expected)
+
+
+def test_bias_lr_scale_speeds_up_the_1d_parameters_only():
+    def first_step(scale):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+        before = [q.detach().clone() for q in model.parameters()]
+        p = SimpleNamespace(weight_decay=0.0, lr=0.1, bias_lr_scale=scale, optimizer="sgd", momentum=0.0, nesterov=False)
+        optimizer = make_optimizer(model, p)
+        model(torch.randn(8, 3)).pow(2).sum().backward()
+        optimizer.step()
+        return [(q.detach() - b) for q, b in zip(model.parameters(), before)]
+    plain, fast = first_step(1.0), first_step(64.0)
+    torch.testing.assert_close(fast[0], plain[0])  # the Linear's weight matrix
+    for moved_fast, moved_plain in zip(fast[1:], plain[1:]):  # its bias, BatchNorm's weight and bias
+        assert moved_plain.abs().sum() > 0
+        torch.testing.assert_close(moved_fast, 64 * moved_plain)
+
+
+def test_airnet_batchnorm_options_and_dirac_init():
+    model = ARCHITECTURES["airnet"](widths=[24, 8, 16, 16], bn_momentum=0.4, bn_eps=1e-12, bn_weight=False, dirac=True)
+    norms = [m for m in model.blocks if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(m.momentum == 0.4 and m.eps == 1e-12 and not m.weight.requires_grad for m in norms)
+    conv = model.blocks[4]  # block 1's second conv, 8 -> 8: the identity at start
+    x = torch.randn(2, 8, 5, 5)
+    torch.testing.assert_close(conv(x), x)
+    widening = model.blocks[7]  # block 2's first conv, 8 -> 16: the identity on its first 8 outputs
+    torch.testing.assert_close(widening(x)[:, :8], x)
+    default = ARCHITECTURES["airnet"](widths=[24, 8, 16, 16])
+    assert all(m.weight.requires_grad and m.momentum == 0.1 for m in default.blocks if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def _tiny_airnet_run(**tricks):
+    generator = seed_everything(0)
+    x = torch.randint(0, 256, (96, 3, 16, 16), dtype=torch.uint8)
+    y = (x.float().mean((1, 2, 3)) > 127).long() + 2 * (x[:, 0].float().mean((1, 2)) > x[:, 2].float().mean((1, 2))).long()
+    p = SimpleNamespace(epochs=3, batch_size=32, optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True,
+                        weight_decay=5e-4, schedule="onecycle", warmup=0.2, gamma=1.0, label_smoothing=0.2, flip=True,
+                        crop_padding=1, tta="flip", channels_last=False, bf16=False, lookahead=False,
+                        bias_lr_scale=1.0)
+    for key, value in tricks.items():
+        setattr(p, key, value)
+    model = Classifier("airnet", {"widths": [24, 8, 8, 8]}, channels=3)
+    model.fit_input_statistics(x, True)
+    records = train_epochs(model, x, y, x, y, p, generator)
+    return model, records
+
+
+def test_train_epochs_with_airbench_tricks_runs_and_the_defaults_are_unchanged():
+    plain, records = _tiny_airnet_run()
+    again, _ = _tiny_airnet_run()
+    for a, b in zip(plain.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+    tricks, tricked_records = _tiny_airnet_run(lookahead=True, bias_lr_scale=8.0, tta="flip_translate")
+    assert len(tricked_records) == 3 and 0 <= tricked_records[-1].test_accuracy <= 1
+    assert any(not torch.equal(a, b) for a, b in zip(plain.state_dict().values(), tricks.state_dict().values()))
+

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +15,17 @@ from . import tracking
 from .claims import Results
 
 NOT_RECORDED = "not recorded"
+
+
+def installed_version(*distributions: str) -> str | None:
+    """The version of the first of these distributions that is installed (MLflow comes as `mlflow`
+    or as its lighter `mlflow-skinny`)."""
+    for distribution in distributions:
+        try:
+            return version(distribution)
+        except PackageNotFoundError:
+            continue
+    return None
 
 
 def pipeline_stages() -> list[str]:
@@ -60,7 +71,7 @@ def environment(stages: list[str], results: Results, params_path: Path = Path("p
         "cuda": torch.version.cuda,  # None for a CPU-only build of torch
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "dvc": version("dvc"),
-        "mlflow": version("mlflow"),
+        "mlflow": installed_version("mlflow", "mlflow-skinny"),
         "mlflow_experiments": sorted(experiments),
         "stages": rows,
     }

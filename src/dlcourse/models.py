@@ -53,20 +53,36 @@ def conv_bn(c_in: int, c_out: int, activation) -> list[nn.Module]:
 class AirNet(nn.Module):
     """A small fast-training network in the style of Keller Jordan's airbench: a frozen 2x2 patch-
     whitening stem, three blocks [conv, max-pool, BN, act, conv, BN, act], global max-pool, and a
-    bias-free linear head whose logits are scaled down. `widths` = (stem, block 1, 2, 3)."""
+    bias-free linear head whose logits are scaled down. `widths` = (stem, block 1, 2, 3).
+
+    airbench's batch-norm setup is optional: `bn_momentum` (torch's convention: airbench's 0.6 is
+    0.4 here), `bn_eps`, `bn_weight=False` (the scales frozen at 1, only the shifts learned), and
+    `dirac=True` (each block conv starts as the identity on its first input channels)."""
 
     def __init__(self, widths=(24, 64, 128, 128), activation: str = "gelu", whiten: bool = True,
-                 logit_scale: float = 1 / 9, num_classes: int = 10):
+                 logit_scale: float = 1 / 9, bn_momentum: float = 0.1, bn_eps: float = 1e-5, bn_weight: bool = True,
+                 dirac: bool = False, num_classes: int = 10):
         super().__init__()
         act = {"gelu": nn.GELU, "relu": nn.ReLU}[activation]
         if whiten and widths[0] != 24:
             raise ValueError("AirNet: the whitening stem has 24 channels (12 patch directions and their negatives)")
+
+        def conv(c_in, c_out):
+            layer = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+            if dirac:
+                nn.init.dirac_(layer.weight.data[:min(c_in, c_out)])
+            return layer
+
+        def norm(channels):
+            layer = nn.BatchNorm2d(channels, eps=bn_eps, momentum=bn_momentum)
+            layer.weight.requires_grad_(bn_weight)
+            return layer
+
         self.whiten = whiten
         self.stem = nn.Sequential(nn.Conv2d(3, 24, 2), act()) if whiten else nn.Sequential(*conv_bn(3, widths[0], act))
         layers, c_in = [], widths[0]
         for width in widths[1:]:
-            layers += [nn.Conv2d(c_in, width, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(width), act(),
-                       *conv_bn(width, width, act)]
+            layers += [conv(c_in, width), nn.MaxPool2d(2), norm(width), act(), conv(width, width), norm(width), act()]
             c_in = width
         self.blocks = nn.Sequential(*layers)
         self.head = nn.Linear(c_in, num_classes, bias=False)

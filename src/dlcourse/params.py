@@ -62,7 +62,11 @@ class CnnRunParams(Section):
     label_smoothing: Annotated[float, Field(ge=0, lt=1)]
     flip: bool
     crop_padding: Annotated[int, Field(ge=0, le=8)]
-    tta: bool  # average the predictions of each test image and its mirror image
+    # test-time augmentation of the final evaluation: none, the image and its mirror image (flip), or
+    # those plus both mirrored one-pixel translations at half the weight (flip_translate, airbench's)
+    tta: Literal["none", "flip", "flip_translate"]
+    lookahead: bool  # airbench's look-ahead: an average of the weights, taken every 5 steps
+    bias_lr_scale: PositiveFloat  # learning rate of 1-D parameters (BatchNorm) over the others' (airbench: 64)
     channels_last: bool
     bf16: bool  # autocast the forward pass to bfloat16 (fast on GPUs and on CPUs with AVX512-BF16 or AMX)
     threads: Annotated[int, Field(ge=0)]  # CPU threads; 0 leaves torch's default

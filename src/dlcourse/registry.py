@@ -38,7 +38,8 @@ MODEL_NAME = "model"  # the logged model's name within its run
 EXAMPLES = 2  # images in the input example: > 1, so that torch.export leaves the batch size free
 # What the logged model needs to load and predict, and no more: a torch.export graph runs without
 # the project's code. Pinned to this environment's versions (local tags such as +cu130 dropped).
-REQUIREMENTS = ("mlflow", "torch", "numpy")
+# Each requirement as the distributions that provide it (MLflow also comes as mlflow-skinny).
+REQUIREMENTS = (("mlflow", "mlflow-skinny"), ("torch",), ("numpy",))
 
 
 def registered_name(stage: str) -> str:
@@ -56,9 +57,15 @@ def classifier_stage(model: str) -> str:
 
 
 def pip_requirements() -> list[str]:
-    from importlib.metadata import version
+    from .environment import installed_version
 
-    return [f"{name}=={version(name).split('+')[0]}" for name in REQUIREMENTS]
+    pins = []
+    for distributions in REQUIREMENTS:
+        found = next((d for d in distributions if installed_version(d)), None)
+        if found is None:
+            raise RuntimeError(f"none of {distributions} is installed: the logged model could not name its requirements")
+        pins.append(f"{found}=={installed_version(found).split('+')[0]}")
+    return pins
 
 
 def file_md5(path: str | Path) -> str:

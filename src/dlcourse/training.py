@@ -156,27 +156,65 @@ def lr_factor(schedule: str, step: int, total: int, warmup: float, steps_per_epo
 
 
 def make_optimizer(model: nn.Module, p) -> torch.optim.Optimizer:
-    """No weight decay on BatchNorm weights and biases (1-D parameters)."""
+    """No weight decay on BatchNorm weights and biases (1-D parameters), whose learning rate is
+    `p.bias_lr_scale` times the others' (airbench trains BatchNorm biases 64 times faster)."""
     trainable = [q for q in model.parameters() if q.requires_grad]
-    groups = [{"params": [q for q in trainable if q.ndim > 1], "weight_decay": p.weight_decay},
-              {"params": [q for q in trainable if q.ndim <= 1], "weight_decay": 0.0}]
+    groups = [{"params": [q for q in trainable if q.ndim > 1], "weight_decay": p.weight_decay, "lr": p.lr},
+              {"params": [q for q in trainable if q.ndim <= 1], "weight_decay": 0.0, "lr": p.lr * p.bias_lr_scale}]
     if p.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=p.lr, momentum=p.momentum, nesterov=p.nesterov and p.momentum > 0)
     return {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adadelta": torch.optim.Adadelta}[p.optimizer](
         groups, lr=p.lr)
 
 
+class Lookahead:
+    """airbench's look-ahead: every `every` steps the weights (and batch-norm statistics) move to an
+    exponential moving average of themselves, whose decay rises as (step / total)^3 to `decay`; after
+    the last step the network takes the average's weights."""
+
+    def __init__(self, model: nn.Module, total_steps: int, every: int = 5, decay: float = 0.95**5):
+        self.model, self.total, self.every, self.decay = model, total_steps, every, decay
+        self.average = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def step(self, step: int) -> None:
+        """After optimizer step number `step` (1-based)."""
+        if step == self.total:
+            decay = 1.0
+        elif step % self.every == 0:
+            decay = self.decay * (step / self.total) ** 3
+        else:
+            return
+        current = self.model.state_dict()
+        for name, average in self.average.items():
+            average.lerp_(current[name], 1 - decay)
+            current[name].copy_(average)
+
+
 @torch.no_grad()
-def accuracy_tta(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, flip_tta: bool, batch_size: int = 1000) -> float:
-    """Test accuracy; with `flip_tta`, the softmax of each image and of its mirror image are averaged."""
+def tta_scores(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
+    """Summed softmax outputs over airbench's test-time views: "none", the image alone; "flip", the image
+    and its mirror image; "flip_translate", those plus, at half the weight, the image translated by one
+    pixel up-left and down-right (reflect-padded), each with its mirror image."""
+    def with_mirror(images):
+        scores = model(images).softmax(1)
+        return scores if tta == "none" else scores + model(images.flip(3)).softmax(1)
+
+    scores = with_mirror(x)
+    if tta == "flip_translate":
+        h, w = x.shape[2:]
+        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        scores = scores + (with_mirror(padded[:, :, :h, :w]) + with_mirror(padded[:, :, 2:, 2:])) / 2
+    return scores
+
+
+@torch.no_grad()
+def accuracy_tta(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, tta: str, batch_size: int = 1000) -> float:
+    """Test accuracy with the test-time augmentation `tta` (see `tta_scores`)."""
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=y.device)
     for xb, yb in zip(x_uint8.split(batch_size), y.split(batch_size)):
-        xb = xb.float().div_(255)
-        scores = model(xb).softmax(1)
-        if flip_tta:
-            scores = scores + model(xb.flip(3)).softmax(1)
-        correct += (scores.argmax(1) == yb).sum()
+        correct += (tta_scores(model, xb.float().div_(255), tta).argmax(1) == yb).sum()
     return correct.item() / len(y)
 
 
@@ -213,6 +251,7 @@ def train_epochs(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
     optimizer = make_optimizer(model, p)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(p.schedule, step, total, p.warmup, steps_per_epoch, p.gamma))
+    lookahead = Lookahead(model, total) if p.lookahead else None
     records = []
     for epoch in range(1, p.epochs + 1):
         start = time.perf_counter()
@@ -232,6 +271,8 @@ def train_epochs(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
             loss.backward()
             optimizer.step()
             schedule.step()
+            if lookahead:
+                lookahead.step(schedule.last_epoch)
             loss_sum += loss.detach()
         if distributed:
             loss_sum = world.sum(loss_sum) / world.size
@@ -240,7 +281,7 @@ def train_epochs(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
         if distributed and not world.is_main:
             continue
         last = epoch == p.epochs
-        record = EpochRecord(epoch, train_loss, accuracy_tta(model, test_x, test_y, p.tta and last), seconds)
+        record = EpochRecord(epoch, train_loss, accuracy_tta(model, test_x, test_y, p.tta if last else "none"), seconds)
         records.append(record)
         on_epoch(record)
     return records
