@@ -100,6 +100,35 @@ def test_the_pip_requirements_pin_what_the_model_needs_without_local_tags():
 
 # --- the tiny workspace's registry ---------------------------------------------------------------
 
+def test_a_model_logged_on_a_machine_with_a_gpu_passes_mlflows_check(tmp_path, monkeypatch):
+    """MLflow loads a PyTorch model on CUDA whenever it is available, and checks the input example so
+    when logging; our models are exported on the CPU, so that check failed for every logged model on
+    an H200. Logging now checks on the CPU; loading elsewhere chooses its device (README)."""
+    import logging
+
+    import mlflow  # noqa: F401 - its import configures its loggers, which would drop the handler below
+
+    from dlcourse.models import save_classifier
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    save_classifier(Classifier("mlp", {"in_shape": [1, 28, 28], "hidden": []}, channels=1), "mnist",
+                    data.MNIST_CLASSES, tmp_path / "m.pt")
+    warnings = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: warnings.append(record.getMessage())
+    logging.getLogger("mlflow").addHandler(handler)
+    try:
+        with tracking.stage_run("train-cnn@tiny", {}) as run:
+            version = registry.log_classifier(run, tmp_path / "m.pt", torch.zeros(2, 1, 28, 28, dtype=torch.uint8), 0.5)
+    finally:
+        logging.getLogger("mlflow").removeHandler(handler)
+    assert version.name == "dl-course-tiny"
+    assert not [w for w in warnings if "validate" in w], warnings
+    assert "MLFLOW_DEFAULT_PREDICTION_DEVICE" not in os.environ  # left as it was
+
+
 @pytest.fixture
 def client(built, monkeypatch):
     """MLflow pointed at the built tiny workspace's store (read only), for `models:/` URIs too."""

@@ -22,8 +22,9 @@ import hashlib
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from .tracking import TRACKING_DIR, TrackingError, read_run_record
 
@@ -87,6 +88,20 @@ def tensor_signature(inputs: tuple[int, ...], outputs: tuple[int, ...]):
     return ModelSignature(inputs=spec(inputs), outputs=spec(outputs))
 
 
+@contextmanager
+def prediction_device(device: str) -> Iterator[None]:
+    """MLflow's device for loading PyTorch models (MLFLOW_DEFAULT_PREDICTION_DEVICE), for a while."""
+    previous = os.environ.get("MLFLOW_DEFAULT_PREDICTION_DEVICE")
+    os.environ["MLFLOW_DEFAULT_PREDICTION_DEVICE"] = device
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["MLFLOW_DEFAULT_PREDICTION_DEVICE"]
+        else:
+            os.environ["MLFLOW_DEFAULT_PREDICTION_DEVICE"] = previous
+
+
 def log_model(run: StageRun, model: torch.nn.Module, example: torch.Tensor, outputs: tuple[int, ...], source: Path,
               description: str, tags: dict[str, str] | None = None):
     """Log `model` (on the CPU, in eval mode) to the stage's run, built from the DVC output `source`,
@@ -100,10 +115,13 @@ def log_model(run: StageRun, model: torch.nn.Module, example: torch.Tensor, outp
     example = example.detach().cpu().float()
     name = registered_name(run.stage)
     try:
-        info = mlflow.pytorch.log_model(
-            model, name=MODEL_NAME, signature=tensor_signature(tuple(example.shape[1:]), outputs),
-            input_example=example.numpy(), pip_requirements=pip_requirements(), tags=source_tags,
-            registered_model_name=name, await_registration_for=0)
+        # The graph is exported on the CPU, and MLflow checks the input example by loading the model on
+        # CUDA when it is available, which an exported CPU graph refuses: the check runs on the CPU.
+        with prediction_device("cpu"):
+            info = mlflow.pytorch.log_model(
+                model, name=MODEL_NAME, signature=tensor_signature(tuple(example.shape[1:]), outputs),
+                input_example=example.numpy(), pip_requirements=pip_requirements(), tags=source_tags,
+                registered_model_name=name, await_registration_for=0)
     except mlflow.exceptions.MlflowException as exc:
         if "403" not in str(exc):
             raise
