@@ -46,10 +46,10 @@ TRICKS = {
 def train_once(p, train, test, device, seed: int) -> tuple[float, float, float]:
     """The final test accuracy, the training seconds and those of the first epoch (where a
     recompilation would show)."""
-    generator = seed_everything(seed, device)
+    rng = seed_everything(seed, device)
     model = Classifier(p.architecture, p.model, channels=3).to(device)
     model.fit_input_statistics(train[0], p.normalize)
-    records = train_epochs(model, *train, *test, p, generator)
+    records = train_epochs(model, *train, *test, p, rng)
     return records[-1].test_accuracy, sum(r.seconds for r in records), records[0].seconds
 
 

@@ -65,7 +65,7 @@ class Reached(Exception):
 
 def project_loop() -> tuple[float | None, list[EpochRecord]]:
     p = params.load().train_cnn["mnist"].model_copy(update={"epochs": MAX_EPOCHS})
-    generator = seed_everything(0)
+    rng = seed_everything(0)
     train, test = (data.load_split(PREPARED, "mnist", split) for split in ("train", "test"))
     model = Classifier(p.architecture, p.model, channels=1)
     model.fit_input_statistics(train.images, p.normalize)
@@ -77,7 +77,7 @@ def project_loop() -> tuple[float | None, list[EpochRecord]]:
             raise Reached
 
     try:
-        train_epochs(model, train.images, train.labels, test.images, test.labels, p, generator, stop_at_target)
+        train_epochs(model, train.images, train.labels, test.images, test.labels, p, rng, stop_at_target)
     except Reached:
         return sum(r.seconds for r in records), records
     return None, records

@@ -59,7 +59,7 @@ def course_loop(root: Path) -> tuple[float, float]:
 
 
 def project_loop() -> tuple[float, float]:
-    generator = seed_everything(0)
+    rng = seed_everything(0)
     train, test = (data.load_split(PREPARED, "mnist", split) for split in ("train", "test"))
     cpu = torch.device("cpu")
     train_x, test_x = to_float(train.images, cpu), to_float(test.images, cpu)
@@ -67,7 +67,7 @@ def project_loop() -> tuple[float, float]:
     optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
     curve, seconds = train_iterations(
         model, optimizer, lambda s, y: LOSSES["log_softmax_nll"](s, y, "sum"), train_x, train.labels,
-        iterations=ITERATIONS, batch_size=BATCH, generator=generator,
+        iterations=ITERATIONS, batch_size=BATCH, rng=rng,
         evaluate=lambda: accuracy(model, test_x, test.labels), eval_every=ITERATIONS,
     )
     return seconds, curve.test_accuracy[-1]

@@ -22,13 +22,13 @@ from dlcourse.training import EpochRecord, resolve_device, seed_everything, trai
 
 
 def train_classifier(p: params.CnnRunParams, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
-                     test_y: torch.Tensor, generator: torch.Generator, world: distributed.World = distributed.SINGLE,
+                     test_y: torch.Tensor, rng: torch.Generator, world: distributed.World = distributed.SINGLE,
                      on_epoch=lambda record: None) -> tuple[Classifier, list[EpochRecord]]:
     """The entry's network trained on uint8 images held on one device: the model, and one record per
     epoch (on the main process; none on the others)."""
     model = Classifier(p.architecture, p.model, channels=train_x.shape[1]).to(train_x.device)
     model.fit_input_statistics(train_x, p.normalize)
-    records = train_epochs(model, train_x, train_y, test_x, test_y, p, generator, on_epoch=on_epoch, world=world)
+    records = train_epochs(model, train_x, train_y, test_x, test_y, p, rng, on_epoch=on_epoch, world=world)
     return model, records
 
 
@@ -41,7 +41,7 @@ def main(name: str) -> None:
     with distributed.initialized(resolve_device(all_params.device)) as (world, device):
         logged = {**tracking.declared_params(stage, all_params), "world_size": world.size} if world.is_main else None
         with tracking.stage_run(stage, logged) if world.is_main else nullcontext() as run:
-            generator = seed_everything(all_params.seed, device)
+            rng = seed_everything(all_params.seed, device)
             if p.threads:
                 torch.set_num_threads(p.threads)
             train, test = (data.load_split(PREPARED, p.dataset, split) for split in ("train", "test"))
@@ -52,7 +52,7 @@ def main(name: str) -> None:
                 run.log_metrics({"curve.test_accuracy": record.test_accuracy, "curve.train_loss": record.train_loss,
                                  "curve.epoch_seconds": record.seconds}, step=record.epoch)
 
-            model, records = train_classifier(p, train_x, train_y, test_x, test_y, generator, world, log_epoch)
+            model, records = train_classifier(p, train_x, train_y, test_x, test_y, rng, world, log_epoch)
             if world.is_main:
                 write_outputs(name, p, model, train.classes, records, len(train_y), test.images, device, world, run)
 

@@ -42,7 +42,7 @@ def train_linear(p: params.LinearRunParams, seed: int, device: torch.device, tra
 
     curve, seconds = train_iterations(
         model, optimizer, lambda scores, y: LOSSES[p.loss](scores, y, p.reduction), train_x, train_y,
-        iterations=p.iterations, batch_size=p.batch_size, generator=rng,
+        iterations=p.iterations, batch_size=p.batch_size, rng=rng,
         evaluate=lambda: accuracy(model, test_x, test_y), eval_every=p.eval_every,
     )
     metrics = {

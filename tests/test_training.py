@@ -29,7 +29,7 @@ def test_random_batches_cover_each_epoch_once():
 
 
 def _train(seed: int):
-    generator = seed_everything(seed)
+    rng = seed_everything(seed)
     y = torch.randint(0, 2, (300,))
     x = 0.3 * torch.rand(300, 1, 28, 28)
     x[y == 1, :, :14] += 0.7  # class 1: a bright top half
@@ -37,7 +37,7 @@ def _train(seed: int):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     curve, _ = train_iterations(
         model, optimizer, lambda s, t: LOSSES["log_softmax_nll"](s, t, "sum"), x, y,
-        iterations=40, batch_size=60, generator=generator, evaluate=lambda: accuracy(model, x, y), eval_every=10,
+        iterations=40, batch_size=60, rng=rng, evaluate=lambda: accuracy(model, x, y), eval_every=10,
     )
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
@@ -100,12 +100,12 @@ def test_airnet_whitening_whitens_patches():
 
 
 def test_augment_flips_and_translates_without_changing_content():
-    generator = torch.Generator().manual_seed(0)
+    rng = torch.Generator().manual_seed(0)
     images = torch.arange(2 * 1 * 6 * 6, dtype=torch.uint8).reshape(2, 1, 6, 6)
-    flipped = augment(images, flip=True, crop_padding=0, generator=generator)
+    flipped = augment(images, flip=True, crop_padding=0, rng=rng)
     for original, out in zip(images, flipped):
         assert torch.equal(out, original) or torch.equal(out, original.flip(2))
-    shifted = augment(images, flip=False, crop_padding=2, generator=generator)
+    shifted = augment(images, flip=False, crop_padding=2, rng=rng)
     assert shifted.shape == images.shape and shifted.dtype == torch.uint8
     for original, out in zip(images, shifted):  # the centre 2x2 of a <=2-pixel shift is inside the image
         matches = [torch.equal(out[:, 2:4, 2:4], original[:, 2 + dy : 4 + dy, 2 + dx : 4 + dx])
@@ -205,7 +205,7 @@ def test_airnet_batchnorm_options_and_dirac_init():
 
 
 def _tiny_airnet_run(**tricks):
-    generator = seed_everything(0)
+    rng = seed_everything(0)
     x = torch.randint(0, 256, (96, 3, 16, 16), dtype=torch.uint8)
     y = (x.float().mean((1, 2, 3)) > 127).long() + 2 * (x[:, 0].float().mean((1, 2)) > x[:, 2].float().mean((1, 2))).long()
     p = SimpleNamespace(epochs=3, batch_size=32, optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True,
@@ -216,7 +216,7 @@ def _tiny_airnet_run(**tricks):
         setattr(p, key, value)
     model = Classifier("airnet", {"widths": [24, 8, 8, 8]}, channels=3)
     model.fit_input_statistics(x, True)
-    records = train_epochs(model, x, y, x, y, p, generator)
+    records = train_epochs(model, x, y, x, y, p, rng)
     return model, records
 
 

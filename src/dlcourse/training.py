@@ -15,7 +15,7 @@ from torch import nn
 
 
 def seed_everything(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """Seed every generator and return the one for batches. On the CPU, kernels are made
+    """Seed every random-number rng and return the one for batches. On the CPU, kernels are made
     deterministic (byte-identical results on one machine); on a GPU, speed comes first: cuDNN
     picks its fastest kernels, and results agree across runs within a tolerance only."""
     random.seed(seed)
@@ -46,10 +46,10 @@ def to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images.to(device).float().div_(255)
 
 
-def random_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+def random_batches(n: int, batch_size: int, rng: torch.Generator) -> Iterator[torch.Tensor]:
     """Indices of random batches, epoch after epoch: each epoch is a fresh permutation."""
     while True:
-        order = torch.randperm(n, generator=generator)
+        order = torch.randperm(n, generator=rng)
         yield from order.split(batch_size)
 
 
@@ -89,7 +89,7 @@ def train_iterations(
     *,
     iterations: int,
     batch_size: int,
-    generator: torch.Generator,
+    rng: torch.Generator,
     evaluate: Callable[[], float],
     eval_every: int,
 ) -> tuple[Curve, float]:
@@ -99,7 +99,7 @@ def train_iterations(
     seconds, evaluations excluded.
     """
     curve = Curve([0], [evaluate()])
-    batches = random_batches(len(train_y), batch_size, generator)
+    batches = random_batches(len(train_y), batch_size, rng)
     train_seconds = 0.0
     start = time.perf_counter()
     model.train()
@@ -120,14 +120,14 @@ def train_iterations(
 
 # --- epochs of a convolutional network, airbench-style ------------------------------------------
 
-def augment(images: torch.Tensor, flip: bool, crop_padding: int, generator: torch.Generator) -> torch.Tensor:
+def augment(images: torch.Tensor, flip: bool, crop_padding: int, rng: torch.Generator) -> torch.Tensor:
     """Random horizontal flips and random translations (crops of the reflect-padded image) of a
     whole uint8 N x C x H x W tensor at once, on its device."""
     n, _, h, w = images.shape
     if crop_padding:
         pad = crop_padding
         padded = F.pad(images.float(), (pad,) * 4, mode="reflect").to(torch.uint8)
-        shift_y, shift_x = (torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(images.device) for _ in "yx")
+        shift_y, shift_x = (torch.randint(0, 2 * pad + 1, (n,), generator=rng).to(images.device) for _ in "yx")
         shifted = torch.empty_like(images)
         for dy in range(2 * pad + 1):
             for dx in range(2 * pad + 1):
@@ -135,7 +135,7 @@ def augment(images: torch.Tensor, flip: bool, crop_padding: int, generator: torc
                 shifted[chosen] = padded[chosen, :, dy : dy + h, dx : dx + w]
         images = shifted
     if flip:
-        flipped = (torch.rand(n, generator=generator) < 0.5).to(images.device)
+        flipped = (torch.rand(n, generator=rng) < 0.5).to(images.device)
         images = torch.where(flipped[:, None, None, None], images.flip(3), images)
     return images
 
@@ -227,7 +227,7 @@ class EpochRecord:
 
 
 def train_epochs(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
-                 test_y: torch.Tensor, p, generator: torch.Generator,
+                 test_y: torch.Tensor, p, rng: torch.Generator,
                  on_epoch: Callable[[EpochRecord], None] = lambda record: None, world=None) -> list[EpochRecord]:
     """Train on uint8 images held on the model's device; one test evaluation per epoch.
 
@@ -256,8 +256,8 @@ def train_epochs(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
     for epoch in range(1, p.epochs + 1):
         start = time.perf_counter()
         trained.train()
-        augmented = augment(train_x, p.flip, p.crop_padding, generator)
-        order = torch.randperm(len(train_y), generator=generator).to(device)
+        augmented = augment(train_x, p.flip, p.crop_padding, rng)
+        order = torch.randperm(len(train_y), generator=rng).to(device)
         loss_sum = torch.zeros((), device=device)
         for batch in order.split(p.batch_size):
             index = world.shard(batch) if distributed else batch
