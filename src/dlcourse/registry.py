@@ -22,8 +22,9 @@ import hashlib
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from .tracking import TRACKING_DIR, TrackingError, read_run_record
 
@@ -61,6 +62,26 @@ def pip_requirements() -> list[str]:
     return [f"{name}=={version(name).split('+')[0]}" for name in REQUIREMENTS]
 
 
+@contextmanager
+def requirements_known_to_mlflow() -> Iterator[None]:
+    """While open, MLflow's map from import names to distributions holds only REQUIREMENTS. MLflow
+    builds the full map, scanning every installed distribution (about 1.5 s per model logged), only
+    to warn when the pins of a model it saves and loads back do not match this environment; that
+    check reads the installed version of each pinned distribution, which the map only names. A map
+    already built is left as it is; the one set here is dropped afterwards, so that a later
+    inference of a model's requirements in this process builds the full one."""
+    from mlflow.utils import requirements_utils
+
+    if requirements_utils._MODULES_TO_PACKAGES is not None:
+        yield
+        return
+    requirements_utils._MODULES_TO_PACKAGES = {name: [name] for name in REQUIREMENTS}
+    try:
+        yield
+    finally:
+        requirements_utils._MODULES_TO_PACKAGES = requirements_utils._PACKAGES_TO_MODULES = None
+
+
 def file_md5(path: str | Path) -> str:
     """The md5 DVC records for a file output in dvc.lock."""
     digest = hashlib.md5()
@@ -93,10 +114,11 @@ def log_model(run: StageRun, model: torch.nn.Module, example: torch.Tensor, outp
     example = example.detach().cpu().float()
     name = registered_name(run.stage)
     try:
-        info = mlflow.pytorch.log_model(
-            model, name=MODEL_NAME, signature=tensor_signature(tuple(example.shape[1:]), outputs),
-            input_example=example.numpy(), pip_requirements=pip_requirements(), tags=source_tags,
-            registered_model_name=name, await_registration_for=0)
+        with requirements_known_to_mlflow():
+            info = mlflow.pytorch.log_model(
+                model, name=MODEL_NAME, signature=tensor_signature(tuple(example.shape[1:]), outputs),
+                input_example=example.numpy(), pip_requirements=pip_requirements(), tags=source_tags,
+                registered_model_name=name, await_registration_for=0)
     except mlflow.exceptions.MlflowException as exc:
         if "403" not in str(exc):
             raise
