@@ -104,6 +104,25 @@ with tracking.stage_run("train-linear@x", {"lr": 0.1}) as run:
 """
 
 
+
+def test_a_stage_process_leaves_its_objects_to_the_os_and_still_runs_its_atexit_handlers(monkeypatch, tmp_path):
+    local_store(monkeypatch, tmp_path)
+    script = """
+import atexit, gc
+from pathlib import Path
+from dlcourse import tracking
+
+atexit.register(lambda: Path("at-exit").write_text(str(gc.get_freeze_count() > 0)))  # runs after the freeze
+with tracking.stage_run("train-linear@x", {"lr": 0.1}):
+    pass
+print(gc.get_freeze_count())
+"""
+    stage = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert stage.returncode == 0, stage.stderr
+    assert stage.stdout.strip() == "0"  # objects are frozen at exit, not before
+    assert (tmp_path / "at-exit").read_text() == "True"
+    assert tracking.read_run_record("train-linear@x")["run_id"]
+
 def test_a_stage_sent_sigterm_ends_its_run_as_killed_and_exits_143(monkeypatch, tmp_path):
     uri = local_store(monkeypatch, tmp_path)
     stage = subprocess.Popen([sys.executable, "-c", KILLABLE], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
