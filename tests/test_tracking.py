@@ -237,3 +237,10 @@ def test_a_form_of_dvc_yaml_not_read_alone_is_left_to_dvc(tmp_path, pipeline):
     values = {"section": {"a": {"lr": 1}}}
     assert tracking.declared_keys("s@a", values, tmp_path / "dvc.yaml") is None
     assert tracking.declared_keys("s", values, tmp_path / "dvc.yaml") is None
+
+
+def test_the_process_start_time_is_the_spawn_time_within_a_clock_tick():
+    spawned = time.time()
+    child = subprocess.run([sys.executable, "-c", "from dlcourse import tracking; print(tracking.process_start_time())"],
+                           capture_output=True, text=True, check=True)
+    assert spawned - 0.05 < float(child.stdout) < time.time()
