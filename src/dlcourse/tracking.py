@@ -209,10 +209,12 @@ def declared_keys(stage: str, values: dict, dvc_yaml: str | Path = "dvc.yaml") -
         return None
     if at:
         section = re.fullmatch(r"\$\{([\w.-]+)\}", str(definition.get("foreach")))
+        if not section or not isinstance(definition.get("do"), dict):
+            return None
         entries = values
-        for part in section.group(1).split(".") if section else ():
+        for part in section.group(1).split("."):
             entries = entries.get(part) if isinstance(entries, dict) else None
-        if not section or not isinstance(entries, dict) or key not in entries or not isinstance(definition.get("do"), dict):
+        if not isinstance(entries, dict) or key not in entries:
             return None
         definition = definition["do"]
     elif "foreach" in definition:
