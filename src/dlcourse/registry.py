@@ -72,7 +72,7 @@ def requirements_known_to_mlflow() -> Iterator[None]:
     inference of a model's requirements in this process builds the full one."""
     from mlflow.utils import requirements_utils
 
-    if requirements_utils._MODULES_TO_PACKAGES is not None:
+    if getattr(requirements_utils, "_MODULES_TO_PACKAGES", "renamed") is not None:  # built, or another MLflow
         yield
         return
     requirements_utils._MODULES_TO_PACKAGES = {name: [name] for name in REQUIREMENTS}
