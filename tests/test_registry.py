@@ -98,6 +98,23 @@ def test_the_pip_requirements_pin_what_the_model_needs_without_local_tags():
     assert all("+" not in r for r in requirements)
 
 
+
+def test_mlflow_checks_the_pins_without_scanning_every_installed_distribution(monkeypatch):
+    from mlflow.utils import requirements_utils
+
+    monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", None)
+    monkeypatch.setattr(requirements_utils, "_PACKAGES_TO_MODULES", None)
+    monkeypatch.setattr(requirements_utils.importlib_metadata, "packages_distributions",
+                        lambda: pytest.fail("scanned every installed distribution"))
+    warnings = []
+    monkeypatch.setattr(requirements_utils._logger, "warning", lambda message, *args, **kwargs: warnings.append(message))
+    with registry.requirements_known_to_mlflow():
+        requirements_utils.warn_dependency_requirement_mismatches(registry.pip_requirements())
+        assert warnings == []
+        requirements_utils.warn_dependency_requirement_mismatches(["torch==1.0"])
+    assert len(warnings) == 1 and "torch (current: " in warnings[0]
+    assert requirements_utils._MODULES_TO_PACKAGES is None  # a later inference builds the full map
+
 # --- the tiny workspace's registry ---------------------------------------------------------------
 
 def test_a_model_logged_on_a_machine_with_a_gpu_passes_mlflows_check(tmp_path, monkeypatch):

@@ -104,6 +104,29 @@ with tracking.stage_run("train-linear@x", {"lr": 0.1}) as run:
 """
 
 
+
+def test_a_stage_process_freezes_its_objects_and_still_runs_its_atexit_handlers(monkeypatch, tmp_path):
+    local_store(monkeypatch, tmp_path)
+    script = """
+import atexit, gc
+from pathlib import Path
+from dlcourse import tracking
+
+def at_exit():  # registered first, so it runs after the freeze at exit
+    count = gc.get_count()
+    Path("at-exit").write_text(str(count))
+
+atexit.register(at_exit)
+with tracking.stage_run("train-linear@x", {"lr": 0.1}):
+    print(gc.get_freeze_count() > 100_000)
+    garbage = [[] for _ in range(1000)]
+"""
+    stage = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert stage.returncode == 0, stage.stderr
+    assert stage.stdout.strip() == "True"  # the start-up's objects, MLflow's included
+    assert (tmp_path / "at-exit").read_text() == "(0, 0, 0)"  # all frozen, the stage's own too
+    assert tracking.read_run_record("train-linear@x")["run_id"]
+
 def test_a_stage_sent_sigterm_ends_its_run_as_killed_and_exits_143(monkeypatch, tmp_path):
     uri = local_store(monkeypatch, tmp_path)
     stage = subprocess.Popen([sys.executable, "-c", KILLABLE], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -181,3 +204,47 @@ def test_a_stage_that_fails_ends_its_run_as_failed_and_records_nothing(monkeypat
 
     assert MlflowClient(uri).get_run(run.run_id).info.status == "FAILED"
     assert not (tmp_path / "tracking").exists()
+
+
+def test_the_params_read_from_dvc_yaml_are_dvcs_for_every_stage(monkeypatch):
+    """`declared_keys` reads dvc.yaml without DVC: on every stage of the project's dvc.yaml it gives
+    the keys DVC resolves, and never needs DVC's Repo."""
+    from pathlib import Path
+
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    from dlcourse import params
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    values = params.load(root / "params.yaml").model_dump()
+    with Repo(str(root)) as repo:
+        stages = {stage.addressing: [key for dep in stage.deps if isinstance(dep, ParamsDependency) for key in dep.params]
+                  for stage in repo.index.stages}
+    assert len(stages) > 30 and any(keys for keys in stages.values())
+    for stage, keys in stages.items():
+        assert tracking.declared_keys(stage, values) == keys, stage
+
+
+@pytest.mark.parametrize("pipeline", [
+    {"vars": ["other.yaml"], "stages": {"s": {"foreach": "${section}", "do": {"cmd": "x", "params": ["section.${key}"]}}}},
+    {"stages": {"s": {"foreach": "${section}", "do": {"cmd": "x", "params": ["section.${item.lr}"]}}}},
+    {"stages": {"s": {"foreach": ["a", "b"], "do": {"cmd": "x", "params": ["section.${key}"]}}}},
+    {"stages": {"s": {"matrix": {"a": [1, 2]}, "cmd": "x", "params": ["section.a"]}}},
+    {"stages": {"s": {"cmd": "x", "params": [{"other.yaml": ["a"]}]}}},
+])
+def test_a_form_of_dvc_yaml_not_read_alone_is_left_to_dvc(tmp_path, pipeline):
+    import yaml
+
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(pipeline))
+    values = {"section": {"a": {"lr": 1}}}
+    assert tracking.declared_keys("s@a", values, tmp_path / "dvc.yaml") is None
+    assert tracking.declared_keys("s", values, tmp_path / "dvc.yaml") is None
+
+
+def test_the_process_start_time_is_the_spawn_time_within_a_clock_tick():
+    spawned = time.time()
+    child = subprocess.run([sys.executable, "-c", "from dlcourse import tracking; print(tracking.process_start_time())"],
+                           capture_output=True, text=True, check=True)
+    assert spawned - 0.05 < float(child.stdout) < time.time()

@@ -69,6 +69,27 @@ def pip_requirements() -> list[str]:
     return pins
 
 
+@contextmanager
+def requirements_known_to_mlflow() -> Iterator[None]:
+    """While open, MLflow's map from import names to distributions holds only REQUIREMENTS. MLflow
+    builds the full map, scanning every installed distribution (about 1.5 s per model logged), only
+    to warn when the pins of a model it saves and loads back do not match this environment; that
+    check reads the installed version of each pinned distribution, which the map only names. A map
+    already built is left as it is; the one set here is dropped afterwards, so that a later
+    inference of a model's requirements in this process builds the full one."""
+    from mlflow.utils import requirements_utils
+
+    if getattr(requirements_utils, "_MODULES_TO_PACKAGES", "renamed") is not None:  # built, or another MLflow
+        yield
+        return
+    distributions = [pin.split("==")[0] for pin in pip_requirements()]
+    requirements_utils._MODULES_TO_PACKAGES = {names[0]: [found] for names, found in zip(REQUIREMENTS, distributions)}
+    try:
+        yield
+    finally:
+        requirements_utils._MODULES_TO_PACKAGES = requirements_utils._PACKAGES_TO_MODULES = None
+
+
 def file_md5(path: str | Path) -> str:
     """The md5 DVC records for a file output in dvc.lock."""
     digest = hashlib.md5()
@@ -117,7 +138,7 @@ def log_model(run: StageRun, model: torch.nn.Module, example: torch.Tensor, outp
     try:
         # The graph is exported on the CPU, and MLflow checks the input example by loading the model on
         # CUDA when it is available, which an exported CPU graph refuses: the check runs on the CPU.
-        with prediction_device("cpu"):
+        with requirements_known_to_mlflow(), prediction_device("cpu"):
             info = mlflow.pytorch.log_model(
                 model, name=MODEL_NAME, signature=tensor_signature(tuple(example.shape[1:]), outputs),
                 input_example=example.numpy(), pip_requirements=pip_requirements(), tags=source_tags,
