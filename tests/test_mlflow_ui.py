@@ -32,7 +32,8 @@ NEW_LR = 0.05
 LR = "train_cnn.cifar10-linear.lr"  # the MLflow param: the key dvc.yaml declares, flattened
 UI_WAIT_S = 60
 
-pytestmark = pytest.mark.slow
+# One worker for the module: its workspace and UI server, module fixtures, are then made once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("mlflow-ui")]
 
 
 @pytest.fixture(scope="module", autouse=True)

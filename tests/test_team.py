@@ -61,6 +61,11 @@ def postgres_user_exists() -> bool:
         return False
 
 
+# One worker for the module: its PostgreSQL and tracking server, module fixtures, then start once
+# (tests of several modules interleaved on a worker would tear them down and start them again).
+pytestmark = pytest.mark.xdist_group("tracking-server")
+
+
 @pytest.fixture(scope="module")
 def postgres():
     """A throwaway PostgreSQL server on loopback. Its URL names a database that does not exist yet:
