@@ -108,14 +108,14 @@ def test_mlflow_checks_the_pins_without_scanning_every_installed_distribution(mo
                         lambda: pytest.fail("scanned every installed distribution"))
     warnings = []
     monkeypatch.setattr(requirements_utils._logger, "warning", lambda message, *args, **kwargs: warnings.append(message))
-    with registry.requirements_known_to_mlflow():
-        requirements_utils.warn_dependency_requirement_mismatches(registry.pip_requirements())
+    pins = registry.pip_requirements()
+    with registry.requirements_known_to_mlflow(pins):
+        requirements_utils.warn_dependency_requirement_mismatches(pins)
         assert warnings == []
         requirements_utils.warn_dependency_requirement_mismatches(["torch==1.0"])
     assert len(warnings) == 1 and "torch (current: " in warnings[0]
     assert requirements_utils._MODULES_TO_PACKAGES is None  # a later inference builds the full map
 
-# --- the tiny workspace's registry ---------------------------------------------------------------
 
 def test_a_model_logged_on_a_machine_with_a_gpu_passes_mlflows_check(tmp_path, monkeypatch):
     """MLflow loads a PyTorch model on CUDA whenever it is available, and checks the input example so
@@ -145,6 +145,8 @@ def test_a_model_logged_on_a_machine_with_a_gpu_passes_mlflows_check(tmp_path, m
     assert not [w for w in warnings if "validate" in w], warnings
     assert "MLFLOW_DEFAULT_PREDICTION_DEVICE" not in os.environ  # left as it was
 
+
+# --- the tiny workspace's registry ---------------------------------------------------------------
 
 @pytest.fixture
 def client(built, monkeypatch):

@@ -58,31 +58,31 @@ def classifier_stage(model: str) -> str:
 
 
 def pip_requirements() -> list[str]:
-    from .environment import installed_version
+    from .environment import installed_version  # where the report reads MLflow's version too
 
     pins = []
     for distributions in REQUIREMENTS:
-        found = next((d for d in distributions if installed_version(d)), None)
+        found = next(((d, v) for d in distributions if (v := installed_version(d))), None)
         if found is None:
             raise RuntimeError(f"none of {distributions} is installed: the logged model could not name its requirements")
-        pins.append(f"{found}=={installed_version(found).split('+')[0]}")
+        pins.append(f"{found[0]}=={found[1].split('+')[0]}")
     return pins
 
 
 @contextmanager
-def requirements_known_to_mlflow() -> Iterator[None]:
+def requirements_known_to_mlflow(pins: list[str]) -> Iterator[None]:
     """While open, MLflow's map from import names to distributions holds only REQUIREMENTS. MLflow
     builds the full map, scanning every installed distribution (about 1.5 s per model logged), only
     to warn when the pins of a model it saves and loads back do not match this environment; that
     check reads the installed version of each pinned distribution, which the map only names. A map
     already built is left as it is; the one set here is dropped afterwards, so that a later
-    inference of a model's requirements in this process builds the full one."""
+    inference of a model's requirements in this process builds the full one. `pins`: `pip_requirements()`."""
     from mlflow.utils import requirements_utils
 
     if getattr(requirements_utils, "_MODULES_TO_PACKAGES", "renamed") is not None:  # built, or another MLflow
         yield
         return
-    distributions = [pin.split("==")[0] for pin in pip_requirements()]
+    distributions = [pin.split("==")[0] for pin in pins]
     requirements_utils._MODULES_TO_PACKAGES = {names[0]: [found] for names, found in zip(REQUIREMENTS, distributions)}
     try:
         yield
@@ -138,10 +138,11 @@ def log_model(run: StageRun, model: torch.nn.Module, example: torch.Tensor, outp
     try:
         # The graph is exported on the CPU, and MLflow checks the input example by loading the model on
         # CUDA when it is available, which an exported CPU graph refuses: the check runs on the CPU.
-        with requirements_known_to_mlflow(), prediction_device("cpu"):
+        pins = pip_requirements()
+        with requirements_known_to_mlflow(pins), prediction_device("cpu"):
             info = mlflow.pytorch.log_model(
                 model, name=MODEL_NAME, signature=tensor_signature(tuple(example.shape[1:]), outputs),
-                input_example=example.numpy(), pip_requirements=pip_requirements(), tags=source_tags,
+                input_example=example.numpy(), pip_requirements=pins, tags=source_tags,
                 registered_model_name=name, await_registration_for=0)
     except mlflow.exceptions.MlflowException as exc:
         if "403" not in str(exc):

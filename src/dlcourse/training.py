@@ -15,7 +15,7 @@ from torch import nn
 
 
 def seed_everything(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """Seed every random-number rng and return the one for batches. On the CPU, kernels are made
+    """Seed every random-number generator and return the one for batches. On the CPU, kernels are made
     deterministic (byte-identical results on one machine); on a GPU, speed comes first: cuDNN
     picks its fastest kernels, and results agree across runs within a tolerance only."""
     random.seed(seed)
@@ -159,7 +159,7 @@ def make_optimizer(model: nn.Module, p) -> torch.optim.Optimizer:
     """No weight decay on BatchNorm weights and biases (1-D parameters), whose learning rate is
     `p.bias_lr_scale` times the others' (airbench trains BatchNorm biases 64 times faster)."""
     trainable = [q for q in model.parameters() if q.requires_grad]
-    groups = [{"params": [q for q in trainable if q.ndim > 1], "weight_decay": p.weight_decay, "lr": p.lr},
+    groups = [{"params": [q for q in trainable if q.ndim > 1], "weight_decay": p.weight_decay},
               {"params": [q for q in trainable if q.ndim <= 1], "weight_decay": 0.0, "lr": p.lr * p.bias_lr_scale}]
     if p.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=p.lr, momentum=p.momentum, nesterov=p.nesterov and p.momentum > 0)
@@ -173,8 +173,9 @@ class Lookahead:
     the last step the network takes the average's weights."""
 
     def __init__(self, model: nn.Module, total_steps: int, every: int = 5, decay: float = 0.95**5):
-        self.model, self.total, self.every, self.decay = model, total_steps, every, decay
-        self.average = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+        self.total, self.every, self.decay = total_steps, every, decay
+        # the model's own tensors (state_dict shares their storage), each with its average
+        self.pairs = [(v, v.clone()) for v in model.state_dict().values() if v.is_floating_point()]
 
     @torch.no_grad()
     def step(self, step: int) -> None:
@@ -185,10 +186,9 @@ class Lookahead:
             decay = self.decay * (step / self.total) ** 3
         else:
             return
-        current = self.model.state_dict()
-        for name, average in self.average.items():
-            average.lerp_(current[name], 1 - decay)
-            current[name].copy_(average)
+        for current, average in self.pairs:
+            average.lerp_(current, 1 - decay)
+            current.copy_(average)
 
 
 @torch.no_grad()
