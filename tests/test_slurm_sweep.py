@@ -23,7 +23,7 @@ STAGE = "train-cnn@mnist"
 GRID = {(lr, momentum) for lr in (0.05, 0.2) for momentum in (0.85,)}
 FAILING_TASK = "1"
 # `python`, as DVC runs the stage, for the tasks: task 1's first run of train-cnn has its data unreadable
-# (a node's disk failing); every other command passes through to the real Python.
+# (a node's disk failing); every other command passes through to the workspace's `python`.
 SHIM = """#!/bin/sh
 if [ "$SLURM_ARRAY_TASK_ID" = {task} ] && [ "$1" = stages/train_cnn.py ] && [ ! -e {marker} ]; then
     touch {marker}
@@ -36,7 +36,7 @@ data.load_split = unreadable
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")' "$@"
 fi
-exec {python} "$@"
+exec {passthrough} "$@"
 """
 
 
@@ -104,7 +104,7 @@ def test_a_grid_runs_as_a_job_array_and_lands_in_git_dvc_and_mlflow(slurm, serve
     shim = tmp_path / "bin"
     shim.mkdir()
     (shim / "python").write_text(SHIM.format(task=FAILING_TASK, marker=tmp_path / "fault-injected",
-                                             python=sys.executable))
+                                             python=sys.executable, passthrough=shutil.which("python", path=ws.env["PATH"])))
     (shim / "python").chmod(0o755)
     credentials = {"MLFLOW_TRACKING_USERNAME": ADMIN[0], "MLFLOW_TRACKING_PASSWORD": ADMIN[1]}
     ws.env = {**ws.env, **credentials, "MLFLOW_TRACKING_URI": server.url, "DLCOURSE_SWEEP_DIR": str(tmp_path / "sweeps"),

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+import stage_server
+
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED_RESULTS = ("dvc.lock", "metrics/", "plots/", "reports/", "tracking/")  # the real run's: left out
 # Where an MLflow store names the folders of its artifacts: the experiment's, each run's, each
@@ -53,6 +55,13 @@ class Workspace:
                     "OMP_NUM_THREADS": "1"}  # tiny data: one thread each, so that test workers do not fight
         for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "DVC_ROOT", "GAN_RESUME"):
             self.env.pop(name, None)
+        server = stage_server.shared(self.env)
+        if server is not None:  # stages start as forks of a server that has imported torch and MLflow
+            self.env = server.env(self.env)
+
+    def plain_processes(self) -> None:
+        """Stages start as plain `python` processes from now on (tests about processes themselves)."""
+        self.env.pop(stage_server.SOCKET_VARIABLE, None)
 
     def run(self, *args: str, check: bool = True) -> str:
         result = subprocess.run(args, cwd=self.path, env=self.env, capture_output=True, text=True, timeout=900)
