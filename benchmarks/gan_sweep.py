@@ -43,7 +43,8 @@ def main() -> None:
                                    device)
     num_classes = len(train.classes) if gan_eras.ERAS[p.era].conditional else 0
     generator, discriminator = gan_eras.build(p.era, p.latent_dim, p.width, tuple(train.images.shape[1:]), num_classes)
-    generator, discriminator = generator.to(device), discriminator.to(device)
+    layout = torch.channels_last if p.channels_last else torch.contiguous_format
+    generator, discriminator = generator.to(device, memory_format=layout), discriminator.to(device, memory_format=layout)
     opt_g, opt_d = generative.make_optimizers(generator, discriminator, (p.lr_g, p.lr_d), (p.beta1, p.beta2),
                                               p.optimizer)
     ema = generative.exponential_moving_average(generator, p.ema_decay) if p.ema_decay else None

@@ -155,6 +155,7 @@ class GanParams(Section):
     grid_size: PositiveInt  # samples from the fixed noise, after every epoch
     interpolation_steps: Annotated[int, Field(ge=2)]
     interpolation_rows: PositiveInt
+    channels_last: bool  # the networks' convolutions laid out channels-last (the same sums in another order)
     # processes on this machine, each a shard of every batch (DistributedDataParallel under torchrun);
     # 1: one plain process. The global batch_size and learning rates stay those of one process.
     processes: Annotated[int, Field(ge=1, le=1024)]

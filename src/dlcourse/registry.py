@@ -163,9 +163,11 @@ def log_model(run: StageRun, model: torch.nn.Module, example: torch.Tensor, outp
 def log_classifier(run: StageRun, path: str | Path, test_images: torch.Tensor, test_accuracy: float):
     """The classifier saved at `path` (a DVC output), as a model returning class probabilities.
     `test_images`: uint8 test images, the first EXAMPLES of which become the input example."""
+    import torch
+
     from .models import Probabilities, load_classifier
 
-    classifier, checkpoint = load_classifier(path, "cpu")
+    classifier, checkpoint = load_classifier(path, "cpu", torch.contiguous_format)  # the graph as trained
     example = test_images[:EXAMPLES].cpu().float().div(255)
     classes = len(checkpoint["classes"])
     description = (f"`{run.stage}`: {checkpoint['architecture']} on {checkpoint['dataset']}, test accuracy "
