@@ -2,7 +2,8 @@
 by side in one run, on the trained models under `models/cnn/` (needs them: `dvc repro train-cnn`):
 the forward pass of a batch (what `evaluate`, `fooling`'s evolution and `score-gan` do) and the
 forward pass with the input's gradient (what `attack` and `fooling`'s gradient ascent do), on the
-same images, with the largest difference between the two layouts' outputs.
+same images, with each layout's error against the same pass in float64 (the largest difference,
+relative to the largest output).
 
 Run: python benchmarks/inference_layout.py [--batch 500] [--repeats 5] [ENTRY ...]
 """
@@ -41,17 +42,22 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batches of {args.batch}")
-    print(f"{'model':16s} {'pass':15s} {'default ms':>10s} {'channels-last ms':>16s} {'speed-up':>8s} {'max diff':>9s}")
+    print(f"{'model':16s} {'pass':15s} {'default ms':>10s} {'channels-last ms':>16s} {'speed-up':>8s} "
+          f"{'error':>8s} {'error, channels-last':>20s}")
     for entry in args.entries:
         path = MODELS / "cnn" / f"{entry}.pt"
         default, checkpoint = load_classifier(path, "cpu", torch.contiguous_format)
         channels_last, _ = load_classifier(path, "cpu", torch.channels_last)
+        reference, _ = load_classifier(path, "cpu", torch.contiguous_format)
+        reference = reference.double()
         x = torch.rand(args.batch, *IMAGE_SHAPES[checkpoint["dataset"]], generator=torch.Generator().manual_seed(0))
         for name, step in (("forward", forward), ("input gradient", input_gradient)):
             before, a = timed(lambda: step(default, x), args.repeats)
             after, b = timed(lambda: step(channels_last, x), args.repeats)
+            exact = step(reference, x.double())
+            error = [float((out.double() - exact).abs().max() / exact.abs().max()) for out in (a, b)]
             print(f"{entry:16s} {name:15s} {before * 1e3:10.0f} {after * 1e3:16.0f} {before / after:7.2f}x "
-                  f"{(a - b).abs().max():9.1e}", flush=True)
+                  f"{error[0]:8.1e} {error[1]:20.1e}", flush=True)
 
 
 if __name__ == "__main__":

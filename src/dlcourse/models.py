@@ -215,7 +215,7 @@ def load_classifier(path, device: torch.device | str = "cpu",
                     memory_format: torch.memory_format = torch.channels_last) -> tuple[Classifier, dict]:
     """A saved classifier, ready for inference. Its convolution weights are laid out channels-last
     by default: with them, a convolution takes the faster channels-last kernels whatever the layout
-    of its input (on this project's CPU, the airnet's forward pass 2.4x and its input gradient 1.4x
+    of its input (on this project's CPU, the airnet's forward pass and its input gradient about 1.9x
     faster; `benchmarks/inference_layout.py`), with the same sums in another order."""
     from .files import load_torch
 
