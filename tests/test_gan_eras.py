@@ -73,18 +73,20 @@ def test_one_training_step_of_each_recipe_changes_both_networks(era):
 
 
 @pytest.mark.parametrize("era", sorted(RECIPES))
-def test_resuming_each_era_equals_an_uninterrupted_run(tmp_path, era):
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["default", "channels_last"])
+def test_resuming_each_era_equals_an_uninterrupted_run(tmp_path, era, layout):
     """Critic steps, the penalty's random mixing, spectral norm's power-iteration vectors, StyleGAN's
     per-pixel noise (torch's global generator) and its EMA: all in the checkpoint. Bit for bit, so each
     era's training is also a function of its seeds (test_pipeline's forced rerun of the stage byte for
-    byte covers one era, whose outputs every era writes the same way)."""
+    byte covers one era, whose outputs every era writes the same way), in either memory layout of
+    the networks (`train_gan.<entry>.channels_last`)."""
     images, labels = tiny_data(16)
     optimizer, betas, recipe = RECIPES[era]
     kwargs = dict(recipe=recipe, epochs=2, epoch_images=8, batch_size=4, device="cpu")
 
     def networks(seed):
         torch.manual_seed(seed)
-        generator, discriminator = build(era, LATENT, WIDTH)
+        generator, discriminator = (net.to(memory_format=layout) for net in build(era, LATENT, WIDTH))
         return (generator, discriminator, *make_optimizers(generator, discriminator, 1e-3, betas, optimizer),
                 exponential_moving_average(generator, 0.9))
 

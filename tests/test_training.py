@@ -229,3 +229,19 @@ def test_train_epochs_with_airbench_tricks_runs_and_the_defaults_are_unchanged()
     assert len(tricked_records) == 3 and 0 <= tricked_records[-1].test_accuracy <= 1
     assert any(not torch.equal(a, b) for a, b in zip(plain.state_dict().values(), tricks.state_dict().values()))
 
+
+
+def test_a_classifier_is_loaded_channels_last_for_inference_with_the_same_outputs(tmp_path):
+    torch.manual_seed(0)
+    trained = Classifier("airnet", {"widths": [8, 8, 8, 8], "activation": "gelu", "whiten": False}, channels=3).eval()
+    save_classifier(trained, "cifar10", [str(i) for i in range(10)], tmp_path / "m.pt")
+    fast, _ = load_classifier(tmp_path / "m.pt")
+    plain, _ = load_classifier(tmp_path / "m.pt", memory_format=torch.contiguous_format)
+    convolutions = [m.weight for m in fast.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convolutions and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+                                for w in convolutions)
+    assert all(m.weight.is_contiguous() for m in plain.modules() if isinstance(m, torch.nn.Conv2d))
+    x = torch.rand(16, 3, 32, 32)
+    with torch.no_grad():
+        expected, got = trained(x), fast(x)
+    assert torch.allclose(got, expected, atol=1e-5) and torch.equal(plain(x).detach(), expected)
