@@ -21,6 +21,7 @@ take plain ones: `Workspace.plain_processes()`. The real-data run in CI, too, ru
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib
 import os
 import runpy
@@ -117,14 +118,17 @@ def supervise(connection: socket.socket) -> dict:
         return request
     for fd in fds:
         os.close(fd)
-    connection.sendall(f"{pid}\n".encode())
-    exited = os.pidfd_open(pid)
-    ready, _, _ = select.select([exited, connection], [], [])
-    if exited not in ready:  # the client is gone (killed): so goes its stage
-        os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
     try:
+        connection.sendall(f"{pid}\n".encode())
+        exited = os.pidfd_open(pid)
+        ready, _, _ = select.select([exited, connection], [], [])
+        if exited not in ready:  # the client is gone (killed): so goes its stage
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
         connection.sendall(f"{status}\n".encode())
+    except OSError:  # the client went away mid-way: its stage with it
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
     finally:
         os._exit(0)
 
