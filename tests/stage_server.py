@@ -92,23 +92,18 @@ os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
 '''
 
 
-def receive_exactly(connection: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = connection.recv(size - len(data))
-        if not chunk:
-            raise ConnectionError("the client hung up mid-request")
-        data += chunk
-    return data
-
-
 def supervise(connection: socket.socket) -> dict:
     """In a supervisor process: read one request, fork its stage and report on it. Returns the
     request in the stage process only; the supervisor itself ends here."""
     import ast
 
     header, fds, _, _ = socket.recv_fds(connection, HEADER.size, 3)
-    request = ast.literal_eval(receive_exactly(connection, HEADER.unpack(header)[0]).decode())
+    size = HEADER.unpack(header)[0]
+    with connection.makefile("rb") as stream:
+        body = stream.read(size)
+    if len(body) != size:
+        raise ConnectionError("the client hung up mid-request")
+    request = ast.literal_eval(body.decode())
     pid = os.fork()
     if pid == 0:
         connection.close()
