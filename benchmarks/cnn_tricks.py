@@ -1,7 +1,9 @@
 """Time-to-accuracy tricks for one `train_cnn` entry on this machine, measured side by side in one
 run: each variant is the entry's params with some keys overridden, trained from the same seed on
 the prepared data; the script prints each variant's training seconds (evaluations excluded),
-images per second, and test accuracy after every epoch.
+images per second, test accuracy after every epoch, and the trained model's confidence on the test
+set as the evaluate stage measures it (no test-time augmentation): its mean, and how many test
+images it gets wrong with a confidence of at least evaluate.confident.
 
 Run: python benchmarks/cnn_tricks.py cifar10-airnet "bf16=false" "bf16=true" "bf16=true epochs=7"
 (each quoted argument is one variant: space-separated key=value overrides, values read as YAML).
@@ -16,10 +18,10 @@ import yaml
 from dlcourse import data, params
 from dlcourse.models import Classifier
 from dlcourse.paths import PREPARED
-from dlcourse.training import resolve_device, seed_everything, train_epochs
+from dlcourse.training import predict_proba, resolve_device, seed_everything, to_float, train_epochs
 
 
-def run_variant(entry: str, overrides: dict, all_params) -> tuple[float, list]:
+def run_variant(entry: str, overrides: dict, all_params) -> tuple[float, list, torch.Tensor]:
     p = all_params.train_cnn[entry].model_copy(update=overrides)
     device = resolve_device(all_params.device)
     rng = seed_everything(all_params.seed, device)
@@ -32,7 +34,10 @@ def run_variant(entry: str, overrides: dict, all_params) -> tuple[float, list]:
                            test.labels.to(device), p, rng,
                            on_epoch=lambda r: print(f"    epoch {r.epoch}: {r.test_accuracy:.2%} ({r.seconds:.1f} s)",
                                                     flush=True))
-    return sum(r.seconds for r in records), records
+    confidence, predicted = predict_proba(model, to_float(test.images, device)).cpu().max(1)
+    print(f"    mean confidence {confidence.double().mean():.4f}, most confident error "
+          f"{confidence[predicted != test.labels].max():.4f}", flush=True)
+    return sum(r.seconds for r in records), records, confidence[predicted != test.labels]
 
 
 def main(entry: str, variants: list[str]) -> None:
@@ -42,12 +47,14 @@ def main(entry: str, variants: list[str]) -> None:
     for variant in variants:
         overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in variant.split())}
         print(f"  {variant or '(params.yaml)'}", flush=True)
-        seconds, records = run_variant(entry, overrides, all_params)
+        seconds, records, wrong_confidence = run_variant(entry, overrides, all_params)
         images = len(records) * len(data.load_split(PREPARED, all_params.train_cnn[entry].dataset, "train").labels)
-        rows.append((variant or "(params.yaml)", seconds, images / seconds, records[-1].test_accuracy))
-    print(f"\n{'variant':40s} {'train s':>8s} {'img/s':>7s} {'accuracy':>9s}")
-    for name, seconds, speed, acc in rows:
-        print(f"{name:40s} {seconds:8.1f} {speed:7.0f} {acc:9.2%}")
+        confidently_wrong = int((wrong_confidence >= all_params.evaluate.confident).sum())
+        rows.append((variant or "(params.yaml)", seconds, images / seconds, records[-1].test_accuracy, confidently_wrong))
+    print(f"\n{'variant':40s} {'train s':>8s} {'img/s':>7s} {'accuracy':>9s} "
+          f"{'wrong at >= ' + str(all_params.evaluate.confident):>15s}")
+    for name, seconds, speed, acc, confidently_wrong in rows:
+        print(f"{name:40s} {seconds:8.1f} {speed:7.0f} {acc:9.2%} {confidently_wrong:15d}")
 
 
 if __name__ == "__main__":

@@ -230,6 +230,32 @@ def test_train_epochs_with_airbench_tricks_runs_and_the_defaults_are_unchanged()
     assert any(not torch.equal(a, b) for a, b in zip(plain.state_dict().values(), tricks.state_dict().values()))
 
 
+def test_the_curve_is_evaluated_under_the_training_autocast_and_the_last_epoch_in_float32():
+    for bf16 in (False, True):
+        evaluations = []  # (epoch, autocast on) of each forward pass in eval mode
+        epoch = iter(range(1, 4))
+        current = [next(epoch)]
+
+        def watch(module, inputs, output):
+            if not module.training:
+                evaluations.append((current[0], torch.is_autocast_enabled("cpu"), output.dtype))
+
+        rng = seed_everything(0)
+        x = torch.randint(0, 256, (64, 3, 16, 16), dtype=torch.uint8)
+        y = torch.arange(64) % 4
+        p = SimpleNamespace(epochs=3, batch_size=32, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=False,
+                            weight_decay=0.0, schedule="constant", warmup=0.0, gamma=1.0, label_smoothing=0.0,
+                            flip=False, crop_padding=0, tta="none", channels_last=False, bf16=bf16, lookahead=False,
+                            bias_lr_scale=1.0)
+        model = Classifier("airnet", {"widths": [24, 8, 8, 8]}, channels=3)
+        model.fit_input_statistics(x, True)
+        model.net.register_forward_hook(watch)
+        train_epochs(model, x, y, x, y, p, rng, on_epoch=lambda record: current.__setitem__(0, next(epoch, None)))
+        assert sorted({e for e, _, _ in evaluations}) == [1, 2, 3]
+        for e, autocast, dtype in evaluations:
+            expected = bf16 and e < 3
+            assert autocast == expected and dtype == (torch.bfloat16 if expected else torch.float32), (bf16, e)
+
 
 def test_a_classifier_is_loaded_channels_last_for_inference_with_the_same_outputs(tmp_path):
     torch.manual_seed(0)
