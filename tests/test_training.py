@@ -204,7 +204,7 @@ def test_airnet_batchnorm_options_and_dirac_init():
     assert all(m.weight.requires_grad and m.momentum == 0.1 for m in default.blocks if isinstance(m, torch.nn.BatchNorm2d))
 
 
-def _tiny_airnet_run(**tricks):
+def _tiny_airnet_run(on_epoch=lambda record: None, forward_hook=None, **tricks):
     rng = seed_everything(0)
     x = torch.randint(0, 256, (96, 3, 16, 16), dtype=torch.uint8)
     y = (x.float().mean((1, 2, 3)) > 127).long() + 2 * (x[:, 0].float().mean((1, 2)) > x[:, 2].float().mean((1, 2))).long()
@@ -216,7 +216,9 @@ def _tiny_airnet_run(**tricks):
         setattr(p, key, value)
     model = Classifier("airnet", {"widths": [24, 8, 8, 8]}, channels=3)
     model.fit_input_statistics(x, True)
-    records = train_epochs(model, x, y, x, y, p, rng)
+    if forward_hook:
+        model.net.register_forward_hook(forward_hook)
+    records = train_epochs(model, x, y, x, y, p, rng, on_epoch=on_epoch)
     return model, records
 
 
@@ -232,25 +234,15 @@ def test_train_epochs_with_airbench_tricks_runs_and_the_defaults_are_unchanged()
 
 def test_the_curve_is_evaluated_under_the_training_autocast_and_the_last_epoch_in_float32():
     for bf16 in (False, True):
-        evaluations = []  # (epoch, autocast on) of each forward pass in eval mode
-        epoch = iter(range(1, 4))
-        current = [next(epoch)]
+        evaluations = []  # (epoch, autocast on, output dtype) of each forward pass in eval mode
+        epoch = [1]
 
         def watch(module, inputs, output):
             if not module.training:
-                evaluations.append((current[0], torch.is_autocast_enabled("cpu"), output.dtype))
+                evaluations.append((epoch[0], torch.is_autocast_enabled("cpu"), output.dtype))
 
-        rng = seed_everything(0)
-        x = torch.randint(0, 256, (64, 3, 16, 16), dtype=torch.uint8)
-        y = torch.arange(64) % 4
-        p = SimpleNamespace(epochs=3, batch_size=32, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=False,
-                            weight_decay=0.0, schedule="constant", warmup=0.0, gamma=1.0, label_smoothing=0.0,
-                            flip=False, crop_padding=0, tta="none", channels_last=False, bf16=bf16, lookahead=False,
-                            bias_lr_scale=1.0)
-        model = Classifier("airnet", {"widths": [24, 8, 8, 8]}, channels=3)
-        model.fit_input_statistics(x, True)
-        model.net.register_forward_hook(watch)
-        train_epochs(model, x, y, x, y, p, rng, on_epoch=lambda record: current.__setitem__(0, next(epoch, None)))
+        _tiny_airnet_run(on_epoch=lambda record: epoch.__setitem__(0, record.epoch + 1), forward_hook=watch,
+                         bf16=bf16, tta="none")
         assert sorted({e for e, _, _ in evaluations}) == [1, 2, 3]
         for e, autocast, dtype in evaluations:
             expected = bf16 and e < 3
