@@ -13,7 +13,7 @@ import torch
 from dlcourse import attacks, data, params
 from dlcourse.models import load_classifier
 from dlcourse.paths import MODELS, PREPARED
-from dlcourse.training import resolve_device, seed_everything, to_float
+from dlcourse.training import resolve_device, seed_everything
 
 
 def main(name: str = "cnn/cifar10-airnet", images: int = 500) -> None:
@@ -22,7 +22,7 @@ def main(name: str = "cnn/cifar10-airnet", images: int = 500) -> None:
     device = resolve_device(all_params.device)
     model, checkpoint = load_classifier(MODELS / f"{name}.pt", device)
     test = data.load_split(PREPARED, checkpoint["dataset"], "test")
-    x, y = to_float(test.images[:images], device), test.labels[:images].to(device)
+    x, y = data.to_float(test.images[:images], device), test.labels[:images].to(device)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {name}, {images} images, "
           f"PGD {p.pgd_steps} steps")
     print(f"{'eps':>8s} {'fp32 s':>8s} {'bf16 s':>8s} {'fp32 acc':>9s} {'bf16 acc':>9s}")

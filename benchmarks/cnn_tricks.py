@@ -18,7 +18,7 @@ import yaml
 from dlcourse import data, params
 from dlcourse.models import Classifier
 from dlcourse.paths import PREPARED
-from dlcourse.training import predict_proba, resolve_device, seed_everything, to_float, train_epochs
+from dlcourse.training import predict_proba, resolve_device, seed_everything, train_epochs
 
 
 def run_variant(entry: str, overrides: dict, all_params) -> tuple[float, list, torch.Tensor]:
@@ -34,7 +34,7 @@ def run_variant(entry: str, overrides: dict, all_params) -> tuple[float, list, t
                            test.labels.to(device), p, rng,
                            on_epoch=lambda r: print(f"    epoch {r.epoch}: {r.test_accuracy:.2%} ({r.seconds:.1f} s)",
                                                     flush=True))
-    confidence, predicted = predict_proba(model, to_float(test.images, device)).cpu().max(1)
+    confidence, predicted = predict_proba(model, data.to_float(test.images, device)).cpu().max(1)
     print(f"    mean confidence {confidence.double().mean():.4f}, most confident error "
           f"{confidence[predicted != test.labels].max():.4f}", flush=True)
     return sum(r.seconds for r in records), records, confidence[predicted != test.labels]

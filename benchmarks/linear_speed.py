@@ -21,7 +21,7 @@ from course_data import torchvision_mnist_root
 from dlcourse import data
 from dlcourse.models import Reseau1
 from dlcourse.paths import PREPARED
-from dlcourse.training import LOSSES, accuracy, seed_everything, to_float, train_iterations
+from dlcourse.training import LOSSES, accuracy, seed_everything, train_iterations
 
 ITERATIONS, BATCH, LR, MOMENTUM = 1000, 60, 0.001, 0.9
 
@@ -62,7 +62,7 @@ def project_loop() -> tuple[float, float]:
     rng = seed_everything(0)
     train, test = (data.load_split(PREPARED, "mnist", split) for split in ("train", "test"))
     cpu = torch.device("cpu")
-    train_x, test_x = to_float(train.images, cpu), to_float(test.images, cpu)
+    train_x, test_x = data.to_float(train.images, cpu), data.to_float(test.images, cpu)
     model = Reseau1()
     optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
     curve, seconds = train_iterations(

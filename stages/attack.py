@@ -13,7 +13,7 @@ from dlcourse.figures import image_grid, plot_columns
 from dlcourse.files import write_csv, write_json
 from dlcourse.models import Classifier, load_classifier
 from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
-from dlcourse.training import predict_proba, resolve_device, seed_everything, to_float
+from dlcourse.training import predict_proba, resolve_device, seed_everything
 
 
 def accuracy_by_eps(table) -> dict[float, dict[str, float]]:
@@ -75,7 +75,7 @@ def main(name: str) -> None:
         model, checkpoint = load_classifier(MODELS / f"{name}.pt", device)
         test = data.load_split(PREPARED, checkpoint["dataset"], "test")
         subset = torch.randperm(len(test), generator=rng)[: p.subset]
-        result = attack(model, to_float(test.images[subset], device), test.labels[subset].to(device), settings.eps,
+        result = attack(model, data.to_float(test.images[subset], device), test.labels[subset].to(device), settings.eps,
                         p, rng)
         metrics = summary(result, checkpoint["dataset"])
 

@@ -13,7 +13,7 @@ from dlcourse.figures import image_grid, plot_confusion, plot_reliability
 from dlcourse.files import write_csv, write_json
 from dlcourse.models import Classifier, load_classifier
 from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
-from dlcourse.training import predict_proba, resolve_device, seed_everything, to_float
+from dlcourse.training import predict_proba, resolve_device, seed_everything
 
 
 @dataclass
@@ -56,7 +56,7 @@ def main(name: str) -> None:
         device = resolve_device(all_params.device)
         model, checkpoint = load_classifier(MODELS / f"{name}.pt", device)
         test = data.load_split(PREPARED, checkpoint["dataset"], "test")
-        classes, images = test.classes, to_float(test.images, device)
+        classes, images = test.classes, data.to_float(test.images, device)
         result = evaluate(model, images, test.labels, classes, p)
         metrics = {"dataset": checkpoint["dataset"], **result.metrics}
 

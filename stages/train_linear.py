@@ -11,8 +11,7 @@ from dlcourse import data, params, registry, tracking
 from dlcourse.files import write_csv, write_json
 from dlcourse.models import Classifier, save_classifier
 from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
-from dlcourse.training import (LOSSES, Curve, accuracy, resolve_device, seed_everything, to_float,
-                               train_iterations)
+from dlcourse.training import (LOSSES, Curve, accuracy, resolve_device, seed_everything, train_iterations)
 
 
 @dataclass
@@ -26,7 +25,7 @@ class LinearRun:
 def train_linear(p: params.LinearRunParams, seed: int, device: torch.device, train: data.Split,
                  test: data.Split) -> LinearRun:
     rng = seed_everything(seed)
-    train_x, test_x = to_float(train.images, device), to_float(test.images, device)
+    train_x, test_x = data.to_float(train.images, device), data.to_float(test.images, device)
     train_y, test_y = train.labels.to(device), test.labels.to(device)
 
     model = Classifier("reseau1", {}, channels=1).to(device)  # inputs as ToTensor gives them: pixels / 255

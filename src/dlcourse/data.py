@@ -306,6 +306,11 @@ class Split:
         return len(self.labels)
 
 
+def to_float(images: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+    """uint8 pixels to floats in [0, 1], as torchvision's ToTensor does (on `device`, if given)."""
+    return (images if device is None else images.to(device)).float().div_(255)
+
+
 def save_split(path: Path, images: np.ndarray, labels: np.ndarray, classes: list[str]) -> None:
     tensors = {
         "images": torch.from_numpy(np.array(images, copy=True, order="C")),

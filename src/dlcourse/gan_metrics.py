@@ -145,7 +145,8 @@ def load_judge(classifier_path: str | Path, feature_layer: str, test_images: tor
     (as many as the GAN's samples, drawn with `rng`) scored against the test set as a GAN's
     samples are."""
     from .models import load_classifier
-    from .training import predict_proba, to_float
+    from .data import to_float
+    from .training import predict_proba
 
     classifier, _ = load_classifier(classifier_path, device)
     features = hooked_features(classifier, feature_layer)

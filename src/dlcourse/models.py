@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data import to_float
+
 
 class Reseau1(nn.Module):
     """The course's first network: a dense layer with no hidden layer, 784 -> 10, then softmax."""
@@ -181,12 +183,12 @@ class Classifier(nn.Module):
         """From uint8 training images: the per-channel mean and std of their pixels (when
         `normalize`), then the whitening stem of a network that has one."""
         if normalize:
-            pixels = images.float().div_(255)
+            pixels = to_float(images)
             self.mean.copy_(pixels.mean((0, 2, 3), keepdim=True))
             self.std.copy_(pixels.std((0, 2, 3), keepdim=True))
             del pixels
         if hasattr(self.net, "fit_whitening"):
-            self.net.fit_whitening(self.normalize(images[:whitening_images].float().div(255)))
+            self.net.fit_whitening(self.normalize(to_float(images[:whitening_images])))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.normalize(x))

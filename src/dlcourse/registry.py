@@ -165,10 +165,11 @@ def log_classifier(run: StageRun, path: str | Path, test_images: torch.Tensor, t
     `test_images`: uint8 test images, the first EXAMPLES of which become the input example."""
     import torch
 
+    from .data import to_float
     from .models import Probabilities, load_classifier
 
     classifier, checkpoint = load_classifier(path, "cpu", torch.contiguous_format)  # the graph as trained
-    example = test_images[:EXAMPLES].cpu().float().div(255)
+    example = to_float(test_images[:EXAMPLES], "cpu")
     classes = len(checkpoint["classes"])
     description = (f"`{run.stage}`: {checkpoint['architecture']} on {checkpoint['dataset']}, test accuracy "
                    f"{test_accuracy:.4f}. Input: float32 images in [0, 1], N x {' x '.join(map(str, example.shape[1:]))}; "

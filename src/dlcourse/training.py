@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data import to_float
+
 
 def seed_everything(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     """Seed every random-number generator and return the one for batches. On the CPU, kernels are made
@@ -39,11 +41,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("params.yaml: device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
     return torch.device(name)
-
-
-def to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 pixels to floats in [0, 1], as torchvision's ToTensor does."""
-    return images.to(device).float().div_(255)
 
 
 def random_batches(n: int, batch_size: int, rng: torch.Generator) -> Iterator[torch.Tensor]:
@@ -214,7 +211,7 @@ def accuracy_tta(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, tta: 
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=y.device)
     for xb, yb in zip(x_uint8.split(batch_size), y.split(batch_size)):
-        correct += (tta_scores(model, xb.float().div_(255), tta).argmax(1) == yb).sum()
+        correct += (tta_scores(model, to_float(xb), tta).argmax(1) == yb).sum()
     return correct.item() / len(y)
 
 
@@ -261,7 +258,7 @@ def train_epochs(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
         loss_sum = torch.zeros((), device=device)
         for batch in order.split(p.batch_size):
             index = world.shard(batch) if distributed else batch
-            images = augmented[index].float().div_(255).contiguous(memory_format=memory_format)
+            images = to_float(augmented[index]).contiguous(memory_format=memory_format)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=p.bf16):
                 scores = trained(images).float()
             loss = F.cross_entropy(scores, train_y[index], label_smoothing=p.label_smoothing)
