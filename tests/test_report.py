@@ -50,7 +50,7 @@ def project(tmp_path, monkeypatch):
     Path("tracking").mkdir()
     Path("tracking/train-linear@one_epoch.json").write_text(
         json.dumps({"stage": "train-linear@one_epoch", "run_id": "abc123", "experiment": "dl-course",
-                    "seconds": 12.34, "startup_seconds": 5.0}))
+                    "seconds": 12.34, "startup_seconds": 5.0, "cpu": "CPU A, 2 CPUs"}))
     curve = pd.DataFrame({"step": [0, 1, 2], "test_accuracy": [0.1, 0.5, 0.9]})
     plot_curves({"run": curve}, "step", "test_accuracy", "a curve", Path("reports/figures/curve.png"), "step")
     plot_curves({"run": curve}, "step", "test_accuracy", "a stage's figure", Path("plots/stage/figure.png"), "step")
@@ -107,10 +107,27 @@ def test_environment_section_names_versions_commit_params_and_each_stage(project
                                                                                   "none: CPU-only build"]
     assert rows["git commit"] == [f"`{commit}`"]
     assert rows["MLflow experiment"] == ["`dl-course`"]
+    assert rows["CPU (the stages' runs)"] == ["CPU A, 2 CPUs"]
     assert rows["`train-linear@one_epoch`"] == ["cpu", "12.3", "5.0", "`abc123`"]
     assert rows["`evaluate@cnn/mnist`"] == [NOT_RECORDED] * 4  # no timing, no run record
     assert rows["**all 1 timed stages**"] == ["", "12.3", "5.0", ""]
     assert "<h2>Environment</h2>" in markdown_to_html(markdown, Path("reports"))
+
+
+def stage_cpus_row(markdown: str) -> str:
+    [row] = [line for line in markdown.splitlines() if line.startswith("| CPU (the stages' runs)")]
+    return row.split("|")[2].strip()
+
+
+def test_stages_timed_on_several_processors_are_counted_per_processor(project):
+    for stage, cpu in [("train-linear@long", "CPU B, 4 CPUs"), ("evaluate@cnn/mnist", "CPU A, 2 CPUs"),
+                       ("attack@cnn/mnist", None)]:  # a record from before processors were recorded
+        Path(f"tracking/{stage}.json").parent.mkdir(parents=True, exist_ok=True)
+        Path(f"tracking/{stage}.json").write_text(json.dumps(
+            {"stage": stage, "run_id": "r", "seconds": 1.0, "startup_seconds": 1.0, **({"cpu": cpu} if cpu else {})}))
+    assert stage_cpus_row(build(["train-linear@one_epoch", "train-linear@long", "evaluate@cnn/mnist",
+                                 "attack@cnn/mnist"])) == "CPU A, 2 CPUs (2 stages); CPU B, 4 CPUs (1 stage)"
+    assert stage_cpus_row(build(["attack@cnn/mnist"])) == NOT_RECORDED
 
 
 def test_missing_run_record_is_not_recorded_and_a_broken_one_is_named(project):

@@ -47,9 +47,35 @@ def test_stage_run_logs_params_metrics_curves_and_tags(monkeypatch, tmp_path):
     assert logged.data.params == {"lr": "0.1", "nested.k": "2"}
     assert logged.data.metrics["test_accuracy"] == 0.9
     assert logged.data.tags["dvc.stage"] == "train-linear@x" and logged.data.tags["dvc.exp_name"] == "exp-1"
+    assert logged.data.tags["process.cpu"] == record["cpu"] == tracking.cpu_description()
     assert [m.value for m in client.get_metric_history(record["run_id"], "curve")] == [0.1, 0.5]
     assert [a.path for a in client.list_artifacts(record["run_id"])] == ["weights.bin"]
     assert (tmp_path / "mlartifacts").is_dir()
+
+
+INTEL_CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+cpu family\t: 6
+model\t\t: 143
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu vme
+
+processor\t: 1
+vendor_id\t: GenuineIntel
+cpu family\t: 6
+model\t\t: 85
+model name\t: another
+"""
+
+
+def test_the_cpu_is_the_first_processors_model_with_the_usable_count(monkeypatch):
+    assert tracking.cpu_description(INTEL_CPUINFO, 2) == "Intel(R) Xeon(R) Platinum 8480+ (family 6, model 143), 2 CPUs"
+    assert tracking.cpu_description(INTEL_CPUINFO, 1).endswith(", 1 CPU")
+    monkeypatch.setattr("platform.processor", lambda: "")
+    monkeypatch.setattr("platform.machine", lambda: "aarch64")
+    arm = "processor\t: 0\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\n"  # no model name, family or model
+    assert tracking.cpu_description(arm, 4) == "aarch64, 4 CPUs"
+    assert tracking.cpu_description("", 4) == "aarch64, 4 CPUs"
 
 
 def local_store(monkeypatch, tmp_path) -> str:

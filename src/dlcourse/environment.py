@@ -1,11 +1,12 @@
 """The environment a report's numbers were measured in: code, params, versions, and per stage the
-device it ran on and its MLflow run."""
+device and processor it ran on, its times and its MLflow run."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import platform
+from collections import Counter
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -62,7 +63,8 @@ def environment(stages: list[str], results: Results, params_path: Path = Path("p
         if "experiment" in record:
             experiments.add(record["experiment"])
         rows.append({"stage": stage, "device": timing.get("device"), "mlflow_run_id": record.get("run_id"),
-                     "seconds": record.get("seconds"), "startup_seconds": record.get("startup_seconds")})
+                     "seconds": record.get("seconds"), "startup_seconds": record.get("startup_seconds"),
+                     "cpu": record.get("cpu")})
     return {
         "git_commit": tracking.git_commit(),
         "params_sha256": hashlib.sha256(Path(params_path).read_bytes()).hexdigest(),
@@ -88,6 +90,7 @@ def environment_section(env: dict) -> str:
         ("torch", env["torch"]),
         ("CUDA (torch build)", env["cuda"] or "none: CPU-only build"),
         ("GPU", env["gpu"] or "none visible"),
+        ("CPU (the stages' runs)", stage_cpus(env["stages"])),
         ("DVC", env["dvc"]),
         ("MLflow", env["mlflow"]),
         ("MLflow experiment", ", ".join(f"`{name}`" for name in env["mlflow_experiments"]) or NOT_RECORDED),
@@ -95,11 +98,20 @@ def environment_section(env: dict) -> str:
     return (
         "## Environment\n\n"
         "The machine and code this report was built with. Devices come from `metrics/timing/` (written by the "
-        "stages that train or search); run ids from `tracking/<stage>.json`, the records of the runs that made "
-        "the results shown (the report's own run is in `reports/run.json`).\n\n"
+        "stages that train or search); processors, times and run ids from `tracking/<stage>.json`, the records "
+        "of the runs that made the results shown (the report's own run is in `reports/run.json`).\n\n"
         + pd.DataFrame(facts, columns=["", "value"]).to_markdown(index=False) + "\n\n"
         + time_table(env["stages"]) + "\n"
     )
+
+
+def stage_cpus(rows: list[dict]) -> str:
+    """The processors the stages' recorded runs were timed on (`tracking/<stage>.json`), each with its
+    number of stages when there are several: times from different machines do not add up to one run's."""
+    counts = Counter(row["cpu"] for row in rows if row.get("cpu"))
+    if len(counts) <= 1:
+        return next(iter(counts), NOT_RECORDED)
+    return "; ".join(f"{cpu} ({n} stage{'s' if n > 1 else ''})" for cpu, n in counts.items())
 
 
 def seconds(value) -> str:

@@ -361,6 +361,29 @@ def process_start_time() -> float:
         return psutil.Process().create_time()
 
 
+def cpu_description(cpuinfo: str | None = None, usable: int | None = None) -> str:
+    """The processor a stage ran on and how many of its CPUs the process could use, e.g. "AMD EPYC
+    (family 26, model 2), 2 CPUs": stage times are only comparable on the same one. From
+    /proc/cpuinfo on Linux (the first processor's model name, family and model), else `platform`."""
+    import platform
+
+    if usable is None:
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 0)
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    fields = {}
+    for line in cpuinfo.split("\n\n", 1)[0].splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine() or "unknown processor"
+    if fields.get("cpu family") and fields.get("model"):
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return f"{name}, {usable} CPU{'s' if usable != 1 else ''}"
+
+
 def freeze_objects() -> None:
     """Take every object made so far out of Python's garbage collections for good (gc.freeze), now
     and, once registered, again at exit. The modules that torch, pandas, matplotlib, MLflow and
@@ -384,8 +407,9 @@ def stage_run(stage: str, params: dict, record: Path | None = None,
               tags: dict[str, str] | None = None) -> Iterator[StageRun]:
     """Open the MLflow run of one DVC stage (or matrix entry), log `params` (see `declared_params`)
     and `tags` (facts that are not params), and write its id to `record` (default
-    `tracking/<stage>.json`) when it ends well, with the run's wall time (`seconds`) and the
-    process's start-up before it (`startup_seconds`): kept out of every cached output.
+    `tracking/<stage>.json`) when it ends well, with the run's wall time (`seconds`), the
+    process's start-up before it (`startup_seconds`) and the processor they were measured on (`cpu`):
+    kept out of every cached output.
 
     SIGTERM or SIGINT while it is open ends the run as KILLED and exits with 128 + the signal number.
     """
@@ -409,7 +433,9 @@ def stage_run(stage: str, params: dict, record: Path | None = None,
         experiment = mlflow.set_experiment(experiment_name)
     end_dead_runs(mlflow.MlflowClient(), experiment.experiment_id, stage)
 
-    tags = {**(tags or {}), "dvc.stage": stage, "process.pid": str(os.getpid()), "process.host": socket.gethostname(), **_git_tags()}
+    cpu = cpu_description()
+    tags = {**(tags or {}), "dvc.stage": stage, "process.pid": str(os.getpid()), "process.host": socket.gethostname(),
+            "process.cpu": cpu, **_git_tags()}
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
     for variable in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):  # a task of a Slurm sweep
@@ -435,7 +461,8 @@ def stage_run(stage: str, params: dict, record: Path | None = None,
     mlflow.end_run("FINISHED")
     write_json(
         record or TRACKING_DIR / f"{stage}.json",
-        {"stage": stage, "run_id": tracked.run_id, "experiment": experiment_name, "tracking_uri": uri, **seconds},
+        {"stage": stage, "run_id": tracked.run_id, "experiment": experiment_name, "tracking_uri": uri, **seconds,
+         "cpu": cpu},
     )
 
 
