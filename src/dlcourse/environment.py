@@ -106,9 +106,10 @@ def environment_section(env: dict) -> str:
 
 
 def stage_cpus(rows: list[dict]) -> str:
-    """The processors the stages' recorded runs were timed on (`tracking/<stage>.json`), each with its
-    number of stages when there are several: times from different machines do not add up to one run's."""
-    counts = Counter(row["cpu"] for row in rows if row.get("cpu"))
+    """The processors the timed stages ran on (`tracking/<stage>.json`; "not recorded" in a record from
+    before they were), each with its number of stages when there are several: times from different
+    machines do not add up to one run's."""
+    counts = Counter(row.get("cpu") or NOT_RECORDED for row in rows if row["seconds"] is not None)
     if len(counts) <= 1:
         return next(iter(counts), NOT_RECORDED)
     return "; ".join(f"{cpu} ({n} stage{'s' if n > 1 else ''})" for cpu, n in counts.items())
