@@ -35,9 +35,10 @@ def run_variant(entry: str, overrides: dict, all_params) -> tuple[float, list, t
                            on_epoch=lambda r: print(f"    epoch {r.epoch}: {r.test_accuracy:.2%} ({r.seconds:.1f} s)",
                                                     flush=True))
     confidence, predicted = predict_proba(model, data.to_float(test.images, device)).cpu().max(1)
+    wrong_confidence = confidence[predicted != test.labels]
     print(f"    mean confidence {confidence.double().mean():.4f}, most confident error "
-          f"{confidence[predicted != test.labels].max():.4f}", flush=True)
-    return sum(r.seconds for r in records), records, confidence[predicted != test.labels]
+          f"{wrong_confidence.max():.4f}", flush=True)
+    return sum(r.seconds for r in records), records, wrong_confidence
 
 
 def main(entry: str, variants: list[str]) -> None:
