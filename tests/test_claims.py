@@ -108,6 +108,15 @@ def test_the_fake_world_holds_every_claim(tmp_path):
     assert {claim: v["holds"] for claim, v in verdicts.items() if not v["holds"]} == {}
 
 
+def test_every_claim_has_a_short_summary_with_its_bar(tmp_path):
+    """The claims tables' line: the figure judged and its bar, in a line, while `measured` keeps the detail."""
+    for claim_id, verdict in evaluate_claims(results(tmp_path)).items():
+        summary = verdict["summary"]
+        assert "(bar: " in summary and len(summary) <= 150 and "\n" not in summary, (claim_id, summary)
+    summaries = {c: v["summary"] for c, v in evaluate_claims(results(tmp_path / "edited", one_epoch(0.95))).items()}
+    assert summaries["linear-one-epoch"] == "95.00 % after one epoch (bar: 87.5-92.5 %)"
+
+
 def one_epoch(accuracy: float):
     """The one-epoch run's accuracy, and the long run's best 1 point above it (its plateau holding)."""
     def edit(metrics, curve):

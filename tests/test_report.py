@@ -21,10 +21,10 @@ from dlcourse.document import document, markdown_to_html, unlisted_figures, writ
 from dlcourse.environment import NOT_RECORDED, environment, recorded_run
 
 CLAIMS = {
-    "first-claim": {"claim": "Something holds.", "course": "Quelque chose est vrai", "measured": "42 %",
-                    "values": {}, "holds": True},
-    "second-claim": {"claim": "Something else holds.", "course": "Autre chose", "measured": "a | b",
-                     "values": {}, "holds": False},
+    "first-claim": {"claim": "Something holds.", "course": "Quelque chose est vrai", "measured": "42 % of a long story",
+                    "summary": "42 % (bar: 40 %)", "values": {}, "holds": True},
+    "second-claim": {"claim": "Something else holds.", "course": "Autre chose", "measured": "a | b, at length",
+                     "summary": "a | b", "values": {}, "holds": False},
 }
 
 
@@ -75,21 +75,30 @@ def test_html_is_self_contained_with_every_image_embedded(project):
     expected = [Path("reports/figures/curve.png").read_bytes(), Path("plots/stage/figure.png").read_bytes()]
     assert [base64.b64decode(src.removeprefix("data:image/png;base64,")) for src in sources] == expected
     assert all(src.startswith("data:image/png;base64,") for src in sources)
-    assert not [(tag, name) for tag, name, _ in attributes if name in {"src", "href"} and tag != "img"]
+    # links only within the page (the claims table's to its claim sections)
+    assert not [(tag, value) for tag, name, value in attributes
+                if name in {"src", "href"} and tag != "img" and not value.startswith("#")]
     assert "<link" not in page and "<script" not in page
 
 
-def test_every_claim_appears_with_its_verdict(project):
+def test_every_claim_appears_with_its_verdict_and_links_to_its_section(project):
     markdown = build()
     write_report(markdown, Path("reports"))
     page = Path("reports/report.html").read_text()
     assert "1 of 2 course claims hold" in markdown
+    ids = {value for tag, name, value in Attributes(page).found if name == "id"}
     for claim_id, claim in CLAIMS.items():
-        verdict = "✅ yes" if claim["holds"] else "❌ no"
+        verdict = "holds" if claim["holds"] else "<strong>FAILS</strong>"
         [row] = [row for row in table_rows(page) if claim_id in row]
         cells = re.findall(r"<td>(.*?)</td>", row, flags=re.S)
-        assert len(cells) == 4  # the pipe in "a | b" stays inside its cell
-        assert claim["course"] in cells[1] and cells[2] == claim["measured"] and cells[3] == verdict
+        assert len(cells) == 3  # the pipe in "a | b" stays inside its cell
+        assert cells[0] == f'<a href="#{claim_id}">{claim_id}</a>' and claim_id in ids
+        assert cells[1] == claim["summary"] and cells[2] == verdict
+        # the section the link leads to holds the claim in full
+        section = page[page.index(f'id="{claim_id}"'):]
+        section = section[:section.index("<h", 1)]
+        assert claim["claim"] in section and claim["course"] in section and claim["measured"] in section
+    assert "✅" not in page and "❌" not in page
     assert markdown == Path("reports/report.md").read_text()
 
 
@@ -111,7 +120,7 @@ def test_environment_section_names_versions_commit_params_and_each_stage(project
     assert rows["`train-linear@one_epoch`"] == ["cpu", "12.3", "5.0", "`abc123`"]
     assert rows["`evaluate@cnn/mnist`"] == [NOT_RECORDED] * 4  # no timing, no run record
     assert rows["**all 1 timed stages**"] == ["", "12.3", "5.0", ""]
-    assert "<h2>Environment</h2>" in markdown_to_html(markdown, Path("reports"))
+    assert '<h2 id="environment">Environment</h2>' in markdown_to_html(markdown, Path("reports"))
 
 
 def stage_cpus_row(markdown: str) -> str:

@@ -100,7 +100,8 @@ class Claim:
 
     def evaluate(self, results: Results) -> dict:
         measured, values, holds = self.check(results)
-        return {"claim": self.claim, "course": self.course, "measured": measured, "values": values,
+        return {"claim": self.claim, "course": self.course, "measured": measured,
+                "summary": SUMMARIES[self.id](values) if values else "nothing measured", "values": values,
                 "holds": bool(holds)}
 
 
@@ -396,6 +397,65 @@ CLAIMS = [
           "each step of the timeline improved are in `values`).",
           "GANs [...] 2014, 2015, 2016, 2017, 2019 (les images générées s'améliorent)", _gan_progress),
 ]
+
+
+# One short line per claim, from the values it was judged on: the figure and its bar, for the claims
+# tables of the report and the README (the long `measured` text stays in the report's claim sections).
+def _span(numbers, fmt) -> str:
+    low, high = min(numbers), max(numbers)
+    return fmt(low) if fmt(low) == fmt(high) else f"{fmt(low)}-{fmt(high)}"
+
+
+def _summary_slight(v: dict) -> str:
+    costs, noise = [m["pgd_drop"] for m in v.values()], [m["noise_drop"] for m in v.values()]
+    return (f"PGD costs {_span(costs, lambda x: f'{100 * x:.0f}')} points, noise of its size <= "
+            f"{100 * max(noise):.1f}; {sum(m['holds'] for m in v.values())} of {len(v)} models "
+            f"(bar: >= {100 * WRECKED:g}, <= {100 * HARMLESS:g} points)")
+
+
+def _summary_fooling(v: dict) -> str:
+    fooled = [d for d, m in v.items() if m["methods_reaching_every_class"]]
+    regular = [d for d, m in v.items() if m["cppn_more_regular_than_direct_encoding"]]
+    ratios = [m["methods"]["evolution"]["png_bytes_mean"] / m["methods"]["cppn"]["png_bytes_mean"]
+              for m in v.values()]
+    bars = " / ".join(f"{100 * m['bar']:g} %" for m in v.values())
+    return (f"every class fooled on {len(fooled)} of {len(v)} datasets (bar: {bars}); CPPN's PNGs "
+            f"{_span(ratios, lambda x: f'{x:.1f}')}x smaller than direct encoding's on {len(regular)} of {len(v)} "
+            "(bar: smaller)")
+
+
+def _summary_gan_digits(v: dict) -> str:
+    g = v["generated"]
+    asked = "" if g.get("label_agreement") is None else f", {pct(g['label_agreement'])} the digit asked for"
+    return (f"{pct(g['confident_fraction'])} recognisable{asked} (bar: >= {100 * GAN_RECOGNISABLE:g} %, "
+            f">= {100 * GAN_AGREEMENT:g} %); Fréchet distance {v['first_epoch']['frechet_distance']:.2f} → "
+            f"{v['last_epoch']['frechet_distance']:.2f} (bar: lower)")
+
+
+def _summary_gan_progress(v: dict) -> str:
+    if "frechet_distances" not in v:
+        return "not every era of the timeline was scored"
+    return (f"Fréchet distance {' → '.join(f'{d:.1f}' for d in v['frechet_distances'].values())} along "
+            f"{' → '.join(v['frechet_distances'])} (bar: decreasing)")
+
+
+SUMMARIES: dict[str, Callable[[dict], str]] = {
+    "mnist-size": lambda v: f"{v['train']:,} / {v['test']:,} images (bar: {MNIST_SIZE[0]:,} / {MNIST_SIZE[1]:,})",
+    "linear-init": lambda v: f"{pct(v['mean'])} right at initialisation (bar: {band(INIT_BAND)})",
+    "linear-one-epoch": lambda v: f"{pct(v['test_accuracy'])} after one epoch (bar: {band(ONE_EPOCH_BAND)})",
+    "linear-plateau": lambda v: (f"{100 * v['gain']:+.2f} points from a {v['length_factor']:g}x longer run "
+                                 f"(bar: <= {100 * PLATEAU_GAIN_MAX:g} points)"),
+    "cnn-mnist": lambda v: f"{pct(v['best'])} by epoch {len(v['by_epoch'])} (bar: >= {100 * CNN_BAR:g} %)",
+    "cnn-slower": lambda v: f"an epoch {v['ratio']:.0f}x longer (bar: >= {SLOWER_MIN}x)",
+    "cifar10-50": lambda v: (f"best {pct(max(m['test_accuracy'] for m in v.values()))}, {sum(m['passes'] for m in v.values())}"
+                             f" of {len(v)} networks above the bar (bar: > {100 * CIFAR10_BAR:g} % for one)"),
+    "hard-errors": lambda v: (f"{_span(list(v.values()), str)} confidently wrong test images per model, "
+                              f"{sum(n > 0 for n in v.values())} of {len(v)} models (bar: > 0 for each)"),
+    "slight-corruption": _summary_slight,
+    "fooling": _summary_fooling,
+    "gan-digits": _summary_gan_digits,
+    "gan-progress": _summary_gan_progress,
+}
 
 
 def evaluate_claims(results: Results) -> dict[str, dict]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import mimetypes
+import re
 from pathlib import Path
 
 from markdown_it import MarkdownIt
@@ -13,15 +14,33 @@ from markdown_it import MarkdownIt
 from .environment import environment_section
 from .files import atomic_path
 
-def claims_table(claims: dict[str, dict]) -> str:
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|")  # a pipe would end the cell
 
-    rows = ["| claim | the course says | measured | holds |", "| --- | --- | --- | --- |"]
-    for claim_id, c in claims.items():
-        rows.append(f"| **{claim_id}**: {cell(c['claim'])} | « {cell(c['course'])} » | {cell(c['measured'])} | "
-                    f"{'✅ yes' if c['holds'] else '❌ no'} |")
+def verdict(holds: bool) -> str:
+    """In words, readable without an emoji font."""
+    return "holds" if holds else "**FAILS**"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")  # a pipe would end the cell
+
+
+def claims_table(claims: dict[str, dict], link: str = "") -> str:
+    """One short line per claim: its id, linking to its section (`link` + "#" + id: the report's
+    claim sections, whose headings are the ids), the figure judged against its bar, the verdict."""
+    rows = ["| claim | measured (bar) | verdict |", "| --- | --- | --- |"]
+    rows += [f"| [{claim_id}]({link}#{claim_id}) | {_cell(c['summary'])} | {verdict(c['holds'])} |"
+             for claim_id, c in claims.items()]
     return "\n".join(rows)
+
+
+def claim_sections(claims: dict[str, dict]) -> str:
+    """Each claim in full under a heading of its id: what is checked, the course's words, and
+    everything measured."""
+    parts = ["## The claims in detail\n"]
+    for claim_id, c in claims.items():
+        parts.append(f"### {claim_id}\n\n**{verdict(c['holds']).strip('*')}.** {c['claim']}\n\n"
+                     f"The course: « {c['course']} »\n\nMeasured: {c['measured']}\n")
+    return "\n".join(parts)
 
 
 TITLE = "The course's results, reproduced"
@@ -30,8 +49,15 @@ TITLE = "The course's results, reproduced"
 def document(claims: dict[str, dict], sections: list[str], env: dict) -> str:
     held = sum(c["holds"] for c in claims.values())
     parts = [f"# {TITLE}\n\n{held} of {len(claims)} course claims hold on this run.\n",
-             "## Claims\n\n" + claims_table(claims) + "\n", *sections, environment_section(env)]
+             "## Claims\n\n" + claims_table(claims) + "\n", claim_sections(claims), *sections,
+             environment_section(env)]
     return "\n".join(part.rstrip("\n") + "\n" for part in parts)
+
+
+def heading_slug(text: str) -> str:
+    """The anchor the code host gives a heading: lower case, punctuation but `-` and `_` dropped,
+    spaces as `-`; report.html gives its headings the same ids, so that one link works in both."""
+    return re.sub(r"[^\w\- ]", "", text.lower()).replace(" ", "-")
 
 
 def _markdown_parser() -> MarkdownIt:
@@ -74,6 +100,12 @@ def markdown_to_html(markdown: str, base_dir: Path) -> str:
     """One HTML page from the Markdown, every image (a path relative to `base_dir`) embedded as a data URI."""
     parser = _markdown_parser()
     tokens = parser.parse(markdown)
+    seen: dict[str, int] = {}
+    for heading, inline in zip(tokens, tokens[1:]):
+        if heading.type == "heading_open":
+            slug = heading_slug(inline.content)
+            heading.attrSet("id", slug if slug not in seen else f"{slug}-{seen[slug]}")
+            seen[slug] = seen.get(slug, 0) + 1
     for image in _images(tokens):
         image.attrSet("src", data_uri(Path(base_dir) / image.attrGet("src")))
     body = parser.renderer.render(tokens, parser.options, {})
