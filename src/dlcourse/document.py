@@ -60,6 +60,31 @@ def heading_slug(text: str) -> str:
     return re.sub(r"[^\w\- ]", "", text.lower()).replace(" ", "-")
 
 
+def _heading_anchors(tokens) -> list:
+    """(heading token, its anchor) in order; a repeated slug gets -1, -2, ... as on the code host."""
+    seen: dict[str, int] = {}
+    anchors = []
+    for heading, inline in zip(tokens, tokens[1:]):
+        if heading.type == "heading_open":
+            slug = heading_slug(inline.content)
+            anchors.append((heading, slug if slug not in seen else f"{slug}-{seen[slug]}"))
+            seen[slug] = seen.get(slug, 0) + 1
+    return anchors
+
+
+def heading_anchors(markdown: str) -> list[str]:
+    """The anchors of a Markdown document's headings, as links to them (`page.md#anchor`) name them."""
+    return [anchor for _, anchor in _heading_anchors(_markdown_parser().parse(markdown))]
+
+
+def link_targets(markdown: str) -> list[str]:
+    """Every link's and image's target in a Markdown document."""
+    tokens = _markdown_parser().parse(markdown)
+    children = [child for token in tokens for child in token.children or []]
+    return [child.attrGet("href") for child in children if child.type == "link_open"] + \
+        [child.attrGet("src") for child in children if child.type == "image"]
+
+
 def _markdown_parser() -> MarkdownIt:
     return MarkdownIt("commonmark").enable("table")
 
@@ -100,12 +125,8 @@ def markdown_to_html(markdown: str, base_dir: Path) -> str:
     """One HTML page from the Markdown, every image (a path relative to `base_dir`) embedded as a data URI."""
     parser = _markdown_parser()
     tokens = parser.parse(markdown)
-    seen: dict[str, int] = {}
-    for heading, inline in zip(tokens, tokens[1:]):
-        if heading.type == "heading_open":
-            slug = heading_slug(inline.content)
-            heading.attrSet("id", slug if slug not in seen else f"{slug}-{seen[slug]}")
-            seen[slug] = seen.get(slug, 0) + 1
+    for heading, anchor in _heading_anchors(tokens):
+        heading.attrSet("id", anchor)
     for image in _images(tokens):
         image.attrSet("src", data_uri(Path(base_dir) / image.attrGet("src")))
     body = parser.renderer.render(tokens, parser.options, {})
