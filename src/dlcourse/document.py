@@ -7,6 +7,7 @@ import base64
 import html
 import mimetypes
 import re
+from itertools import pairwise
 from pathlib import Path
 
 from markdown_it import MarkdownIt
@@ -64,7 +65,7 @@ def _heading_anchors(tokens) -> list:
     """(heading token, its anchor) in order; a repeated slug gets -1, -2, ... as on the code host."""
     seen: dict[str, int] = {}
     anchors = []
-    for heading, inline in zip(tokens, tokens[1:]):
+    for heading, inline in pairwise(tokens):
         if heading.type == "heading_open":
             slug = heading_slug(inline.content)
             anchors.append((heading, slug if slug not in seen else f"{slug}-{seen[slug]}"))
