@@ -12,7 +12,8 @@ import time
 
 import torch
 
-from dlcourse import gan_eras, generative, params
+from dlcourse.course.gans import eras as gan_eras, generative
+from dlcourse.pipeline import params
 
 
 def step_seconds(p, layout, steps: int) -> float:

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from dlcourse import params
+from dlcourse.pipeline import params
 
 
 def apply(base: dict, overrides: dict) -> dict:

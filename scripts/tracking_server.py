@@ -32,7 +32,7 @@ from pathlib import Path
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from dlcourse import tracking
+from dlcourse.pipeline import tracking
 
 try:
     import psycopg2

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from dlcourse import attacks, corruptions, data, params, tracking
-from dlcourse.figures import image_grid, plot_columns
+from dlcourse.course import attacks, corruptions, data
+from dlcourse.pipeline import params, tracking
+from dlcourse.report.figures import image_grid, plot_columns
 from dlcourse.files import write_csv, write_json
-from dlcourse.models import Classifier, load_classifier
-from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
-from dlcourse.training import predict_proba, resolve_device, seed_everything
+from dlcourse.course.models import Classifier, load_classifier
+from dlcourse.pipeline.layout import METRICS, MODELS, PLOTS, PREPARED
+from dlcourse.course.training import predict_proba, resolve_device, seed_everything
 
 
 def accuracy_by_eps(table) -> dict[float, dict[str, float]]:

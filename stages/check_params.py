@@ -8,10 +8,10 @@ outputs of the stage that reads the key.
 
 from pathlib import Path
 
-from dlcourse import params
+from dlcourse.pipeline import params
 from dlcourse.files import atomic_path
-from dlcourse.gan_eras import check_gan_buildable
-from dlcourse.models import check_buildable
+from dlcourse.course.gans.eras import check_gan_buildable
+from dlcourse.course.models import check_buildable
 
 VERDICT = Path("checks/params.ok")
 

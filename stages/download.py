@@ -6,8 +6,9 @@ From the official URLs (official MD5s), or from DATA_MIRROR, a folder or URL lai
 
 import os
 
-from dlcourse import data, params, tracking
-from dlcourse.paths import RAW
+from dlcourse.course import data
+from dlcourse.pipeline import params, tracking
+from dlcourse.pipeline.layout import RAW
 
 
 def main() -> None:

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from dlcourse import data, params, tracking
-from dlcourse.evaluation import Calibration, calibration, confusion_matrix, hardest_errors, per_class_accuracy
-from dlcourse.figures import image_grid, plot_confusion, plot_reliability
+from dlcourse.course import data
+from dlcourse.pipeline import params, tracking
+from dlcourse.course.evaluation import Calibration, calibration, confusion_matrix, hardest_errors, per_class_accuracy
+from dlcourse.report.figures import image_grid, plot_confusion, plot_reliability
 from dlcourse.files import write_csv, write_json
-from dlcourse.models import Classifier, load_classifier
-from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
-from dlcourse.training import predict_proba, resolve_device, seed_everything
+from dlcourse.course.models import Classifier, load_classifier
+from dlcourse.pipeline.layout import METRICS, MODELS, PLOTS, PREPARED
+from dlcourse.course.training import predict_proba, resolve_device, seed_everything
 
 
 @dataclass

@@ -10,12 +10,13 @@ import time
 
 import torch
 
-from dlcourse import cppn, fooling, params, tracking
-from dlcourse.figures import image_grid
+from dlcourse.course import cppn, fooling
+from dlcourse.pipeline import params, tracking
+from dlcourse.report.figures import image_grid
 from dlcourse.files import write_json
-from dlcourse.models import IMAGE_SHAPES, load_classifier
-from dlcourse.paths import METRICS, MODELS, PLOTS
-from dlcourse.training import resolve_device, seed_everything
+from dlcourse.course.models import IMAGE_SHAPES, load_classifier
+from dlcourse.pipeline.layout import METRICS, MODELS, PLOTS
+from dlcourse.course.training import resolve_device, seed_everything
 
 TITLES = {"gradient": "gradient ascent", "evolution": "evolution of the pixels (direct encoding)",
           "cppn": "CPPN evolved with MAP-Elites"}

@@ -1,9 +1,10 @@
 """Stage `preprocess`: the raw files, read by the project's own IDX and CIFAR-10 readers and
 validated, become uint8 image tensors and int64 label tensors."""
 
-from dlcourse import data, params, tracking
+from dlcourse.course import data
+from dlcourse.pipeline import params, tracking
 from dlcourse.files import write_json
-from dlcourse.paths import METRICS, PREPARED, RAW
+from dlcourse.pipeline.layout import METRICS, PREPARED, RAW
 
 
 def main() -> None:

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from dlcourse import params, registry, tracking
-from dlcourse.claims import (GAN_TIMELINE, Results, evaluate_claims, gan_entries, gan_progress_table, pct,
+from dlcourse.pipeline import params, registry, tracking
+from dlcourse.report.claims import (GAN_TIMELINE, Results, evaluate_claims, gan_entries, gan_progress_table, pct,
                              slight_corruption_verdict, supported_claims)
-from dlcourse.document import document, unlisted_figures, write_report
-from dlcourse.environment import environment, pipeline_stages
-from dlcourse.figures import image_columns, plot_curves
+from dlcourse.report.document import document, unlisted_figures, write_report
+from dlcourse.report.environment import environment, pipeline_stages
+from dlcourse.report.figures import image_columns, plot_curves
 from dlcourse.files import write_json
-from dlcourse.paths import PLOTS, REPORTS
+from dlcourse.pipeline.layout import PLOTS, REPORTS
 
 FOOLING_METHODS = {"gradient": "gradient ascent", "evolution": "evolution of the pixels (direct encoding)",
                    "cppn": "CPPN evolved with MAP-Elites"}

@@ -12,10 +12,12 @@ import time
 import pandas as pd
 import torch
 
-from dlcourse import data, gan_eras, gan_metrics, generative, params, tracking
+from dlcourse.course import data
+from dlcourse.course.gans import eras as gan_eras, metrics as gan_metrics, generative
+from dlcourse.pipeline import params, tracking
 from dlcourse.files import load_torch, write_csv, write_json
-from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
-from dlcourse.training import resolve_device, seed_everything
+from dlcourse.pipeline.layout import METRICS, MODELS, PLOTS, PREPARED
+from dlcourse.course.training import resolve_device, seed_everything
 
 
 def score_checkpoints(generator: torch.nn.Module, checkpoints: list, judge: gan_metrics.Judge, samples: int,

@@ -14,11 +14,12 @@ import pandas as pd
 import torch
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from dlcourse import data, distributed, params, registry, tracking
+from dlcourse.course import data
+from dlcourse.pipeline import distributed, params, registry, tracking
 from dlcourse.files import write_csv, write_json
-from dlcourse.models import Classifier, parameter_count, save_classifier
-from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
-from dlcourse.training import EpochRecord, resolve_device, seed_everything, train_epochs
+from dlcourse.course.models import Classifier, parameter_count, save_classifier
+from dlcourse.pipeline.layout import METRICS, MODELS, PLOTS, PREPARED
+from dlcourse.course.training import EpochRecord, resolve_device, seed_everything, train_epochs
 
 
 def train_classifier(p: params.CnnRunParams, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,

@@ -1,5 +1,5 @@
 """Stage `train-gan@<entry>`: one milestone of the slides' GAN timeline (params.yaml: train_gan.<entry>,
-its era and recipe; the networks in src/dlcourse/gan_eras.py). A checkpoint and a grid of samples from
+its era and recipe; the networks in src/dlcourse/course/gans/eras.py). A checkpoint and a grid of samples from
 the same fixed noise after every epoch, losses as curves, and a latent-space interpolation.
 
 A killed run goes on from its last checkpoint with `GAN_RESUME=1 dvc repro train-gan@<entry>` (or
@@ -21,10 +21,12 @@ import torch
 from torch.distributed.elastic.multiprocessing.errors import record
 from torchvision.utils import save_image
 
-from dlcourse import data, distributed, gan_eras, generative, params, registry, tracking
+from dlcourse.course import data
+from dlcourse.pipeline import distributed, params, registry, tracking
+from dlcourse.course.gans import eras as gan_eras, generative
 from dlcourse.files import atomic_path, load_torch, write_csv, write_json
-from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
-from dlcourse.training import resolve_device, seed_everything
+from dlcourse.pipeline.layout import METRICS, MODELS, PLOTS, PREPARED
+from dlcourse.course.training import resolve_device, seed_everything
 
 
 def save_grid(images: torch.Tensor, path, columns: int) -> None:

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from dlcourse import data, params, registry, tracking
+from dlcourse.course import data
+from dlcourse.pipeline import params, registry, tracking
 from dlcourse.files import write_csv, write_json
-from dlcourse.models import Classifier, save_classifier
-from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
-from dlcourse.training import (LOSSES, Curve, accuracy, resolve_device, seed_everything, train_iterations)
+from dlcourse.course.models import Classifier, save_classifier
+from dlcourse.pipeline.layout import METRICS, MODELS, PLOTS, PREPARED
+from dlcourse.course.training import (LOSSES, Curve, accuracy, resolve_device, seed_everything, train_iterations)
 
 
 @dataclass

@@ -8,8 +8,8 @@ import re
 import pandas as pd
 import pytest
 
-from dlcourse import claims
-from dlcourse.claims import ClaimError, Results, evaluate_claims
+from dlcourse.report import claims
+from dlcourse.report.claims import ClaimError, Results, evaluate_claims
 
 
 def attack_metrics(pgd: float, noise: float, selection_pgd: float | None = None) -> dict:

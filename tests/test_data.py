@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlcourse import data
+from dlcourse.course import data
 from fakedata import cifar_tar_gz, idx_bytes, write_idx_gz
 
 FAST = dict(retries=2, backoff_s=0.01, timeout_s=5)

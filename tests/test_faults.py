@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dlcourse import data, files, generative, models
+from dlcourse.course import data, models
+from dlcourse import files
+from dlcourse.course.gans import generative
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dlcourse import gan_eras
-from dlcourse.gan_eras import (
+from dlcourse.course.gans import eras as gan_eras
+from dlcourse.course.gans.eras import (
     ERAS, Discriminator, build, check_gan_buildable, discriminator_loss, generator_loss, gradient_penalty,
     modulated_conv2d, r1_penalty,
 )
-from dlcourse.generative import (
+from dlcourse.course.gans.generative import (
     Recipe, exponential_moving_average, load_checkpoint, make_optimizers, save_checkpoint, train_gan,
 )
 

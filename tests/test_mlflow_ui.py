@@ -22,7 +22,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from dlcourse import registry, tracking
+from dlcourse.pipeline import registry, tracking
 from workspace import ROOT, Workspace, free_port
 
 CHROMIUM = shutil.which("chromium")

@@ -106,7 +106,7 @@ def test_forced_reruns_write_the_same_bytes(workspace):
 def test_each_run_logs_exactly_the_params_dvc_yaml_declares_for_its_stage(built, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from dlcourse import params, tracking
+    from dlcourse.pipeline import params, tracking
 
     monkeypatch.chdir(built.path)  # DVC's view of the built workspace's dvc.yaml
     values = params.load(built.path / "params.yaml")

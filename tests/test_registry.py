@@ -15,9 +15,11 @@ import pytest
 import torch
 import yaml
 
-from dlcourse import data, gan_eras, generative, registry, tracking
-from dlcourse.claims import CLAIMS, supported_claims
-from dlcourse.models import Classifier, Probabilities, load_classifier
+from dlcourse.course import data
+from dlcourse.course.gans import eras as gan_eras, generative
+from dlcourse.pipeline import registry, tracking
+from dlcourse.report.claims import CLAIMS, supported_claims
+from dlcourse.course.models import Classifier, Probabilities, load_classifier
 from workspace import free_port
 
 SERVE_WAIT_S = 120
@@ -125,7 +127,7 @@ def test_a_model_logged_on_a_machine_with_a_gpu_passes_mlflows_check(tmp_path, m
 
     import mlflow  # noqa: F401 - its import configures its loggers, which would drop the handler below
 
-    from dlcourse.models import save_classifier
+    from dlcourse.course.models import save_classifier
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")

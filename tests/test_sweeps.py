@@ -10,7 +10,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from dlcourse import tracking
+from dlcourse.pipeline import tracking
 
 WRITERS = 6
 SWEPT = "train-linear@one_epoch"

@@ -25,8 +25,8 @@ import torch
 import yaml
 from sqlalchemy.engine import make_url
 
-from dlcourse import registry
-from dlcourse.models import load_classifier
+from dlcourse.pipeline import registry
+from dlcourse.course.models import load_classifier
 from workspace import ROOT, Workspace, free_port
 
 SCRIPT = ROOT / "scripts" / "tracking_server.py"
@@ -214,7 +214,7 @@ def api(server: Server, method: str, path: str, auth: tuple[str, str] | None, **
 
 @pytest.mark.slow
 def test_the_api_needs_a_password(server):
-    from dlcourse.tracking import check_reachable
+    from dlcourse.pipeline.tracking import check_reachable
 
     assert requests.get(f"{server.url}/health", timeout=10).status_code == 200  # open, for load balancers
     check_reachable(server.url)  # what every stage polls, without credentials, before any compute
@@ -225,7 +225,7 @@ def test_the_api_needs_a_password(server):
 
 
 def test_a_stage_without_credentials_is_told_which_variables_to_set(server, monkeypatch, tmp_path):
-    from dlcourse import tracking
+    from dlcourse.pipeline import tracking
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from dlcourse import tracking
+from dlcourse.pipeline import tracking
 
 
 def test_project_root_finds_the_repository_from_a_queued_experiment(monkeypatch, tmp_path):
@@ -122,7 +122,7 @@ def test_a_sqlite_store_in_a_missing_folder_stops_the_stage_naming_the_folder(mo
 
 KILLABLE = """
 import time
-from dlcourse import tracking
+from dlcourse.pipeline import tracking
 
 with tracking.stage_run("train-linear@x", {"lr": 0.1}) as run:
     print(run.run_id, flush=True)
@@ -136,7 +136,7 @@ def test_a_stage_process_freezes_its_objects_and_still_runs_its_atexit_handlers(
     script = """
 import atexit, gc
 from pathlib import Path
-from dlcourse import tracking
+from dlcourse.pipeline import tracking
 
 def at_exit():  # registered first, so it runs after the freeze at exit
     count = gc.get_count()
@@ -240,7 +240,7 @@ def test_the_params_read_from_dvc_yaml_are_dvcs_for_every_stage(monkeypatch):
     from dvc.dependency.param import ParamsDependency
     from dvc.repo import Repo
 
-    from dlcourse import params
+    from dlcourse.pipeline import params
 
     root = Path(__file__).resolve().parents[1]
     monkeypatch.chdir(root)

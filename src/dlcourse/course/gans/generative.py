@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .files import load_torch, save_torch
-from .gan_eras import discriminator_loss, generator_loss, gradient_penalty, r1_penalty
+from ...files import load_torch, save_torch
+from .eras import discriminator_loss, generator_loss, gradient_penalty, r1_penalty
 
 
 def sample_labels(n: int, num_classes: int, device: torch.device | str = "cpu") -> torch.Tensor | None:

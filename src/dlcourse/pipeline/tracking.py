@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from .files import write_json
+from ..files import write_json
 
 if TYPE_CHECKING:
     from .params import Params
@@ -468,6 +468,6 @@ def stage_run(stage: str, params: dict, record: Path | None = None,
 
 def read_run_record(stage: str) -> dict:
     """The run id and store of a stage's last successful run, from `tracking/<stage>.json`."""
-    from .files import read_json
+    from ..files import read_json
 
     return read_json(TRACKING_DIR / f"{stage}.json")

@@ -11,7 +11,7 @@ from pathlib import Path
 from markdown_it import MarkdownIt
 
 from .environment import environment_section
-from .files import atomic_path
+from ..files import atomic_path
 
 def claims_table(claims: dict[str, dict]) -> str:
     def cell(text: str) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .files import atomic_path, load_torch, save_torch
+from ..files import atomic_path, load_torch, save_torch
 
 
 class DataError(RuntimeError):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import tracking
+from ..pipeline import tracking
 from .claims import Results
 
 NOT_RECORDED = "not recorded"

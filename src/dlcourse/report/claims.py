@@ -15,9 +15,9 @@ from typing import Callable
 
 import pandas as pd
 
-from .attacks import HARMLESS, WRECKED, choose_slight_eps, drop, noise_drop, slight_and_wrecking
-from .files import read_json
-from .paths import METRICS, PLOTS
+from ..course.attacks import HARMLESS, WRECKED, choose_slight_eps, drop, noise_drop, slight_and_wrecking
+from ..files import read_json
+from ..pipeline.layout import METRICS, PLOTS
 
 MNIST_SIZE = (60000, 10000)
 INIT_BAND = (0.07, 0.13)  # "à peu près 10 %": a random guess among 10 classes
