@@ -11,11 +11,12 @@ from pathlib import Path
 import pandas as pd
 
 from dlcourse.pipeline import params, registry, tracking
-from dlcourse.report.claims import (GAN_TIMELINE, Results, evaluate_claims, gan_entries, gan_progress_table, pct,
-                             slight_corruption_verdict, supported_claims)
+from dlcourse.report.claims import (GAN_TIMELINE, evaluate_claims, gan_entries, gan_progress_table, pct,
+                                    slight_corruption_verdict, supported_claims)
 from dlcourse.report.document import document, unlisted_figures, write_report
 from dlcourse.report.environment import environment, pipeline_stages
 from dlcourse.report.figures import image_columns, plot_curves
+from dlcourse.report.results import Results
 from dlcourse.files import write_json
 from dlcourse.pipeline.layout import PLOTS, REPORTS
 

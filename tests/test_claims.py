@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from dlcourse.report import claims
-from dlcourse.report.claims import ClaimError, Results, evaluate_claims
+from dlcourse.report.claims import ClaimError, evaluate_claims
+from dlcourse.report.results import Results
 
 
 def attack_metrics(pgd: float, noise: float, selection_pgd: float | None = None) -> dict:

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from dlcourse.report.figures import plot_curves
-from dlcourse.report.claims import Results
+from dlcourse.report.results import Results
 from dlcourse.report.document import document, markdown_to_html, unlisted_figures, write_report
 from dlcourse.report.environment import NOT_RECORDED, environment, recorded_run
 

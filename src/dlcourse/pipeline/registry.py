@@ -58,7 +58,7 @@ def classifier_stage(model: str) -> str:
 
 
 def pip_requirements() -> list[str]:
-    from ..report.environment import installed_version  # where the report reads MLflow's version too
+    from .versions import installed_version  # where the report reads MLflow's version too
 
     pins = []
     for distributions in REQUIREMENTS:

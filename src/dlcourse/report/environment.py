@@ -7,26 +7,16 @@ import hashlib
 import json
 import platform
 from collections import Counter
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import version
 from pathlib import Path
 
 import pandas as pd
 
 from ..pipeline import tracking
-from .claims import Results
+from ..pipeline.versions import installed_version
+from .results import Results
 
 NOT_RECORDED = "not recorded"
-
-
-def installed_version(*distributions: str) -> str | None:
-    """The version of the first of these distributions that is installed (MLflow comes as `mlflow`
-    or as its lighter `mlflow-skinny`)."""
-    for distribution in distributions:
-        try:
-            return version(distribution)
-        except PackageNotFoundError:
-            continue
-    return None
 
 
 def pipeline_stages() -> list[str]:
