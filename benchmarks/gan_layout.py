@@ -8,7 +8,6 @@ Run: python benchmarks/gan_layout.py [--steps 25] [--rounds 2] [ENTRY ...]
 
 import argparse
 import statistics
-import time
 
 import torch
 

@@ -67,7 +67,7 @@ class FlakyHandler(http.server.BaseHTTPRequestHandler):
 
     body, failures, truncate, requests = b"", 0, False, 0
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         cls = type(self)
         cls.requests += 1
         if cls.requests <= cls.failures:

@@ -158,7 +158,7 @@ def test_gradient_penalty_against_a_hand_computed_value():
 
 def test_the_gradient_penalty_is_differentiable_for_the_critic():
     critic = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1))
-    wrapped = lambda x, labels=None: critic(x).flatten()  # noqa: E731
+    wrapped = lambda x, labels=None: critic(x).flatten()
     penalty = gradient_penalty(wrapped, torch.rand(5, 1, 2, 2), torch.rand(5, 1, 2, 2), torch.rand(5))
     penalty.backward()
     assert critic[1].weight.grad is not None and critic[1].weight.grad.abs().sum() > 0

@@ -248,7 +248,6 @@ def test_registered_models_show_their_versions_the_champions_and_a_signature(sta
     from mlflow.tracking import MlflowClient
 
     page = Page(browser, screenshot_path)
-    see = f"screenshot: {screenshot_path}"
     client = MlflowClient(f"sqlite:///{workspace.path / 'mlflow.db'}")
     name = registry.registered_name(STAGE)
     versions = {v.run_id: str(v.version) for v in client.search_model_versions(f"name = '{name}'")}

@@ -49,8 +49,9 @@ def test_a_model_supports_the_claims_that_hold_and_that_its_own_numbers_back():
     verdicts["linear-one-epoch"] = {"holds": True, "values": {"test_accuracy": 0.91}}
     verdicts["cifar10-50"] = {"holds": True, "values": {"cifar10-mlp": {"passes": True}, "cifar10-linear": {"passes": False}}}
     verdicts["hard-errors"] = {"holds": False, "values": {"cnn/mnist": 3, "linear/one_epoch": 0}}  # fails: backs nothing
-    verdicts["fooling"] = {"holds": True, "values": {"mnist": {"model": "cnn/mnist", "methods_reaching_every_class": ["gradient"]},
-                                                     "cifar10": {"model": "cnn/cifar10-cnn", "methods_reaching_every_class": []}}}
+    verdicts["fooling"] = {"holds": True,
+                           "values": {"mnist": {"model": "cnn/mnist", "methods_reaching_every_class": ["gradient"]},
+                                      "cifar10": {"model": "cnn/cifar10-cnn", "methods_reaching_every_class": []}}}
     assert supported_claims(verdicts) == {"linear/one_epoch": ["linear-one-epoch"], "cnn/cifar10-mlp": ["cifar10-50"],
                                           "cnn/mnist": ["fooling"]}
 

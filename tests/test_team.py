@@ -73,7 +73,8 @@ def postgres():
     binaries = postgres_binaries()
     as_root = os.geteuid() == 0
     if binaries is None or (as_root and not postgres_user_exists()):
-        reason = "PostgreSQL's server (initdb, pg_ctl and, as root, the postgres user) is not installed: apt-get install postgresql"
+        reason = ("PostgreSQL's server (initdb, pg_ctl and, as root, the postgres user) is not installed: "
+                  "apt-get install postgresql")
         if os.environ.get("CI"):
             pytest.fail(f"{reason}; .ci/run installs it")
         pytest.skip(reason)

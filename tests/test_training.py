@@ -162,7 +162,7 @@ def test_tta_views_are_the_image_its_mirror_and_two_mirrored_translations():
             return torch.nn.functional.pad(x[:, 0, :1, 0], (0, 9)) * 50  # near one-hot softmax
     x = torch.arange(16.0).reshape(1, 1, 4, 4) / 15  # pixel (i, j) = (4 i + j) / 15
     model = TopLeftPixel()
-    p0 = lambda v: torch.softmax(torch.tensor([50 * v] + [0.0] * 9), 0)  # noqa: E731
+    p0 = lambda v: torch.softmax(torch.tensor([50 * v] + [0.0] * 9), 0)
 
     def value(i, j):
         return (4 * i + j) / 15

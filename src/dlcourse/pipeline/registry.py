@@ -105,7 +105,7 @@ def tensor_signature(inputs: tuple[int, ...], outputs: tuple[int, ...]):
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    spec = lambda shape: Schema([TensorSpec(np.dtype(np.float32), (-1, *shape))])  # noqa: E731
+    spec = lambda shape: Schema([TensorSpec(np.dtype(np.float32), (-1, *shape))])
     return ModelSignature(inputs=spec(inputs), outputs=spec(outputs))
 
 

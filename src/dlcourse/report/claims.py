@@ -10,10 +10,8 @@ claim id, with `holds` and the values it was judged on, a DVC metric.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
-import pandas as pd
 
 from ..course.attacks import HARMLESS, WRECKED, choose_slight_eps, drop, noise_drop, slight_and_wrecking
 from ..files import read_json

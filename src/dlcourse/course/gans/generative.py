@@ -105,9 +105,10 @@ def train_gan(
     """Train from epoch `start_epoch` to `epochs`.
 
     An epoch is epoch_images // batch_size generator steps (epoch_images: all the images when
-    None), so that the generator sees as many images per epoch whatever the era; before each, `recipe.critic_steps` critic steps, each on
-    its own real batch (an epoch draws that many permutations of the images from `rng`) and its
-    own latent noise. The generator step uses the last critic step's fake batch.
+    None), so that the generator sees as many images per epoch whatever the era; before each,
+    `recipe.critic_steps` critic steps, each on its own real batch (an epoch draws that many
+    permutations of the images from `rng`) and its own latent noise. The generator step uses the
+    last critic step's fake batch.
     `images` are uint8 (N x C x H x W); `labels` (N) are needed when the GAN is conditional, fake
     images then being asked for with uniformly drawn classes. `ema`, when given, is updated after
     every generator step. The latent noise and the penalty's mixing weights come from `rng` (a CPU
