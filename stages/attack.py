@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from dlcourse.course import attacks, corruptions, data
-from dlcourse.pipeline import params, tracking
+from dlcourse.pipeline import dvc_params, params, tracking
 from dlcourse.report.figures import image_grid, plot_columns
 from dlcourse.files import write_csv, write_json
 from dlcourse.course.models import Classifier, load_classifier
@@ -70,7 +70,7 @@ def main(name: str) -> None:
     p = all_params.attack
     settings = all_params.entry("attack.models", name)
     stage = f"attack@{name}"
-    with tracking.stage_run(stage, tracking.declared_params(stage, all_params)) as run:
+    with tracking.stage_run(stage, dvc_params.declared_params(stage, all_params)) as run:
         rng = seed_everything(all_params.seed)
         device = resolve_device(all_params.device)
         model, checkpoint = load_classifier(MODELS / f"{name}.pt", device)

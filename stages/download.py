@@ -7,14 +7,14 @@ From the official URLs (official MD5s), or from DATA_MIRROR, a folder or URL lai
 import os
 
 from dlcourse.course import data
-from dlcourse.pipeline import params, tracking
+from dlcourse.pipeline import dvc_params, params, tracking
 from dlcourse.pipeline.layout import RAW
 
 
 def main() -> None:
     p = params.load()
     mirror = os.environ.get("DATA_MIRROR") or None
-    with tracking.stage_run("download", tracking.declared_params("download", p),
+    with tracking.stage_run("download", dvc_params.declared_params("download", p),
                             tags={"data.mirror": mirror or "official"}) as run:
         for dataset in data.SOURCES:
             files = data.download(dataset, RAW, mirror=mirror, **p.download.model_dump())

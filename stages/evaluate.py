@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 
 from dlcourse.course import data
-from dlcourse.pipeline import params, tracking
+from dlcourse.pipeline import dvc_params, params, tracking
 from dlcourse.course.evaluation import Calibration, calibration, confusion_matrix, hardest_errors, per_class_accuracy
 from dlcourse.report.figures import image_grid, plot_confusion, plot_reliability
 from dlcourse.files import write_csv, write_json
@@ -52,7 +52,7 @@ def main(name: str) -> None:
     p = all_params.evaluate
     all_params.entry("evaluate.models", name)
     stage = f"evaluate@{name}"
-    with tracking.stage_run(stage, tracking.declared_params(stage, all_params)) as run:
+    with tracking.stage_run(stage, dvc_params.declared_params(stage, all_params)) as run:
         seed_everything(all_params.seed)
         device = resolve_device(all_params.device)
         model, checkpoint = load_classifier(MODELS / f"{name}.pt", device)

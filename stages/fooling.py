@@ -11,7 +11,7 @@ import time
 import torch
 
 from dlcourse.course import cppn, fooling
-from dlcourse.pipeline import params, tracking
+from dlcourse.pipeline import dvc_params, params, tracking
 from dlcourse.report.figures import image_grid
 from dlcourse.files import write_json
 from dlcourse.course.models import IMAGE_SHAPES, load_classifier
@@ -37,7 +37,7 @@ def main(dataset: str) -> None:
     all_params = params.load()
     p = all_params.entry("fooling", dataset)
     stage = f"fooling@{dataset}"
-    with tracking.stage_run(stage, tracking.declared_params(stage, all_params)) as run:
+    with tracking.stage_run(stage, dvc_params.declared_params(stage, all_params)) as run:
         rng = seed_everything(all_params.seed)
         device = resolve_device(all_params.device)
         model, checkpoint = load_classifier(MODELS / f"{p.model}.pt", device)

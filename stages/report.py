@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dlcourse.pipeline import params, registry, tracking
+from dlcourse.pipeline import dvc_params, params, registry, tracking
 from dlcourse.report.claims import (GAN_TIMELINE, evaluate_claims, gan_entries, gan_progress_table, pct,
                                     slight_corruption_verdict, supported_claims)
 from dlcourse.report.document import document, unlisted_figures, write_report
@@ -216,7 +216,7 @@ def other_figures_section(figures) -> str:
 
 def main() -> None:
     all_params = params.load()
-    with tracking.stage_run("report", tracking.declared_params("report", all_params),
+    with tracking.stage_run("report", dvc_params.declared_params("report", all_params),
                             record=REPORTS / "run.json") as run:
         results = Results()
         claims = evaluate_claims(results)

@@ -14,7 +14,7 @@ import torch
 
 from dlcourse.course import data
 from dlcourse.course.gans import eras as gan_eras, metrics as gan_metrics, generative
-from dlcourse.pipeline import params, tracking
+from dlcourse.pipeline import dvc_params, params, tracking
 from dlcourse.files import load_torch, write_csv, write_json
 from dlcourse.pipeline.layout import METRICS, MODELS, PLOTS, PREPARED
 from dlcourse.course.training import resolve_device, seed_everything
@@ -41,7 +41,7 @@ def main(entry: str) -> None:
     all_params = params.load()
     p, gan = all_params.score_gan, all_params.entry("train_gan", entry)
     stage = f"score-gan@{entry}"
-    with tracking.stage_run(stage, tracking.declared_params(stage, all_params)) as run:
+    with tracking.stage_run(stage, dvc_params.declared_params(stage, all_params)) as run:
         start = time.perf_counter()
         rng = seed_everything(all_params.seed)
         device = resolve_device(all_params.device)

@@ -15,7 +15,7 @@ import torch
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from dlcourse.course import data
-from dlcourse.pipeline import distributed, params, registry, tracking
+from dlcourse.pipeline import distributed, dvc_params, params, registry, tracking
 from dlcourse.files import write_csv, write_json
 from dlcourse.course.models import Classifier, parameter_count, save_classifier
 from dlcourse.pipeline.layout import METRICS, MODELS, PLOTS, PREPARED
@@ -40,7 +40,7 @@ def main(name: str) -> None:
     distributed.launch_if_asked(p.processes)
     stage = f"train-cnn@{name}"
     with distributed.initialized(resolve_device(all_params.device)) as (world, device):
-        logged = {**tracking.declared_params(stage, all_params), "world_size": world.size} if world.is_main else None
+        logged = {**dvc_params.declared_params(stage, all_params), "world_size": world.size} if world.is_main else None
         with tracking.stage_run(stage, logged) if world.is_main else nullcontext() as run:
             rng = seed_everything(all_params.seed, device)
             if p.threads:

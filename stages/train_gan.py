@@ -22,7 +22,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from torchvision.utils import save_image
 
 from dlcourse.course import data
-from dlcourse.pipeline import distributed, params, registry, tracking
+from dlcourse.pipeline import distributed, dvc_params, params, registry, tracking
 from dlcourse.course.gans import eras as gan_eras, generative
 from dlcourse.files import atomic_path, load_torch, write_csv, write_json
 from dlcourse.pipeline.layout import METRICS, MODELS, PLOTS, PREPARED
@@ -47,7 +47,7 @@ def main(entry: str, resume: bool) -> None:
     stage = f"train-gan@{entry}"
     checkpoints, samples, plots = MODELS / "gan" / entry, PLOTS / "gan" / entry / "samples", PLOTS / "gan" / entry
     with distributed.initialized(resolve_device(all_params.device)) as (world, device):
-        logged = {**tracking.declared_params(stage, all_params), "world_size": world.size} if world.is_main else None
+        logged = {**dvc_params.declared_params(stage, all_params), "world_size": world.size} if world.is_main else None
         tags = {"gan.resume": str(resume).lower(), "gan.era": p.era}
         with tracking.stage_run(stage, logged, tags=tags) if world.is_main else nullcontext() as run:
             rng = seed_everything(all_params.seed, device)

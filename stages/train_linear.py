@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 
 from dlcourse.course import data
-from dlcourse.pipeline import params, registry, tracking
+from dlcourse.pipeline import dvc_params, params, registry, tracking
 from dlcourse.files import write_csv, write_json
 from dlcourse.course.models import Classifier, save_classifier
 from dlcourse.pipeline.layout import METRICS, MODELS, PLOTS, PREPARED
@@ -61,7 +61,7 @@ def main(name: str) -> None:
     all_params = params.load()
     p = all_params.entry("train_linear", name)
     stage = f"train-linear@{name}"
-    with tracking.stage_run(stage, tracking.declared_params(stage, all_params)) as run:
+    with tracking.stage_run(stage, dvc_params.declared_params(stage, all_params)) as run:
         # 784 x 10 is too small to split across threads: the threads' synchronisation costs more
         # than it saves, and ruins the timing whenever another process holds a core.
         torch.set_num_threads(1)

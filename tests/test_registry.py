@@ -17,7 +17,7 @@ import yaml
 
 from dlcourse.course import data
 from dlcourse.course.gans import eras as gan_eras, generative
-from dlcourse.pipeline import registry, tracking
+from dlcourse.pipeline import registry, store, tracking
 from dlcourse.report.claims import CLAIMS, supported_claims
 from dlcourse.course.models import Classifier, Probabilities, load_classifier
 from workspace import free_port
@@ -278,7 +278,7 @@ def test_mlflow_models_serve_answers_a_posted_batch(built, client, tmp_path):
                                   cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        problem = tracking.wait_until_healthy(url, SERVE_WAIT_S, server, poll_s=0.5)
+        problem = store.wait_until_healthy(url, SERVE_WAIT_S, server, poll_s=0.5)
         assert problem is None, f"mlflow models serve {problem}:\n{log_path.read_text()}"
         request = urllib.request.Request(f"{url}/invocations", data=json.dumps({"inputs": images.tolist()}).encode(),
                                          headers={"Content-Type": "application/json"})

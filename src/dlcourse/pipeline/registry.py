@@ -26,7 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from .tracking import TRACKING_DIR, TrackingError, read_run_record
+from .store import TrackingError
+from .tracking import TRACKING_DIR, read_run_record
 
 if TYPE_CHECKING:
     import torch

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..pipeline import tracking
+from ..pipeline.git import git_commit
 from ..pipeline.versions import installed_version
 from .results import Results
 
@@ -56,7 +57,7 @@ def environment(stages: list[str], results: Results, params_path: Path = Path("p
                      "seconds": record.get("seconds"), "startup_seconds": record.get("startup_seconds"),
                      "cpu": record.get("cpu")})
     return {
-        "git_commit": tracking.git_commit(),
+        "git_commit": git_commit(),
         "params_sha256": hashlib.sha256(Path(params_path).read_bytes()).hexdigest(),
         "python": platform.python_version(),
         "torch": torch.__version__,
