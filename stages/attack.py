@@ -9,12 +9,13 @@ import pandas as pd
 import torch
 
 from dlcourse.course import attacks, corruptions, data
-from dlcourse.pipeline import dvc_params, params, tracking
+from dlcourse.pipeline import params
 from dlcourse.report.figures import image_grid, plot_columns
 from dlcourse.files import write_csv, write_json
 from dlcourse.course.models import Classifier, load_classifier
 from dlcourse.pipeline.layout import METRICS, MODELS, PLOTS, PREPARED
 from dlcourse.course.training import predict_proba, resolve_device, seed_everything
+from dlcourse.pipeline.stage import stage
 
 
 def accuracy_by_eps(table) -> dict[float, dict[str, float]]:
@@ -66,13 +67,8 @@ def summary(result: Attacked, dataset: str) -> dict:
 
 
 def main(name: str) -> None:
-    all_params = params.load()
-    p = all_params.attack
-    settings = all_params.entry("attack.models", name)
-    stage = f"attack@{name}"
-    with tracking.stage_run(stage, dvc_params.declared_params(stage, all_params)) as run:
-        rng = seed_everything(all_params.seed)
-        device = resolve_device(all_params.device)
+    with stage("attack", name, entry="attack.models", seed=seed_everything, device=resolve_device) as job:
+        p, settings, run, rng, device = job.params.attack, job.entry, job.run, job.rng, job.device
         model, checkpoint = load_classifier(MODELS / f"{name}.pt", device)
         test = data.load_split(PREPARED, checkpoint["dataset"], "test")
         subset = torch.randperm(len(test), generator=rng)[: p.subset]

@@ -8,13 +8,14 @@ import pandas as pd
 import torch
 
 from dlcourse.course import data
-from dlcourse.pipeline import dvc_params, params, tracking
+from dlcourse.pipeline import params
 from dlcourse.course.evaluation import Calibration, calibration, confusion_matrix, hardest_errors, per_class_accuracy
 from dlcourse.report.figures import image_grid, plot_confusion, plot_reliability
 from dlcourse.files import write_csv, write_json
 from dlcourse.course.models import Classifier, load_classifier
 from dlcourse.pipeline.layout import METRICS, MODELS, PLOTS, PREPARED
 from dlcourse.course.training import predict_proba, resolve_device, seed_everything
+from dlcourse.pipeline.stage import stage
 
 
 @dataclass
@@ -48,13 +49,8 @@ def evaluate(model: Classifier, images: torch.Tensor, actual: torch.Tensor, clas
 
 
 def main(name: str) -> None:
-    all_params = params.load()
-    p = all_params.evaluate
-    all_params.entry("evaluate.models", name)
-    stage = f"evaluate@{name}"
-    with tracking.stage_run(stage, dvc_params.declared_params(stage, all_params)) as run:
-        seed_everything(all_params.seed)
-        device = resolve_device(all_params.device)
+    with stage("evaluate", name, entry="evaluate.models", seed=seed_everything, device=resolve_device) as job:
+        p, run, device = job.params.evaluate, job.run, job.device
         model, checkpoint = load_classifier(MODELS / f"{name}.pt", device)
         test = data.load_split(PREPARED, checkpoint["dataset"], "test")
         classes, images = test.classes, data.to_float(test.images, device)

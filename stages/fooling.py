@@ -11,12 +11,13 @@ import time
 import torch
 
 from dlcourse.course import cppn, fooling
-from dlcourse.pipeline import dvc_params, params, tracking
+from dlcourse.pipeline import params
 from dlcourse.report.figures import image_grid
 from dlcourse.files import write_json
 from dlcourse.course.models import IMAGE_SHAPES, load_classifier
 from dlcourse.pipeline.layout import METRICS, MODELS, PLOTS
 from dlcourse.course.training import resolve_device, seed_everything
+from dlcourse.pipeline.stage import stage
 
 TITLES = {"gradient": "gradient ascent", "evolution": "evolution of the pixels (direct encoding)",
           "cppn": "CPPN evolved with MAP-Elites"}
@@ -34,12 +35,8 @@ def fooling_by_cppn(model, shape, p: params.FoolingParams, rng: torch.Generator)
 
 
 def main(dataset: str) -> None:
-    all_params = params.load()
-    p = all_params.entry("fooling", dataset)
-    stage = f"fooling@{dataset}"
-    with tracking.stage_run(stage, dvc_params.declared_params(stage, all_params)) as run:
-        rng = seed_everything(all_params.seed)
-        device = resolve_device(all_params.device)
+    with stage("fooling", dataset, entry="fooling", seed=seed_everything, device=resolve_device) as job:
+        p, run, rng, device = job.entry, job.run, job.rng, job.device
         model, checkpoint = load_classifier(MODELS / f"{p.model}.pt", device)
         second, second_checkpoint = load_classifier(MODELS / f"{p.transfer_model}.pt", device)
         if not checkpoint["dataset"] == second_checkpoint["dataset"] == dataset:
@@ -88,7 +85,7 @@ def main(dataset: str) -> None:
                              f"{method}.total_variation_mean": metrics[method]["total_variation_mean"]})
             run.log_artifact(PLOTS / "fooling" / dataset / f"{method}.png")
         write_json(METRICS / "fooling" / f"{dataset}.json", metrics)
-        write_json(METRICS / "timing" / f"{stage}.json", {**timing, "device": str(device)})
+        job.write_timing({**timing, "device": str(device)})
 
 
 if __name__ == "__main__":

@@ -2,14 +2,14 @@
 validated, become uint8 image tensors and int64 label tensors."""
 
 from dlcourse.course import data
-from dlcourse.pipeline import dvc_params, params, tracking
 from dlcourse.files import write_json
 from dlcourse.pipeline.layout import METRICS, PREPARED, RAW
+from dlcourse.pipeline.stage import stage
 
 
 def main() -> None:
-    all_params = params.load()  # validated even though this stage has no params of its own
-    with tracking.stage_run("preprocess", dvc_params.declared_params("preprocess", all_params)) as run:
+    with stage("preprocess") as job:  # params.yaml checked even though this stage has no params of its own
+        run = job.run
         cifar_folder = RAW / "cifar10" / data.CIFAR10_FOLDER
         readers = {
             "mnist": (lambda split: data.read_mnist(RAW / "mnist", split), data.MNIST_CLASSES),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dlcourse.pipeline import dvc_params, params, registry, tracking
+from dlcourse.pipeline import registry
 from dlcourse.report.claims import (GAN_TIMELINE, evaluate_claims, gan_entries, gan_progress_table, pct,
                                     slight_corruption_verdict, supported_claims)
 from dlcourse.report.document import document, unlisted_figures, write_report
@@ -19,6 +19,7 @@ from dlcourse.report.figures import image_columns, plot_curves
 from dlcourse.report.results import Results
 from dlcourse.files import write_json
 from dlcourse.pipeline.layout import PLOTS, REPORTS
+from dlcourse.pipeline.stage import stage
 
 FOOLING_METHODS = {"gradient": "gradient ascent", "evolution": "evolution of the pixels (direct encoding)",
                    "cppn": "CPPN evolved with MAP-Elites"}
@@ -215,9 +216,8 @@ def other_figures_section(figures) -> str:
 
 
 def main() -> None:
-    all_params = params.load()
-    with tracking.stage_run("report", dvc_params.declared_params("report", all_params),
-                            record=REPORTS / "run.json") as run:
+    with stage("report", record=REPORTS / "run.json") as job:
+        run = job.run
         results = Results()
         claims = evaluate_claims(results)
         draw_figures(results)

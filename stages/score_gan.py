@@ -14,10 +14,10 @@ import torch
 
 from dlcourse.course import data
 from dlcourse.course.gans import eras as gan_eras, metrics as gan_metrics, generative
-from dlcourse.pipeline import dvc_params, params, tracking
 from dlcourse.files import load_torch, write_csv, write_json
 from dlcourse.pipeline.layout import METRICS, MODELS, PLOTS, PREPARED
 from dlcourse.course.training import resolve_device, seed_everything
+from dlcourse.pipeline.stage import stage
 
 
 def score_checkpoints(generator: torch.nn.Module, checkpoints: list, judge: gan_metrics.Judge, samples: int,
@@ -38,13 +38,9 @@ def score_checkpoints(generator: torch.nn.Module, checkpoints: list, judge: gan_
 
 
 def main(entry: str) -> None:
-    all_params = params.load()
-    p, gan = all_params.score_gan, all_params.entry("train_gan", entry)
-    stage = f"score-gan@{entry}"
-    with tracking.stage_run(stage, dvc_params.declared_params(stage, all_params)) as run:
-        start = time.perf_counter()
-        rng = seed_everything(all_params.seed)
-        device = resolve_device(all_params.device)
+    with stage("score-gan", entry, entry="train_gan", seed=seed_everything, device=resolve_device) as job:
+        all_params, run, rng, device = job.params, job.run, job.rng, job.device
+        p, gan = all_params.score_gan, job.entry
         test, train = data.load_split(PREPARED, gan.dataset, "test"), data.load_split(PREPARED, gan.dataset, "train")
         judge = gan_metrics.load_judge(MODELS / f"{p.classifier}.pt", p.feature_layer, test.images, train.images,
                                        p.samples, p.confident, p.nearest_neighbours, rng, device)
@@ -65,8 +61,8 @@ def main(entry: str) -> None:
             "classifier": p.classifier, "samples": p.samples, "curve_samples": p.curve_samples,
             "nearest_neighbours": p.nearest_neighbours, "confident_threshold": p.confident,
             "first_epoch": curve[0], "last_epoch": curve[-1], "generated": final, "real": judge.real})
-        write_json(METRICS / "timing" / f"{stage}.json", {
-            "score_seconds": round(time.perf_counter() - start, 3), "device": str(device),
+        job.write_timing({
+            "score_seconds": round(time.perf_counter() - job.started, 3), "device": str(device),
             "threads": torch.get_num_threads()})
 
         for row in curve:

@@ -8,10 +8,11 @@ import pandas as pd
 import torch
 
 from dlcourse.course import data
-from dlcourse.pipeline import dvc_params, params, registry, tracking
+from dlcourse.pipeline import params, registry
 from dlcourse.files import write_csv, write_json
 from dlcourse.course.models import Classifier, save_classifier
 from dlcourse.pipeline.layout import METRICS, MODELS, PLOTS, PREPARED
+from dlcourse.pipeline.stage import stage
 from dlcourse.course.training import (LOSSES, Curve, accuracy, resolve_device, seed_everything, train_iterations)
 
 
@@ -58,21 +59,18 @@ def train_linear(p: params.LinearRunParams, seed: int, device: torch.device, tra
 
 
 def main(name: str) -> None:
-    all_params = params.load()
-    p = all_params.entry("train_linear", name)
-    stage = f"train-linear@{name}"
-    with tracking.stage_run(stage, dvc_params.declared_params(stage, all_params)) as run:
+    # train_linear seeds itself: it is the slide's loop, from the seed to the curve.
+    with stage("train-linear", name, entry="train_linear", device=resolve_device) as job:
+        run, device = job.run, job.device
         # 784 x 10 is too small to split across threads: the threads' synchronisation costs more
         # than it saves, and ruins the timing whenever another process holds a core.
         torch.set_num_threads(1)
-        device = resolve_device(all_params.device)
         train, test = (data.load_split(PREPARED, "mnist", split) for split in ("train", "test"))
-        result = train_linear(p, all_params.seed, device, train, test)
+        result = train_linear(job.entry, job.params.seed, device, train, test)
 
         save_classifier(result.model, "mnist", train.classes, MODELS / "linear" / f"{name}.pt")
         write_json(METRICS / "linear" / f"{name}.json", result.metrics)
-        write_json(METRICS / "timing" / f"{stage}.json",
-                   {"train_seconds": round(result.train_seconds, 3), "device": str(device)})
+        job.write_timing({"train_seconds": round(result.train_seconds, 3), "device": str(device)})
         write_csv(pd.DataFrame({"step": result.curve.steps, "test_accuracy": result.curve.test_accuracy}),
                   PLOTS / "linear" / f"{name}.csv")
 

@@ -8,3 +8,8 @@ MODELS = Path("models")
 METRICS = Path("metrics")
 PLOTS = Path("plots")
 REPORTS = Path("reports")
+
+
+def timing(stage: str) -> Path:
+    """A stage's wall times and the device they were measured on (not compared between runs)."""
+    return METRICS / "timing" / f"{stage}.json"
