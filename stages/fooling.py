@@ -11,11 +11,10 @@ import time
 import torch
 
 from dlcourse.course import cppn, fooling
-from dlcourse.pipeline import params
+from dlcourse.pipeline import layout, params
 from dlcourse.report.figures import image_grid
 from dlcourse.files import write_json
 from dlcourse.course.models import IMAGE_SHAPES, load_classifier
-from dlcourse.pipeline.layout import METRICS, MODELS, PLOTS
 from dlcourse.course.training import resolve_device, seed_everything
 from dlcourse.pipeline.stage import stage
 
@@ -37,8 +36,8 @@ def fooling_by_cppn(model, shape, p: params.FoolingParams, rng: torch.Generator)
 def main(dataset: str) -> None:
     with stage("fooling", dataset, entry="fooling", seed=seed_everything, device=resolve_device) as job:
         p, run, rng, device = job.entry, job.run, job.rng, job.device
-        model, checkpoint = load_classifier(MODELS / f"{p.model}.pt", device)
-        second, second_checkpoint = load_classifier(MODELS / f"{p.transfer_model}.pt", device)
+        model, checkpoint = load_classifier(layout.model(p.model), device)
+        second, second_checkpoint = load_classifier(layout.model(p.transfer_model), device)
         if not checkpoint["dataset"] == second_checkpoint["dataset"] == dataset:
             raise SystemExit(f"params.yaml: fooling.{dataset}: {p.model} and {p.transfer_model} must both be "
                              f"{dataset} models (found {checkpoint['dataset']}, {second_checkpoint['dataset']})")
@@ -77,14 +76,14 @@ def main(dataset: str) -> None:
             unit = "steps" if method == "gradient" else "generations"
             captions = [f"{name}: {c:.4f}\n{int(s)} {unit}\nother net: {t:.2f}"
                         for name, c, s, t in zip(classes, confidence, steps, transfer)]
-            image_grid(images.cpu(), captions, PLOTS / "fooling" / dataset / f"{method}.png",
+            image_grid(images.cpu(), captions, layout.fooling(dataset, method),
                        f"{dataset}: fooling images for {p.model}, {TITLES[method]}", columns=5, scale=1.8)
             run.log_metrics({f"{method}.reached": float((confidence >= p.confidence).float().mean()),
                              f"{method}.mean_transfer_confidence": float(transfer.mean()),
                              f"{method}.png_bytes_mean": metrics[method]["png_bytes_mean"],
                              f"{method}.total_variation_mean": metrics[method]["total_variation_mean"]})
-            run.log_artifact(PLOTS / "fooling" / dataset / f"{method}.png")
-        write_json(METRICS / "fooling" / f"{dataset}.json", metrics)
+            run.log_artifact(layout.fooling(dataset, method))
+        write_json(layout.fooling_metrics(dataset), metrics)
         job.write_timing({**timing, "device": str(device)})
 
 

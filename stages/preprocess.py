@@ -3,7 +3,7 @@ validated, become uint8 image tensors and int64 label tensors."""
 
 from dlcourse.course import data
 from dlcourse.files import write_json
-from dlcourse.pipeline.layout import METRICS, PREPARED, RAW
+from dlcourse.pipeline.layout import DATA_SUMMARY, PREPARED, RAW
 from dlcourse.pipeline.stage import stage
 
 
@@ -28,9 +28,9 @@ def main() -> None:
                     "pixel_std": round(float(pixels.std()), 4),
                     "class_counts": [int((labels == c).sum()) for c in range(len(classes))],
                 }
-        write_json(METRICS / "data.json", summary)
+        write_json(DATA_SUMMARY, summary)
         run.log_metrics({f"{name}.count": s["count"] for name, s in summary.items()})
-        run.log_artifact(METRICS / "data.json")
+        run.log_artifact(DATA_SUMMARY)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,9 @@ import torch
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from dlcourse.course import data
-from dlcourse.pipeline import distributed, params, registry
+from dlcourse.pipeline import distributed, layout, params, registry
 from dlcourse.files import write_csv, write_json
 from dlcourse.course.models import Classifier, parameter_count, save_classifier
-from dlcourse.pipeline.layout import METRICS, MODELS, PLOTS, PREPARED
 from dlcourse.course.training import EpochRecord, resolve_device, seed_everything, train_epochs
 from dlcourse.pipeline.stage import Stage, stage
 
@@ -40,7 +39,7 @@ def main(name: str) -> None:
         p, run, world, device = job.entry, job.run, job.world, job.device
         if p.threads:
             torch.set_num_threads(p.threads)
-        train, test = (data.load_split(PREPARED, p.dataset, split) for split in ("train", "test"))
+        train, test = (data.load_split(layout.PREPARED, p.dataset, split) for split in ("train", "test"))
         train_x, train_y = train.images.to(device), train.labels.to(device)
         test_x, test_y = test.images.to(device), test.labels.to(device)
 
@@ -66,15 +65,15 @@ def write_outputs(name: str, p: params.CnnRunParams, model: Classifier, classes:
     }
     timing = {"train_seconds": round(seconds, 3), "images_per_second": round(p.epochs * train_size / seconds, 1),
               "device": str(device), "threads": torch.get_num_threads(), "world_size": world.size}
-    save_classifier(model, p.dataset, classes, MODELS / "cnn" / f"{name}.pt")
-    write_json(METRICS / "cnn" / f"{name}.json", metrics)
+    save_classifier(model, p.dataset, classes, layout.model(f"cnn/{name}"))
+    write_json(layout.training_metrics(f"cnn/{name}"), metrics)
     job.write_timing(timing)
     write_csv(pd.DataFrame([{"epoch": r.epoch, "test_accuracy": r.test_accuracy, "train_loss": r.train_loss}
-                            for r in records]), PLOTS / "cnn" / f"{name}.csv")
+                            for r in records]), layout.training_curve(f"cnn/{name}"))
 
     run.log_metrics({k: v for k, v in {**metrics, **timing}.items() if not isinstance(v, str)})
-    run.log_artifact(MODELS / "cnn" / f"{name}.pt")
-    registry.log_classifier(run, MODELS / "cnn" / f"{name}.pt", test_images, metrics["test_accuracy"])
+    run.log_artifact(layout.model(f"cnn/{name}"))
+    registry.log_classifier(run, layout.model(f"cnn/{name}"), test_images, metrics["test_accuracy"])
 
 
 if __name__ == "__main__":

@@ -26,8 +26,7 @@ from dlcourse.course.gans import eras as gan_eras, generative
 from dlcourse.course.gans import resume as resume_
 from dlcourse.course.training import resolve_device, seed_everything
 from dlcourse.files import atomic_path, write_csv, write_json
-from dlcourse.pipeline import distributed, params, registry
-from dlcourse.pipeline.layout import METRICS, MODELS, PLOTS, PREPARED
+from dlcourse.pipeline import distributed, layout, params, registry
 from dlcourse.pipeline.stage import Stage, stage
 
 
@@ -100,9 +99,9 @@ def main(entry: str, resume: bool) -> None:
                tags=tags) as job:
         if job.run is not None:
             job.run.set_tags({"gan.era": job.entry.era})
-        train = data.load_split(PREPARED, job.entry.dataset, "train")
+        train = data.load_split(layout.PREPARED, job.entry.dataset, "train")
         gan = build(job.entry, job.params.seed, train, job.device)
-        checkpoints, samples = MODELS / "gan" / entry, PLOTS / "gan" / entry / "samples"
+        checkpoints, samples = layout.gan_checkpoints(entry), layout.gan_plots(entry) / "samples"
         fingerprint = resume_.run_fingerprint(job.entry.model_dump(), job.params.seed, train.images, train.labels,
                                               prefix=f"train_gan.{entry}")
 
@@ -127,7 +126,7 @@ def main(entry: str, resume: bool) -> None:
 def write_outputs(job: Stage, entry: str, gan: Gan, train: data.Split, history: generative.GanHistory,
                   start_epoch: int) -> None:
     p, run, device = job.entry, job.run, job.device
-    checkpoints, plots = MODELS / "gan" / entry, PLOTS / "gan" / entry
+    checkpoints, plots = layout.gan_checkpoints(entry), layout.gan_plots(entry)
     ends = generative.fixed_noise(2 * p.interpolation_rows, p.latent_dim, job.params.seed + 1).to(device)
     rows = [generative.interpolate(gan.sampler, ends[2 * i], ends[2 * i + 1], p.interpolation_steps,
                                    label=i % gan.num_classes if gan.num_classes else None)
@@ -136,7 +135,7 @@ def write_outputs(job: Stage, entry: str, gan: Gan, train: data.Split, history: 
     steps = list(range(1, len(history.g_loss) + 1))
     write_csv(pd.DataFrame({"step": steps, "generator": history.g_loss, "discriminator": history.d_loss}),
               plots / "losses.csv")
-    write_json(METRICS / "gan" / entry / "train.json", {
+    write_json(layout.gan_metrics(entry, "train"), {
         "era": p.era, "epochs": p.epochs, "steps": len(steps), "generator_images": p.epochs * p.epoch_images,
         "generator_parameters": sum(t.numel() for t in gan.generator.parameters()),
         "discriminator_parameters": sum(t.numel() for t in gan.discriminator.parameters()),
