@@ -14,12 +14,11 @@ from dlcourse.course import cppn, fooling
 from dlcourse.pipeline import layout, params
 from dlcourse.report.figures import image_grid
 from dlcourse.files import write_json
-from dlcourse.course.models import IMAGE_SHAPES, load_classifier
+from dlcourse.course.data import IMAGE_SHAPES
+from dlcourse.course.models import load_classifier
 from dlcourse.course.training import resolve_device, seed_everything
 from dlcourse.pipeline.stage import stage
 
-TITLES = {"gradient": "gradient ascent", "evolution": "evolution of the pixels (direct encoding)",
-          "cppn": "CPPN evolved with MAP-Elites"}
 
 
 def fooling_by_cppn(model, shape, p: params.FoolingParams, rng: torch.Generator):
@@ -77,7 +76,7 @@ def main(dataset: str) -> None:
             captions = [f"{name}: {c:.4f}\n{int(s)} {unit}\nother net: {t:.2f}"
                         for name, c, s, t in zip(classes, confidence, steps, transfer)]
             image_grid(images.cpu(), captions, layout.fooling(dataset, method),
-                       f"{dataset}: fooling images for {p.model}, {TITLES[method]}", columns=5, scale=1.8)
+                       f"{dataset}: fooling images for {p.model}, {layout.FOOLING_METHODS[method]}", columns=5, scale=1.8)
             run.log_metrics({f"{method}.reached": float((confidence >= p.confidence).float().mean()),
                              f"{method}.mean_transfer_confidence": float(transfer.mean()),
                              f"{method}.png_bytes_mean": metrics[method]["png_bytes_mean"],

@@ -18,11 +18,9 @@ from dlcourse.report.environment import environment, pipeline_stages
 from dlcourse.report.figures import image_columns, plot_curves
 from dlcourse.report.results import Results
 from dlcourse.files import write_json
-from dlcourse.pipeline.layout import PLOTS, REPORTS
+from dlcourse.pipeline.layout import FOOLING_METHODS, PLOTS, REPORTS
 from dlcourse.pipeline.stage import stage
 
-FOOLING_METHODS = {"gradient": "gradient ascent", "evolution": "evolution of the pixels (direct encoding)",
-                   "cppn": "CPPN evolved with MAP-Elites"}
 LINEAR_RUNS = {
     "one_epoch": "slides' loss −log f(x)(y), 1 epoch",
     "slide_code_loss": "slides' code: nll_loss on softmax, 1 epoch",

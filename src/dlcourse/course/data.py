@@ -292,6 +292,7 @@ def read_cifar10_classes(folder: Path) -> list[str]:
 
 
 MNIST_CLASSES = [str(digit) for digit in range(10)]
+IMAGE_SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}  # channels, height, width
 
 
 # --- prepared tensors -----------------------------------------------------------------------

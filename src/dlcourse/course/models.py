@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import to_float
+from .data import IMAGE_SHAPES, to_float
 
 
 class Reseau1(nn.Module):
@@ -228,7 +228,6 @@ def load_classifier(path, device: torch.device | str = "cpu",
     return model.to(memory_format=memory_format).eval(), checkpoint
 
 
-IMAGE_SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}  # channels, height, width
 
 
 def check_buildable(name: str, architecture: str, kwargs: dict, dataset: str) -> Classifier:

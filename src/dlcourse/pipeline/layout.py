@@ -14,7 +14,9 @@ TRACKING = Path("tracking")
 PARAMS_CHECK = Path("checks/params.ok")
 DATASETS = ("mnist", "cifar10")
 DATA_SUMMARY = METRICS / "data.json"
-FOOLING_METHODS = ("gradient", "evolution", "cppn")  # Nguyen et al. 2015: gradient ascent, direct encoding, CPPN
+# The three fooling methods of Nguyen et al. 2015, each with its figure's name and its title
+FOOLING_METHODS = {"gradient": "gradient ascent", "evolution": "evolution of the pixels (direct encoding)",
+                   "cppn": "CPPN evolved with MAP-Elites"}
 
 
 def run_record(stage: str) -> Path:

@@ -15,6 +15,7 @@ from typing import Callable
 
 from ..course.attacks import HARMLESS, WRECKED, choose_slight_eps, drop, noise_drop, slight_and_wrecking
 from ..files import read_json
+from ..pipeline.layout import FOOLING_METHODS
 from .results import Results
 
 MNIST_SIZE = (60000, 10000)
@@ -27,7 +28,6 @@ SLOWER_MIN = 5  # "nettement plus long": an epoch at least 5x as long
 CIFAR10_BAR = 0.5  # "plus de 50%"
 VERY_WRONG_MIN = 0.9  # the least confidence that counts as "very wrong"
 FOOLING_MIN = 0.99  # the least confidence that counts as "une grande confiance"
-FOOLING_METHODS = ("gradient", "evolution", "cppn")  # Nguyen et al. 2015: gradient ascent, direct encoding, CPPN
 GAN_CONFIDENT_MIN = 0.9  # the least classifier confidence that counts a sample as recognisable
 GAN_RECOGNISABLE = 0.9  # of the samples
 GAN_AGREEMENT = 0.9  # a conditional GAN's samples read as the digit asked for
