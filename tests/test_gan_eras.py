@@ -13,9 +13,8 @@ from dlcourse.course.gans.eras import (
     ERAS, Discriminator, build, check_gan_buildable, discriminator_loss, generator_loss, gradient_penalty,
     modulated_conv2d, r1_penalty,
 )
-from dlcourse.course.gans.generative import (
-    Recipe, exponential_moving_average, load_checkpoint, make_optimizers, save_checkpoint, train_gan,
-)
+from dlcourse.course.gans.generative import Recipe, exponential_moving_average, make_optimizers, train_gan
+from dlcourse.course.gans.resume import load_checkpoint, save_checkpoint
 
 LATENT, WIDTH = 8, 4
 # Each era's recipe as params.yaml gives it (optimizer, betas, loss, critic steps, penalty), tiny.
