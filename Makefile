@@ -1,5 +1,5 @@
 # `make repro`: set everything up and rebuild every result (`dvc repro`).
-# `make test`:  set everything up and run the tests.
+# `make test`:  set everything up, lint (ruff, configured in pyproject.toml) and run the tests.
 VENV ?= .venv
 PYTHON ?= python3
 export PATH := $(abspath $(VENV))/bin:$(PATH)
@@ -21,4 +21,5 @@ repro: setup
 	dvc repro
 
 test: setup
+	ruff check .
 	python -m pytest

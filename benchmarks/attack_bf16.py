@@ -10,10 +10,11 @@ import time
 
 import torch
 
-from dlcourse import attacks, data, params
-from dlcourse.models import load_classifier
-from dlcourse.paths import MODELS, PREPARED
-from dlcourse.training import resolve_device, seed_everything
+from dlcourse.course import attacks, data
+from dlcourse.pipeline import params
+from dlcourse.course.models import load_classifier
+from dlcourse.pipeline.layout import MODELS, PREPARED
+from dlcourse.course.training import resolve_device, seed_everything
 
 
 def main(name: str = "cnn/cifar10-airnet", images: int = 500) -> None:

@@ -24,10 +24,11 @@ import json
 
 import torch
 
-from dlcourse import data, params
-from dlcourse.models import Classifier
-from dlcourse.paths import PREPARED
-from dlcourse.training import resolve_device, seed_everything, train_epochs
+from dlcourse.course import data
+from dlcourse.pipeline import params
+from dlcourse.course.models import Classifier
+from dlcourse.pipeline.layout import PREPARED
+from dlcourse.course.training import resolve_device, seed_everything, train_epochs
 
 TARGET = 0.94
 # The wide profile without airbench's tricks (which the entry in params.yaml now has), as measured first.

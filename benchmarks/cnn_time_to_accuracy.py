@@ -20,10 +20,11 @@ import torchvision
 from torch.utils.data import DataLoader
 
 from course_data import torchvision_mnist_root
-from dlcourse import data, params
-from dlcourse.models import Classifier, Reseau2
-from dlcourse.paths import PREPARED
-from dlcourse.training import EpochRecord, seed_everything, train_epochs
+from dlcourse.course import data
+from dlcourse.pipeline import params
+from dlcourse.course.models import Classifier, Reseau2
+from dlcourse.pipeline.layout import PREPARED
+from dlcourse.course.training import EpochRecord, seed_everything, train_epochs
 
 COURSE_TARGET, PROJECT_TARGET, MAX_EPOCHS = 0.98, 0.99, 3
 

@@ -15,10 +15,11 @@ import sys
 import torch
 import yaml
 
-from dlcourse import data, params
-from dlcourse.models import Classifier
-from dlcourse.paths import PREPARED
-from dlcourse.training import predict_proba, resolve_device, seed_everything, train_epochs
+from dlcourse.course import data
+from dlcourse.pipeline import params
+from dlcourse.course.models import Classifier
+from dlcourse.pipeline.layout import PREPARED
+from dlcourse.course.training import predict_proba, resolve_device, seed_everything, train_epochs
 
 
 def run_variant(entry: str, overrides: dict, all_params) -> tuple[float, list, torch.Tensor]:

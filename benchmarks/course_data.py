@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from dlcourse.paths import RAW
+from dlcourse.pipeline.layout import RAW
 
 
 @contextmanager

@@ -8,11 +8,11 @@ Run: python benchmarks/gan_layout.py [--steps 25] [--rounds 2] [ENTRY ...]
 
 import argparse
 import statistics
-import time
 
 import torch
 
-from dlcourse import gan_eras, generative, params
+from dlcourse.course.gans import eras as gan_eras, generative
+from dlcourse.pipeline import params
 
 
 def step_seconds(p, layout, steps: int) -> float:

@@ -16,9 +16,11 @@ import time
 
 import torch
 
-from dlcourse import data, gan_eras, gan_metrics, generative, params
-from dlcourse.paths import MODELS, PREPARED
-from dlcourse.training import resolve_device, seed_everything
+from dlcourse.course import data
+from dlcourse.course.gans import eras as gan_eras, metrics as gan_metrics, generative
+from dlcourse.pipeline import params
+from dlcourse.pipeline.layout import MODELS, PREPARED
+from dlcourse.course.training import resolve_device, seed_everything
 
 
 def main() -> None:

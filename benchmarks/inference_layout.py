@@ -13,8 +13,8 @@ import time
 
 import torch
 
-from dlcourse.models import IMAGE_SHAPES, load_classifier
-from dlcourse.paths import MODELS
+from dlcourse.course.models import IMAGE_SHAPES, load_classifier
+from dlcourse.pipeline.layout import MODELS
 
 
 def timed(step, repeats: int):

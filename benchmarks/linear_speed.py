@@ -1,7 +1,7 @@
 """Reseau1 for 1000 iterations of 60, two ways, on the same data and machine:
 
 - the course's loop: torchvision's MNIST dataset, ToTensor, a shuffling DataLoader;
-- the project's loop (dlcourse.training.train_iterations): uint8 tensors turned into floats once,
+- the project's loop (dlcourse.course.training.train_iterations): uint8 tensors turned into floats once,
   random batches drawn by indexing.
 
 Goal: the project's loop is at least 10x faster at equal accuracy. Needs `dvc repro preprocess`
@@ -18,10 +18,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from course_data import torchvision_mnist_root
-from dlcourse import data
-from dlcourse.models import Reseau1
-from dlcourse.paths import PREPARED
-from dlcourse.training import LOSSES, accuracy, seed_everything, train_iterations
+from dlcourse.course import data
+from dlcourse.course.models import Reseau1
+from dlcourse.pipeline.layout import PREPARED
+from dlcourse.course.training import LOSSES, accuracy, seed_everything, train_iterations
 
 ITERATIONS, BATCH, LR, MOMENTUM = 1000, 60, 0.001, 0.9
 

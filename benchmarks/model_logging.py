@@ -32,8 +32,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="times each model is logged (the median is shown)")
     args = parser.parse_args()
 
-    from dlcourse import data, params, registry, tracking
-    from dlcourse.paths import MODELS, PREPARED
+    from dlcourse.course import data
+    from dlcourse.pipeline import params, registry, tracking
+    from dlcourse.pipeline.layout import MODELS, PREPARED
 
     p = params.load()
     tests = {dataset: data.load_split(PREPARED, dataset, "test").images[: registry.EXAMPLES]

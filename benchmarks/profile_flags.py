@@ -9,7 +9,8 @@ import json
 import sys
 from pathlib import Path
 
-from dlcourse import params
+from dlcourse.pipeline import params
+from dlcourse.pipeline.checks import check
 
 
 def apply(base: dict, overrides: dict) -> dict:
@@ -29,9 +30,6 @@ def apply(base: dict, overrides: dict) -> dict:
 
 
 def main(profile: Path) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stages"))
-    from check_params import check
-
     overrides = params.read_yaml(profile)
     check(params.validate(apply(params.read_yaml("params.yaml"), overrides), f"params.yaml with {profile}"))
     flags = [f"-S {key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in overrides.items()]

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from dlcourse.document import claims_table
+from dlcourse.report.document import claims_table
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN = "<!-- claims table: generated from reports/claims.json by python scripts/claims_table.py -->"

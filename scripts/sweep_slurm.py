@@ -219,7 +219,7 @@ def record_failure(sweep: dict, index: int, point: list[str], error: BaseExcepti
     which task failed and why: every failure of the sweep is in MLflow as in Slurm."""
     sys.path.insert(0, str(ROOT / "src"))
     import mlflow
-    from dlcourse import tracking
+    from dlcourse.pipeline import tracking
 
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     experiment = mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", tracking.EXPERIMENT))

@@ -32,7 +32,7 @@ from pathlib import Path
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from dlcourse import tracking
+from dlcourse.pipeline import store
 
 try:
     import psycopg2
@@ -178,7 +178,7 @@ def server_address(host: str, port: int) -> str:
 
 
 def healthy(url: str) -> bool:
-    return tracking.health(url, timeout_s=2) is None
+    return store.health(url, timeout_s=2) is None
 
 
 def is_tracking_server(pid: int) -> bool:
@@ -251,7 +251,7 @@ def start(args: argparse.Namespace) -> None:
     write_private(args.state_dir / "server.pid", str(server.pid))
 
     address = server_address(args.host, args.port)
-    reason = tracking.wait_until_healthy(address, args.timeout, server)
+    reason = store.wait_until_healthy(address, args.timeout, server)
     if reason is not None:
         stop_session(server.pid)
         server.wait()

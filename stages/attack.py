@@ -8,12 +8,13 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from dlcourse import attacks, corruptions, data, params, tracking
-from dlcourse.figures import image_grid, plot_columns
+from dlcourse.course import attacks, corruptions, data
+from dlcourse.pipeline import layout, params
+from dlcourse.report.figures import image_grid, plot_columns
 from dlcourse.files import write_csv, write_json
-from dlcourse.models import Classifier, load_classifier
-from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
-from dlcourse.training import predict_proba, resolve_device, seed_everything
+from dlcourse.course.models import Classifier, load_classifier
+from dlcourse.course.training import predict_proba, resolve_device, seed_everything
+from dlcourse.pipeline.stage import stage
 
 
 def accuracy_by_eps(table) -> dict[float, dict[str, float]]:
@@ -65,21 +66,16 @@ def summary(result: Attacked, dataset: str) -> dict:
 
 
 def main(name: str) -> None:
-    all_params = params.load()
-    p = all_params.attack
-    settings = all_params.entry("attack.models", name)
-    stage = f"attack@{name}"
-    with tracking.stage_run(stage, tracking.declared_params(stage, all_params)) as run:
-        rng = seed_everything(all_params.seed)
-        device = resolve_device(all_params.device)
-        model, checkpoint = load_classifier(MODELS / f"{name}.pt", device)
-        test = data.load_split(PREPARED, checkpoint["dataset"], "test")
+    with stage("attack", name, entry="attack.models", seed=seed_everything, device=resolve_device) as job:
+        p, settings, run, rng, device = job.params.attack, job.entry, job.run, job.rng, job.device
+        model, checkpoint = load_classifier(layout.model(name), device)
+        test = data.load_split(layout.PREPARED, checkpoint["dataset"], "test")
         subset = torch.randperm(len(test), generator=rng)[: p.subset]
         result = attack(model, data.to_float(test.images[subset], device), test.labels[subset].to(device), settings.eps,
                         p, rng)
         metrics = summary(result, checkpoint["dataset"])
 
-        out = PLOTS / "attack" / name
+        out = layout.attack(name)
         methods = list(result.methods)
         accuracy = pd.concat(result.tables.values()).groupby(["eps", "method"])["accuracy"].mean().unstack()
         write_csv(accuracy.reset_index(), out / "eps.csv")
@@ -100,7 +96,7 @@ def main(name: str) -> None:
                    captions(clean_x) + captions(attacked) + [f"perturbation x{0.5 / eps:.0f}"] * len(clean_x),
                    out / "examples.png", f"{name}: clean (top), PGD eps = {eps:g} (middle), "
                    "perturbation amplified (bottom)", columns=len(clean_x))
-        write_json(METRICS / "attack" / f"{name}.json", metrics)
+        write_json(layout.attack_metrics(name), metrics)
 
         run.log_metrics({"chosen_eps": eps, **{f"evaluation.{method}": acc for method, acc in
                                                 metrics["evaluation"]["accuracy"][f"{eps:g}"].items()}})

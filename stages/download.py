@@ -6,18 +6,17 @@ From the official URLs (official MD5s), or from DATA_MIRROR, a folder or URL lai
 
 import os
 
-from dlcourse import data, params, tracking
-from dlcourse.paths import RAW
+from dlcourse.course import data
+from dlcourse.pipeline.layout import RAW
+from dlcourse.pipeline.stage import stage
 
 
 def main() -> None:
-    p = params.load()
     mirror = os.environ.get("DATA_MIRROR") or None
-    with tracking.stage_run("download", tracking.declared_params("download", p),
-                            tags={"data.mirror": mirror or "official"}) as run:
+    with stage("download", tags={"data.mirror": mirror or "official"}) as job:
         for dataset in data.SOURCES:
-            files = data.download(dataset, RAW, mirror=mirror, **p.download.model_dump())
-            run.log_metrics({f"{dataset}.bytes": sum(f.stat().st_size for f in files)})
+            files = data.download(dataset, RAW, mirror=mirror, **job.params.download.model_dump())
+            job.run.log_metrics({f"{dataset}.bytes": sum(f.stat().st_size for f in files)})
         data.extract_tar(RAW / "cifar10" / "cifar-10-binary.tar.gz", RAW / "cifar10" / "extracted")
 
 

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from dlcourse import data, params, tracking
-from dlcourse.evaluation import Calibration, calibration, confusion_matrix, hardest_errors, per_class_accuracy
-from dlcourse.figures import image_grid, plot_confusion, plot_reliability
+from dlcourse.course import data
+from dlcourse.pipeline import layout, params
+from dlcourse.course.evaluation import Calibration, calibration, confusion_matrix, hardest_errors, per_class_accuracy
+from dlcourse.report.figures import image_grid, plot_confusion, plot_reliability
 from dlcourse.files import write_csv, write_json
-from dlcourse.models import Classifier, load_classifier
-from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
-from dlcourse.training import predict_proba, resolve_device, seed_everything
+from dlcourse.course.models import Classifier, load_classifier
+from dlcourse.course.training import predict_proba, resolve_device, seed_everything
+from dlcourse.pipeline.stage import stage
 
 
 @dataclass
@@ -47,20 +48,15 @@ def evaluate(model: Classifier, images: torch.Tensor, actual: torch.Tensor, clas
 
 
 def main(name: str) -> None:
-    all_params = params.load()
-    p = all_params.evaluate
-    all_params.entry("evaluate.models", name)
-    stage = f"evaluate@{name}"
-    with tracking.stage_run(stage, tracking.declared_params(stage, all_params)) as run:
-        seed_everything(all_params.seed)
-        device = resolve_device(all_params.device)
-        model, checkpoint = load_classifier(MODELS / f"{name}.pt", device)
-        test = data.load_split(PREPARED, checkpoint["dataset"], "test")
+    with stage("evaluate", name, entry="evaluate.models", seed=seed_everything, device=resolve_device) as job:
+        p, run, device = job.params.evaluate, job.run, job.device
+        model, checkpoint = load_classifier(layout.model(name), device)
+        test = data.load_split(layout.PREPARED, checkpoint["dataset"], "test")
         classes, images = test.classes, data.to_float(test.images, device)
         result = evaluate(model, images, test.labels, classes, p)
         metrics = {"dataset": checkpoint["dataset"], **result.metrics}
 
-        out = PLOTS / "evaluate" / name
+        out = layout.evaluation(name)
         write_csv(pd.DataFrame({"actual": [classes[i] for i in test.labels],
                                 "predicted": [classes[i] for i in result.predicted]}),
                   out / "predictions.csv")  # for `dvc plots show` (confusion template)
@@ -72,7 +68,7 @@ def main(name: str) -> None:
                     for i in result.hardest]
         image_grid(images[result.hardest.to(device)].cpu(), captions, out / "hardest_errors.png",
                    f"{name}: the most confidently wrong test images")
-        write_json(METRICS / "evaluate" / f"{name}.json", metrics)
+        write_json(layout.evaluation_metrics(name), metrics)
 
         run.log_metrics({key: metrics[key] for key in ("test_accuracy", "ece", "confidently_wrong")})
         for figure in ("confusion.png", "reliability.png", "hardest_errors.png"):

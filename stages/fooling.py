@@ -10,15 +10,15 @@ import time
 
 import torch
 
-from dlcourse import cppn, fooling, params, tracking
-from dlcourse.figures import image_grid
+from dlcourse.course import cppn, fooling
+from dlcourse.pipeline import layout, params
+from dlcourse.report.figures import image_grid
 from dlcourse.files import write_json
-from dlcourse.models import IMAGE_SHAPES, load_classifier
-from dlcourse.paths import METRICS, MODELS, PLOTS
-from dlcourse.training import resolve_device, seed_everything
+from dlcourse.course.data import IMAGE_SHAPES
+from dlcourse.course.models import load_classifier
+from dlcourse.course.training import resolve_device, seed_everything
+from dlcourse.pipeline.stage import stage
 
-TITLES = {"gradient": "gradient ascent", "evolution": "evolution of the pixels (direct encoding)",
-          "cppn": "CPPN evolved with MAP-Elites"}
 
 
 def fooling_by_cppn(model, shape, p: params.FoolingParams, rng: torch.Generator):
@@ -33,14 +33,10 @@ def fooling_by_cppn(model, shape, p: params.FoolingParams, rng: torch.Generator)
 
 
 def main(dataset: str) -> None:
-    all_params = params.load()
-    p = all_params.entry("fooling", dataset)
-    stage = f"fooling@{dataset}"
-    with tracking.stage_run(stage, tracking.declared_params(stage, all_params)) as run:
-        rng = seed_everything(all_params.seed)
-        device = resolve_device(all_params.device)
-        model, checkpoint = load_classifier(MODELS / f"{p.model}.pt", device)
-        second, second_checkpoint = load_classifier(MODELS / f"{p.transfer_model}.pt", device)
+    with stage("fooling", dataset, entry="fooling", seed=seed_everything, device=resolve_device) as job:
+        p, run, rng, device = job.entry, job.run, job.rng, job.device
+        model, checkpoint = load_classifier(layout.model(p.model), device)
+        second, second_checkpoint = load_classifier(layout.model(p.transfer_model), device)
         if not checkpoint["dataset"] == second_checkpoint["dataset"] == dataset:
             raise SystemExit(f"params.yaml: fooling.{dataset}: {p.model} and {p.transfer_model} must both be "
                              f"{dataset} models (found {checkpoint['dataset']}, {second_checkpoint['dataset']})")
@@ -79,15 +75,15 @@ def main(dataset: str) -> None:
             unit = "steps" if method == "gradient" else "generations"
             captions = [f"{name}: {c:.4f}\n{int(s)} {unit}\nother net: {t:.2f}"
                         for name, c, s, t in zip(classes, confidence, steps, transfer)]
-            image_grid(images.cpu(), captions, PLOTS / "fooling" / dataset / f"{method}.png",
-                       f"{dataset}: fooling images for {p.model}, {TITLES[method]}", columns=5, scale=1.8)
+            image_grid(images.cpu(), captions, layout.fooling(dataset, method),
+                       f"{dataset}: fooling images for {p.model}, {layout.FOOLING_METHODS[method]}", columns=5, scale=1.8)
             run.log_metrics({f"{method}.reached": float((confidence >= p.confidence).float().mean()),
                              f"{method}.mean_transfer_confidence": float(transfer.mean()),
                              f"{method}.png_bytes_mean": metrics[method]["png_bytes_mean"],
                              f"{method}.total_variation_mean": metrics[method]["total_variation_mean"]})
-            run.log_artifact(PLOTS / "fooling" / dataset / f"{method}.png")
-        write_json(METRICS / "fooling" / f"{dataset}.json", metrics)
-        write_json(METRICS / "timing" / f"{stage}.json", {**timing, "device": str(device)})
+            run.log_artifact(layout.fooling(dataset, method))
+        write_json(layout.fooling_metrics(dataset), metrics)
+        job.write_timing({**timing, "device": str(device)})
 
 
 if __name__ == "__main__":

@@ -1,14 +1,15 @@
 """Stage `preprocess`: the raw files, read by the project's own IDX and CIFAR-10 readers and
 validated, become uint8 image tensors and int64 label tensors."""
 
-from dlcourse import data, params, tracking
+from dlcourse.course import data
 from dlcourse.files import write_json
-from dlcourse.paths import METRICS, PREPARED, RAW
+from dlcourse.pipeline.layout import DATA_SUMMARY, PREPARED, RAW
+from dlcourse.pipeline.stage import stage
 
 
 def main() -> None:
-    all_params = params.load()  # validated even though this stage has no params of its own
-    with tracking.stage_run("preprocess", tracking.declared_params("preprocess", all_params)) as run:
+    with stage("preprocess") as job:  # params.yaml checked even though this stage has no params of its own
+        run = job.run
         cifar_folder = RAW / "cifar10" / data.CIFAR10_FOLDER
         readers = {
             "mnist": (lambda split: data.read_mnist(RAW / "mnist", split), data.MNIST_CLASSES),
@@ -27,9 +28,9 @@ def main() -> None:
                     "pixel_std": round(float(pixels.std()), 4),
                     "class_counts": [int((labels == c).sum()) for c in range(len(classes))],
                 }
-        write_json(METRICS / "data.json", summary)
+        write_json(DATA_SUMMARY, summary)
         run.log_metrics({f"{name}.count": s["count"] for name, s in summary.items()})
-        run.log_artifact(METRICS / "data.json")
+        run.log_artifact(DATA_SUMMARY)
 
 
 if __name__ == "__main__":

@@ -6,217 +6,21 @@ same document in one file, every image embedded. Its own MLflow run id goes to r
 outside `tracking/`, which it reads.
 """
 
-from pathlib import Path
-
-import pandas as pd
-
-from dlcourse import params, registry, tracking
-from dlcourse.claims import (GAN_TIMELINE, Results, evaluate_claims, gan_entries, gan_progress_table, pct,
-                             slight_corruption_verdict, supported_claims)
-from dlcourse.document import document, unlisted_figures, write_report
-from dlcourse.environment import environment, pipeline_stages
-from dlcourse.figures import image_columns, plot_curves
 from dlcourse.files import write_json
-from dlcourse.paths import PLOTS, REPORTS
-
-FOOLING_METHODS = {"gradient": "gradient ascent", "evolution": "evolution of the pixels (direct encoding)",
-                   "cppn": "CPPN evolved with MAP-Elites"}
-LINEAR_RUNS = {
-    "one_epoch": "slides' loss −log f(x)(y), 1 epoch",
-    "slide_code_loss": "slides' code: nll_loss on softmax, 1 epoch",
-    "long": "slides' loss, 20 epochs",
-}
-
-
-def draw_figures(results: Results) -> None:
-    """The report's own figures, in reports/figures/: the curves of one kind together."""
-    curves = {label: results.curve(f"linear/{name}") for name, label in LINEAR_RUNS.items()}
-    plot_curves(curves, "step", "test_accuracy", "Reseau1 (784 → 10, softmax) on MNIST",
-                REPORTS / "figures" / "linear_curves.png", "iteration (batches of 60)")
-    for dataset, entries in cnn_entries(results).items():
-        plot_curves({name: results.curve(f"cnn/{name}") for name in entries}, "epoch", "test_accuracy",
-                    f"train-cnn on {dataset}", REPORTS / "figures" / f"cnn_{dataset}_curves.png", "epoch")
-    draw_gan_figures(results)
-
-
-def last_samples(results: Results, entry: str) -> Path:
-    return sorted((results.plots_dir / "gan" / entry / "samples").glob("epoch_*.png"))[-1]
-
-
-def draw_gan_figures(results: Results) -> None:
-    """The slides' timeline (one column per era: year and method above, the last epoch's samples from
-    the same fixed noise, the scores under), every entry's Fréchet-distance curve on one plot, and
-    every entry's losses."""
-    entries = gan_entries(results)
-    columns = []
-    for row in gan_progress_table(entries):
-        columns.append((f"{row['year']}\n{row['method']}", last_samples(results, row["entry"]),
-                        f"FD {row['frechet_distance']:.2f}\nprecision {row['precision']:.2f}, recall "
-                        f"{row['recall']:.2f}\nconfident {pct(row['confident_fraction'])}\nrarest digit "
-                        f"{pct(row['rarest_class_share'])}"))
-    if columns:
-        image_columns(columns, REPORTS / "figures" / "gan_timeline.png")
-    curves = {}
-    for entry, m in entries.items():
-        curve = results.curve(f"gan/{entry}/scores")
-        curves[f"{entry} ({m['method']}, {m['year']})"] = curve.assign(
-            kimages=curve["epoch"] * m["generator_images"] / results.metrics(f"gan/{entry}/train")["epochs"] / 1000)
-    sizes = sorted({m["curve_samples"] for m in entries.values()})
-    plot_curves(curves, "kimages", "frechet_distance", f"Fréchet distance to the real test set, after each epoch "
-                f"({' / '.join(map(str, sizes))} samples)", REPORTS / "figures" / "gan_frechet_curves.png",
-                "images seen by the generator (thousands)", ylabel="Fréchet distance", scale=1)
-    plot_curves({entry: results.curve(f"gan/{entry}/losses") for entry in entries}, "step", "generator",
-                "generator losses (each era's own loss)", REPORTS / "figures" / "gan_losses.png", "generator step",
-                ylabel="loss", scale=1)
-
-
-def cnn_entries(results: Results) -> dict[str, list[str]]:
-    """The train-cnn entries by dataset."""
-    entries = {}
-    for path in sorted((results.metrics_dir / "cnn").glob("*.json")):
-        entries.setdefault(results.metrics(f"cnn/{path.stem}")["dataset"], []).append(path.stem)
-    return entries
-
-
-def linear_section(results: Results) -> str:
-    rows = []
-    for name, label in LINEAR_RUNS.items():
-        m = results.metrics(f"linear/{name}")
-        t = results.metrics(f"timing/train-linear@{name}")
-        rows.append({"run": f"`{name}` ({label})", "at init (1000 images)": pct(m["init_batch_accuracy"]),
-                     "final": pct(m["test_accuracy"]), "best": pct(m["best_test_accuracy"]),
-                     "iterations": m["iterations"], "train time (s)": t["train_seconds"]})
-    return (
-        "## MNIST, a dense network with no hidden layer\n\n"
-        "![learning curves](figures/linear_curves.png)\n\n" + pd.DataFrame(rows).to_markdown(index=False) + "\n\n"
-        "The slides' code applies `F.nll_loss` to softmax probabilities, which minimises −f(x)(y) rather than "
-        "the −log f(x)(y) of the slides' formula; both are trained here with the same settings.\n"
-    )
-
-
-def cnn_section(results: Results) -> str:
-    rows = []
-    for name in sum(cnn_entries(results).values(), []):
-        m, t = results.metrics(f"cnn/{name}"), results.metrics(f"timing/train-cnn@{name}")
-        rows.append({"entry": f"`{name}`", "dataset": m["dataset"], "parameters": f"{m['parameters']:,}",
-                     "epochs": m["epochs"], "test accuracy": pct(m["test_accuracy"]),
-                     "train time (s)": t["train_seconds"], "images/s": t["images_per_second"], "device": t["device"],
-                     "> 50 %": ("yes" if m["test_accuracy"] > 0.5 else "no") if m["dataset"] == "cifar10" else ""})
-    figures = "".join(f"![{dataset} curves](figures/cnn_{dataset}_curves.png)\n\n" for dataset in cnn_entries(results))
-    return ("## Convolutional networks, and the CIFAR-10 exercise\n\n" + figures
-            + pd.DataFrame(rows).to_markdown(index=False) + "\n")
-
-
-def evaluation_section(results: Results) -> str:
-    rows, images = [], []
-    for name, m in results.per_model("evaluate").items():
-        rows.append({"model": f"`{name}`", "dataset": m["dataset"], "test accuracy": pct(m["test_accuracy"]),
-                     "ECE": pct(m["ece"]), "mean confidence": pct(m["mean_confidence"]), "errors": m["errors"],
-                     f"wrong with confidence >= {m['confident_threshold']}": m["confidently_wrong"]})
-        folder = f"../plots/evaluate/{name}"
-        images.append(f"### `{name}`\n\n| confusion matrix | reliability | most confidently wrong |\n| --- | --- | --- |\n"
-                      f"| ![]({folder}/confusion.png) | ![]({folder}/reliability.png) | ![]({folder}/hardest_errors.png) |\n")
-    return ("## Evaluation: accuracy, calibration, and the images the networks get very wrong\n\n"
-            + pd.DataFrame(rows).to_markdown(index=False) + "\n\n" + "\n".join(images))
-
-
-def robustness_section(results: Results) -> str:
-    parts = ["## Robustness: slight corruptions, and fooling images\n"]
-    for name, m in results.per_model("attack").items():
-        folder = f"../plots/attack/{name}"
-        verdict = slight_corruption_verdict(m)
-        eps = f"{verdict['eps']:g}"
-        clean = m["evaluation"]["accuracy"]["0"]
-        rows = [{"method": method, f"accuracy at eps {eps}": pct(acc), "drop (points)": f"{100 * (clean[method] - acc):.1f}",
-                 "PSNR (dB)": f"{m['evaluation']['psnr_db'][eps][method]:.1f}"}
-                for method, acc in m["evaluation"]["accuracy"][eps].items()]
-        parts.append(f"### `{name}`: eps {eps} chosen on {m['images']['selection']} images, judged on "
-                     f"{m['images']['evaluation']} others (clean accuracy {pct(verdict['clean'])})\n\n"
-                     + pd.DataFrame(rows).to_markdown(index=False) + "\n\n"
-                     f"![examples]({folder}/examples.png)\n\n"
-                     f"| L-inf sweep | corruptions |\n| --- | --- |\n"
-                     f"| ![]({folder}/accuracy_vs_eps.png) | ![]({folder}/corruptions.png) |\n")
-    for path in sorted((results.metrics_dir / "fooling").glob("*.json")):
-        m = results.metrics(f"fooling/{path.stem}")
-        timing = results.metrics(f"timing/fooling@{path.stem}")
-        rows = [{"method": FOOLING_METHODS[method],
-                 f"classes >= {m['confidence_bar']}": sum(c["confidence"] >= m["confidence_bar"]
-                                                         for c in m[method]["per_class"].values()),
-                 "lowest confidence": pct(min(c["confidence"] for c in m[method]["per_class"].values())),
-                 "PNG bytes per image": f"{m[method]['png_bytes_mean']:.0f}",
-                 "total variation": f"{m[method]['total_variation_mean']:.3f}",
-                 f"`{m['transfer_model']}`'s confidence": pct(m[method]["transfer_confidence_mean"]),
-                 "seconds": timing[f"{method}_seconds"]}
-                for method in FOOLING_METHODS]
-        images = "\n\n".join(f"![{label}](../plots/fooling/{path.stem}/{method}.png)"
-                              for method, label in FOOLING_METHODS.items())
-        parts.append(f"### Fooling images, {path.stem} (`{m['model']}`, bar {m['confidence_bar']}; transfer to "
-                     f"`{m['transfer_model']}`)\n\n"
-                     "Noise-like images by gradient ascent and by evolution of the pixels, and regular patterns "
-                     "by a CPPN evolved with MAP-Elites over all classes at once (Nguyen et al. 2015, the slides' "
-                     "images). Regularity: the size of each 8-bit image as a PNG (zlib level 9) and its total "
-                     "variation (mean absolute difference of neighbouring pixels), averaged over the classes; "
-                     "lower is more regular.\n\n" + pd.DataFrame(rows).to_markdown(index=False) + "\n\n"
-                     + images + "\n")
-    return "\n".join(parts)
-
-
-def gan_section(results: Results) -> str:
-    entries = gan_entries(results)
-    table = gan_progress_table(entries)
-    # the timeline's order, then the conditional entry
-    entries = {**{row["entry"]: entries[row["entry"]] for row in table}, **entries}
-    rows = []
-    for row in table:
-        train = results.metrics(f"timing/train-gan@{row['entry']}")["train_seconds"]
-        score = results.metrics(f"timing/score-gan@{row['entry']}")["score_seconds"]
-        rows.append({"year": row["year"], "method": f"{row['method']} (`{row['entry']}`)",
-                     "Fréchet distance": f"{row['frechet_distance']:.2f}", "precision": f"{row['precision']:.3f}",
-                     "recall": f"{row['recall']:.3f}", "confident": pct(row["confident_fraction"]),
-                     "rarest digit": pct(row["rarest_class_share"]), "IS analogue": f"{row['inception_score']:.2f}",
-                     "improved on the era before": {None: "", True: "yes", False: "no"}[row["improved_on_previous"]],
-                     "in the claim": "yes" if row["era"] in GAN_TIMELINE else "",
-                     "train + score (s)": f"{train:.0f} + {score:.0f}"})
-    real = next(iter(entries.values()))["real"] if entries else None
-    baseline = (f"Real training images scored the same way (as many as the samples): Fréchet distance "
-                f"{real['frechet_distance']:.2f}, precision {real['precision']:.3f}, recall {real['recall']:.3f}, "
-                f"confident {pct(real['confident_fraction'])}, rarest digit {pct(real['rarest_class_share'])}.\n\n"
-                if real else "")
-    progression = ["| entry | " + " | ".join(f"epoch {e}" for e in range(1, 1 + max(
-        (len(list((results.plots_dir / "gan" / entry / "samples").glob("epoch_*.png"))) for entry in entries),
-        default=0))) + " | interpolation |"]
-    progression.append("| --- " * (progression[0].count("|") - 1) + "|")
-    for entry in entries:
-        epochs = sorted((results.plots_dir / "gan" / entry / "samples").glob("epoch_*.png"))
-        cells = [f"![](../plots/gan/{entry}/samples/{path.name})" for path in epochs]
-        cells += [""] * (progression[0].count("|") - 3 - len(cells))
-        progression.append(f"| `{entry}` | " + " | ".join(cells) + f" | ![](../plots/gan/{entry}/interpolation.png) |")
-    timeline = "![the GAN timeline](figures/gan_timeline.png)\n\n" if rows else ""
-    return (
-        "## GANs: the slides' timeline, 2014 → 2019, regenerated on MNIST\n\n"
-        "One generator per milestone, trained on the same data with the same number of images seen by the "
-        "generator, each with its paper's recipe, and scored the same way by the project's classifier: the "
-        "Fréchet distance and precision / recall (k-NN manifolds, Kynkäänniemi et al. 2019) in its penultimate "
-        "feature space, the share of samples classified with confidence >= score_gan.confident, and the share of "
-        "the rarest predicted digit (class coverage: mode collapse). The samples come from the same fixed noise.\n\n"
-        + timeline + pd.DataFrame(rows).to_markdown(index=False) + "\n\n" + baseline
-        + "![Fréchet distance by epoch](figures/gan_frechet_curves.png)\n\n"
-        "Every entry's samples after each epoch (the conditional DCGAN, asked for each digit in turn, answers "
-        "another question: can a GAN be asked for a digit), and a latent interpolation (slerp):\n\n"
-        + "\n".join(progression) + "\n\n![losses](figures/gan_losses.png)\n"
-    )
-
-
-def other_figures_section(figures) -> str:
-    """Figures a stage writes that no section above shows yet, so that the report never leaves one out."""
-    return "## Other figures of the stages\n\n" + "\n\n".join(
-        f"![{path.relative_to(PLOTS).as_posix()}](../{path.as_posix()})" for path in figures) + "\n"
+from dlcourse.pipeline import registry
+from dlcourse.pipeline.layout import PLOTS, REPORTS
+from dlcourse.pipeline.stage import stage
+from dlcourse.report.claims import evaluate_claims, supported_claims
+from dlcourse.report.document import document, unlisted_figures, write_report
+from dlcourse.report.environment import environment, pipeline_stages
+from dlcourse.report.results import Results
+from dlcourse.report.sections import (cnn_section, draw_figures, evaluation_section, gan_section, linear_section,
+                                      other_figures_section, robustness_section)
 
 
 def main() -> None:
-    all_params = params.load()
-    with tracking.stage_run("report", tracking.declared_params("report", all_params),
-                            record=REPORTS / "run.json") as run:
+    with stage("report", record=REPORTS / "run.json") as job:
+        run = job.run
         results = Results()
         claims = evaluate_claims(results)
         draw_figures(results)
@@ -225,7 +29,7 @@ def main() -> None:
         unlisted = unlisted_figures("\n".join(sections), REPORTS, PLOTS)
         if unlisted:
             sections.append(other_figures_section(unlisted))
-        stages = [stage for stage in pipeline_stages() if stage != "report"]
+        stages = [name for name in pipeline_stages() if name != "report"]
         markdown = document(claims, sections, environment(stages, results))
 
         write_json(REPORTS / "claims.json", claims, sort_keys=False)  # in the course's order

@@ -12,10 +12,12 @@ import time
 import pandas as pd
 import torch
 
-from dlcourse import data, gan_eras, gan_metrics, generative, params, tracking
+from dlcourse.course import data
+from dlcourse.course.gans import eras as gan_eras, metrics as gan_metrics, generative
 from dlcourse.files import load_torch, write_csv, write_json
-from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
-from dlcourse.training import resolve_device, seed_everything
+from dlcourse.course.training import resolve_device, seed_everything
+from dlcourse.pipeline import layout
+from dlcourse.pipeline.stage import stage
 
 
 def score_checkpoints(generator: torch.nn.Module, checkpoints: list, judge: gan_metrics.Judge, samples: int,
@@ -36,35 +38,31 @@ def score_checkpoints(generator: torch.nn.Module, checkpoints: list, judge: gan_
 
 
 def main(entry: str) -> None:
-    all_params = params.load()
-    p, gan = all_params.score_gan, all_params.entry("train_gan", entry)
-    stage = f"score-gan@{entry}"
-    with tracking.stage_run(stage, tracking.declared_params(stage, all_params)) as run:
-        start = time.perf_counter()
-        rng = seed_everything(all_params.seed)
-        device = resolve_device(all_params.device)
-        test, train = data.load_split(PREPARED, gan.dataset, "test"), data.load_split(PREPARED, gan.dataset, "train")
-        judge = gan_metrics.load_judge(MODELS / f"{p.classifier}.pt", p.feature_layer, test.images, train.images,
+    with stage("score-gan", entry, entry="train_gan", seed=seed_everything, device=resolve_device) as job:
+        all_params, run, rng, device = job.params, job.run, job.rng, job.device
+        p, gan = all_params.score_gan, job.entry
+        test, train = (data.load_split(layout.PREPARED, gan.dataset, split) for split in ("test", "train"))
+        judge = gan_metrics.load_judge(layout.model(p.classifier), p.feature_layer, test.images, train.images,
                                        p.samples, p.confident, p.nearest_neighbours, rng, device)
         era = gan_eras.ERAS[gan.era]
         num_classes = len(train.classes) if era.conditional else 0
         generator, _ = gan_eras.build(gan.era, gan.latent_dim, gan.width, tuple(train.images.shape[1:]), num_classes)
-        checkpoints = sorted((MODELS / "gan" / entry).glob("epoch_*.pt"))
+        checkpoints = sorted(layout.gan_checkpoints(entry).glob("epoch_*.pt"))
         if not checkpoints:
-            raise SystemExit(f"{MODELS / 'gan' / entry}: no checkpoint; run `dvc repro train-gan@{entry}` first")
+            raise SystemExit(f"{layout.gan_checkpoints(entry)}: no checkpoint; run `dvc repro train-gan@{entry}` first")
         curve, final = score_checkpoints(generator.to(device), checkpoints, judge, p.samples, p.curve_samples,
                                          all_params.seed + 2, num_classes, device)
 
         table = pd.DataFrame(curve).drop(columns="class_fractions")
-        write_csv(table, PLOTS / "gan" / entry / "scores.csv")
-        write_json(METRICS / "gan" / entry / "scores.json", {
+        write_csv(table, layout.gan_plots(entry) / "scores.csv")
+        write_json(layout.gan_metrics(entry, "scores"), {
             "entry": entry, "era": gan.era, "year": era.year, "method": era.method, "paper": era.paper,
             "conditional": era.conditional, "dataset": gan.dataset, "generator_images": gan.epochs * gan.epoch_images,
             "classifier": p.classifier, "samples": p.samples, "curve_samples": p.curve_samples,
             "nearest_neighbours": p.nearest_neighbours, "confident_threshold": p.confident,
             "first_epoch": curve[0], "last_epoch": curve[-1], "generated": final, "real": judge.real})
-        write_json(METRICS / "timing" / f"{stage}.json", {
-            "score_seconds": round(time.perf_counter() - start, 3), "device": str(device),
+        job.write_timing({
+            "score_seconds": round(time.perf_counter() - job.started, 3), "device": str(device),
             "threads": torch.get_num_threads()})
 
         for row in curve:

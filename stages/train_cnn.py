@@ -8,17 +8,17 @@ outputs and logs the MLflow run.
 """
 
 import sys
-from contextlib import nullcontext
 
 import pandas as pd
 import torch
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from dlcourse import data, distributed, params, registry, tracking
+from dlcourse.course import data
+from dlcourse.pipeline import distributed, layout, params, registry
 from dlcourse.files import write_csv, write_json
-from dlcourse.models import Classifier, parameter_count, save_classifier
-from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
-from dlcourse.training import EpochRecord, resolve_device, seed_everything, train_epochs
+from dlcourse.course.models import Classifier, parameter_count, save_classifier
+from dlcourse.course.training import EpochRecord, resolve_device, seed_everything, train_epochs
+from dlcourse.pipeline.stage import Stage, stage
 
 
 def train_classifier(p: params.CnnRunParams, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
@@ -34,33 +34,27 @@ def train_classifier(p: params.CnnRunParams, train_x: torch.Tensor, train_y: tor
 
 @record  # a failing rank's traceback, in torchrun's summary of the failure
 def main(name: str) -> None:
-    all_params = params.load()
-    p = all_params.entry("train_cnn", name)
-    distributed.launch_if_asked(p.processes)
-    stage = f"train-cnn@{name}"
-    with distributed.initialized(resolve_device(all_params.device)) as (world, device):
-        logged = {**tracking.declared_params(stage, all_params), "world_size": world.size} if world.is_main else None
-        with tracking.stage_run(stage, logged) if world.is_main else nullcontext() as run:
-            rng = seed_everything(all_params.seed, device)
-            if p.threads:
-                torch.set_num_threads(p.threads)
-            train, test = (data.load_split(PREPARED, p.dataset, split) for split in ("train", "test"))
-            train_x, train_y = train.images.to(device), train.labels.to(device)
-            test_x, test_y = test.images.to(device), test.labels.to(device)
+    with stage("train-cnn", name, entry="train_cnn", seed=seed_everything, device=resolve_device,
+               distributed=distributed) as job:
+        p, run, world, device = job.entry, job.run, job.world, job.device
+        if p.threads:
+            torch.set_num_threads(p.threads)
+        train, test = (data.load_split(layout.PREPARED, p.dataset, split) for split in ("train", "test"))
+        train_x, train_y = train.images.to(device), train.labels.to(device)
+        test_x, test_y = test.images.to(device), test.labels.to(device)
 
-            def log_epoch(record):
-                run.log_metrics({"curve.test_accuracy": record.test_accuracy, "curve.train_loss": record.train_loss,
-                                 "curve.epoch_seconds": record.seconds}, step=record.epoch)
+        def log_epoch(record):
+            run.log_metrics({"curve.test_accuracy": record.test_accuracy, "curve.train_loss": record.train_loss,
+                             "curve.epoch_seconds": record.seconds}, step=record.epoch)
 
-            model, records = train_classifier(p, train_x, train_y, test_x, test_y, rng, world, log_epoch)
-            if world.is_main:
-                write_outputs(name, p, model, train.classes, records, len(train_y), test.images, device, world, run)
+        model, records = train_classifier(p, train_x, train_y, test_x, test_y, job.rng, world, log_epoch)
+        if world.is_main:
+            write_outputs(name, p, model, train.classes, records, len(train_y), test.images, job)
 
 
 def write_outputs(name: str, p: params.CnnRunParams, model: Classifier, classes: list[str],
-                  records: list[EpochRecord], train_size: int, test_images: torch.Tensor, device: torch.device,
-                  world: distributed.World,
-                  run: tracking.StageRun) -> None:
+                  records: list[EpochRecord], train_size: int, test_images: torch.Tensor, job: Stage) -> None:
+    run, device, world = job.run, job.device, job.world
     seconds = sum(r.seconds for r in records)
     metrics = {
         "test_accuracy": records[-1].test_accuracy,
@@ -71,15 +65,15 @@ def write_outputs(name: str, p: params.CnnRunParams, model: Classifier, classes:
     }
     timing = {"train_seconds": round(seconds, 3), "images_per_second": round(p.epochs * train_size / seconds, 1),
               "device": str(device), "threads": torch.get_num_threads(), "world_size": world.size}
-    save_classifier(model, p.dataset, classes, MODELS / "cnn" / f"{name}.pt")
-    write_json(METRICS / "cnn" / f"{name}.json", metrics)
-    write_json(METRICS / "timing" / f"train-cnn@{name}.json", timing)
+    save_classifier(model, p.dataset, classes, layout.model(f"cnn/{name}"))
+    write_json(layout.training_metrics(f"cnn/{name}"), metrics)
+    job.write_timing(timing)
     write_csv(pd.DataFrame([{"epoch": r.epoch, "test_accuracy": r.test_accuracy, "train_loss": r.train_loss}
-                            for r in records]), PLOTS / "cnn" / f"{name}.csv")
+                            for r in records]), layout.training_curve(f"cnn/{name}"))
 
     run.log_metrics({k: v for k, v in {**metrics, **timing}.items() if not isinstance(v, str)})
-    run.log_artifact(MODELS / "cnn" / f"{name}.pt")
-    registry.log_classifier(run, MODELS / "cnn" / f"{name}.pt", test_images, metrics["test_accuracy"])
+    run.log_artifact(layout.model(f"cnn/{name}"))
+    registry.log_classifier(run, layout.model(f"cnn/{name}"), test_images, metrics["test_accuracy"])
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Stage `train-gan@<entry>`: one milestone of the slides' GAN timeline (params.yaml: train_gan.<entry>,
-its era and recipe; the networks in src/dlcourse/gan_eras.py). A checkpoint and a grid of samples from
+its era and recipe; the networks in src/dlcourse/course/gans/eras.py). A checkpoint and a grid of samples from
 the same fixed noise after every epoch, losses as curves, and a latent-space interpolation.
 
 A killed run goes on from its last checkpoint with `GAN_RESUME=1 dvc repro train-gan@<entry>` (or
@@ -12,19 +12,22 @@ logs the MLflow run; every process resumes from the same checkpoint.
 """
 
 import os
-import shutil
 import sys
-from contextlib import nullcontext
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
+from torch import nn
 from torch.distributed.elastic.multiprocessing.errors import record
 from torchvision.utils import save_image
 
-from dlcourse import data, distributed, gan_eras, generative, params, registry, tracking
-from dlcourse.files import atomic_path, load_torch, write_csv, write_json
-from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
-from dlcourse.training import resolve_device, seed_everything
+from dlcourse.course import data
+from dlcourse.course.gans import eras as gan_eras, generative
+from dlcourse.course.gans import resume as resume_
+from dlcourse.course.training import resolve_device, seed_everything
+from dlcourse.files import atomic_path, write_csv, write_json
+from dlcourse.pipeline import distributed, layout, params, registry
+from dlcourse.pipeline.stage import Stage, stage
 
 
 def save_grid(images: torch.Tensor, path, columns: int) -> None:
@@ -37,107 +40,119 @@ def recipe(p: params.GanParams) -> generative.Recipe:
     return generative.Recipe(p.loss, p.critic_steps, p.penalty, p.penalty_weight, p.penalty_every)
 
 
+@dataclass
+class Gan:
+    """The entry's networks on their device, their optimizers, and the fixed noise its grids are drawn from."""
+    generator: nn.Module
+    discriminator: nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    ema: torch.optim.swa_utils.AveragedModel | None
+    sampler: nn.Module  # the generator whose samples are shown: the moving average when there is one
+    noise: torch.Tensor
+    noise_labels: torch.Tensor | None
+    num_classes: int
+    columns: int
+
+
+def build(p: params.GanParams, seed: int, train: data.Split, device: torch.device) -> Gan:
+    num_classes = len(train.classes) if gan_eras.ERAS[p.era].conditional else 0
+    generator, discriminator = gan_eras.build(p.era, p.latent_dim, p.width, tuple(train.images.shape[1:]), num_classes)
+    layout = torch.channels_last if p.channels_last else torch.contiguous_format
+    generator, discriminator = generator.to(device, memory_format=layout), discriminator.to(device, memory_format=layout)
+    opt_g, opt_d = generative.make_optimizers(generator, discriminator, (p.lr_g, p.lr_d), (p.beta1, p.beta2),
+                                              p.optimizer)
+    ema = generative.exponential_moving_average(generator, p.ema_decay) if p.ema_decay else None
+    return Gan(generator, discriminator, opt_g, opt_d, ema, ema.module if ema is not None else generator,
+               generative.fixed_noise(p.grid_size, p.latent_dim, seed).to(device),
+               generative.sample_labels(p.grid_size, num_classes, device), num_classes, 10 if num_classes else 8)
+
+
+def train_networks(job: Stage, gan: Gan, train: data.Split, resumed: dict | None, checkpoints, fingerprint: dict,
+                   draw_samples) -> tuple[generative.GanHistory, int]:
+    """Train from `resumed` (a checkpoint's contents) or from scratch; the history, and the epoch it started from."""
+    p, rng, device = job.entry, job.rng, job.device
+    start_epoch, history = 0, None
+    if resumed is not None:
+        start_epoch, history = resume_.load_checkpoint(
+            resumed, generator=gan.generator, discriminator=gan.discriminator, opt_g=gan.opt_g, opt_d=gan.opt_d,
+            rng=rng, device=device, ema=gan.ema)
+
+    def end_of_epoch(epoch: int, history: generative.GanHistory) -> None:  # rank 0's
+        draw_samples(epoch)  # first: the checkpoint is the last thing an epoch writes
+        resume_.save_checkpoint(checkpoints / f"epoch_{epoch:02d}.pt", epoch=epoch, generator=gan.generator,
+                                discriminator=gan.discriminator, opt_g=gan.opt_g, opt_d=gan.opt_d, rng=rng,
+                                history=history, ema=gan.ema, fingerprint=fingerprint)
+        job.run.log_metrics({"epoch_seconds": history.epoch_seconds[-1]}, step=epoch)
+
+    history = generative.train_gan(gan.generator, gan.discriminator, gan.opt_g, gan.opt_d, train.images, train.labels,
+                                   recipe=recipe(p), ema=gan.ema, epochs=p.epochs, epoch_images=p.epoch_images,
+                                   batch_size=p.batch_size, rng=rng, device=device, start_epoch=start_epoch,
+                                   history=history, on_epoch_end=end_of_epoch, progress=job.is_main, world=job.world)
+    return history, start_epoch
+
+
 @record  # a failing rank's traceback, in torchrun's summary of the failure
 def main(entry: str, resume: bool) -> None:
-    all_params = params.load()
-    p = all_params.entry("train_gan", entry)
-    distributed.launch_if_asked(p.processes)
-    stage = f"train-gan@{entry}"
-    checkpoints, samples, plots = MODELS / "gan" / entry, PLOTS / "gan" / entry / "samples", PLOTS / "gan" / entry
-    with distributed.initialized(resolve_device(all_params.device)) as (world, device):
-        logged = {**tracking.declared_params(stage, all_params), "world_size": world.size} if world.is_main else None
-        tags = {"gan.resume": str(resume).lower(), "gan.era": p.era}
-        with tracking.stage_run(stage, logged, tags=tags) if world.is_main else nullcontext() as run:
-            rng = seed_everything(all_params.seed, device)
-            train = data.load_split(PREPARED, p.dataset, "train")
-            num_classes = len(train.classes) if gan_eras.ERAS[p.era].conditional else 0
-            generator, discriminator = gan_eras.build(p.era, p.latent_dim, p.width, tuple(train.images.shape[1:]),
-                                                      num_classes)
-            layout = torch.channels_last if p.channels_last else torch.contiguous_format
-            generator, discriminator = generator.to(device, memory_format=layout), discriminator.to(device, memory_format=layout)
-            opt_g, opt_d = generative.make_optimizers(generator, discriminator, (p.lr_g, p.lr_d), (p.beta1, p.beta2),
-                                                      p.optimizer)
-            ema = generative.exponential_moving_average(generator, p.ema_decay) if p.ema_decay else None
-            sampler = ema.module if ema is not None else generator  # the generator whose samples are shown
-            noise = generative.fixed_noise(p.grid_size, p.latent_dim, all_params.seed).to(device)
-            noise_labels = generative.sample_labels(p.grid_size, num_classes, device)
-            columns = 10 if num_classes else 8
+    tags = {"gan.resume": str(resume).lower()}
+    with stage("train-gan", entry, entry="train_gan", seed=seed_everything, device=resolve_device, distributed=distributed,
+               tags=tags) as job:
+        if job.run is not None:
+            job.run.set_tags({"gan.era": job.entry.era})
+        train = data.load_split(layout.PREPARED, job.entry.dataset, "train")
+        gan = build(job.entry, job.params.seed, train, job.device)
+        checkpoints, samples = layout.gan_checkpoints(entry), layout.gan_plots(entry) / "samples"
+        fingerprint = resume_.run_fingerprint(job.entry.model_dump(), job.params.seed, train.images, train.labels,
+                                              prefix=f"train_gan.{entry}")
 
-            fingerprint = generative.run_fingerprint(p.model_dump(), all_params.seed, train.images, train.labels,
-                                                     prefix=f"train_gan.{entry}")
-            found = []  # rank 0 alone reads and writes the files
-            if world.is_main:
-                for stale in [*checkpoints.glob(".*.part"), *samples.glob(".*.part")]:  # left by a killed run
-                    stale.unlink()
-                found = sorted(checkpoints.glob("epoch_*.pt"))
+        def draw_samples(epoch: int) -> None:
+            save_grid(generative.sample(gan.sampler, gan.noise, gan.noise_labels).cpu(),
+                      samples / f"epoch_{epoch:02d}.png", gan.columns)
 
-            def draw_samples(epoch: int) -> None:
-                save_grid(generative.sample(sampler, noise, noise_labels).cpu(), samples / f"epoch_{epoch:02d}.png",
-                          columns)
+        resumed = None  # the contents of the checkpoint to go on from, sent by rank 0 to every process
+        if job.is_main:  # rank 0 alone reads and writes the files
+            try:
+                resumed = resume_.start(checkpoints, samples, resume=resume, fingerprint=fingerprint,
+                                        epochs=job.entry.epochs, sampler=gan.sampler, draw_samples=draw_samples,
+                                        device=job.device)
+            except resume_.ResumeError as exc:
+                raise SystemExit(str(exc)) from None
+        history, start_epoch = train_networks(job, gan, train, job.world.broadcast(resumed), checkpoints, fingerprint,
+                                              draw_samples)
+        if job.is_main:  # rank 0 alone writes the outputs
+            write_outputs(job, entry, gan, train, history, start_epoch)
 
-            resumed = None  # the contents of the checkpoint to go on from, sent by rank 0 to every process
-            if resume and found:
-                try:
-                    generative.check_resumable(found[-1], fingerprint, p.epochs)
-                except generative.ResumeError as exc:
-                    raise SystemExit(str(exc)) from None
-                for checkpoint in found:  # a kill between a checkpoint and its samples: draw them now
-                    if not (samples / f"{checkpoint.stem}.png").exists():
-                        state = load_torch(checkpoint, map_location=device)
-                        sampler.load_state_dict(generative.sampler_weights(state))
-                        draw_samples(state["epoch"])
-                resumed = load_torch(found[-1], map_location="cpu")
-                print(f"resuming from {found[-1]} (epoch {resumed['epoch']} of {p.epochs})")
-            elif world.is_main:  # persisted outputs (see dvc.yaml): a fresh run clears them itself
-                shutil.rmtree(checkpoints, ignore_errors=True)
-                shutil.rmtree(samples, ignore_errors=True)
-            resumed = world.broadcast(resumed)
-            start_epoch, history = 0, None
-            if resumed is not None:
-                start_epoch, history = generative.load_checkpoint(
-                    resumed, generator=generator, discriminator=discriminator, opt_g=opt_g, opt_d=opt_d, rng=rng,
-                    device=device, ema=ema)
 
-            def end_of_epoch(epoch: int, history: generative.GanHistory) -> None:  # rank 0's
-                draw_samples(epoch)  # first: the checkpoint is the last thing an epoch writes
-                generative.save_checkpoint(checkpoints / f"epoch_{epoch:02d}.pt", epoch=epoch, generator=generator,
-                                           discriminator=discriminator, opt_g=opt_g, opt_d=opt_d, rng=rng,
-                                           history=history, ema=ema, fingerprint=fingerprint)
-                run.log_metrics({"epoch_seconds": history.epoch_seconds[-1]}, step=epoch)
+def write_outputs(job: Stage, entry: str, gan: Gan, train: data.Split, history: generative.GanHistory,
+                  start_epoch: int) -> None:
+    p, run, device = job.entry, job.run, job.device
+    checkpoints, plots = layout.gan_checkpoints(entry), layout.gan_plots(entry)
+    ends = generative.fixed_noise(2 * p.interpolation_rows, p.latent_dim, job.params.seed + 1).to(device)
+    rows = [generative.interpolate(gan.sampler, ends[2 * i], ends[2 * i + 1], p.interpolation_steps,
+                                   label=i % gan.num_classes if gan.num_classes else None)
+            for i in range(p.interpolation_rows)]
+    save_grid(torch.cat(rows).cpu(), plots / "interpolation.png", p.interpolation_steps)
+    steps = list(range(1, len(history.g_loss) + 1))
+    write_csv(pd.DataFrame({"step": steps, "generator": history.g_loss, "discriminator": history.d_loss}),
+              plots / "losses.csv")
+    write_json(layout.gan_metrics(entry, "train"), {
+        "era": p.era, "epochs": p.epochs, "steps": len(steps), "generator_images": p.epochs * p.epoch_images,
+        "generator_parameters": sum(t.numel() for t in gan.generator.parameters()),
+        "discriminator_parameters": sum(t.numel() for t in gan.discriminator.parameters()),
+        "final_generator_loss": history.g_loss[-1], "final_discriminator_loss": history.d_loss[-1]})
+    job.write_timing({
+        "train_seconds": round(sum(history.epoch_seconds), 3), "device": str(device),
+        "threads": torch.get_num_threads(), "world_size": job.world.size,
+        "epochs_timed": f"{start_epoch + 1}-{p.epochs}",  # a resumed run times its own epochs only
+        "epoch_seconds": [round(s, 3) for s in history.epoch_seconds]})
 
-            history = generative.train_gan(generator, discriminator, opt_g, opt_d, train.images, train.labels,
-                                           recipe=recipe(p), ema=ema, epochs=p.epochs, epoch_images=p.epoch_images,
-                                           batch_size=p.batch_size, rng=rng, device=device, start_epoch=start_epoch,
-                                           history=history, on_epoch_end=end_of_epoch, progress=world.is_main,
-                                           world=world)
-            if not world.is_main:
-                return  # rank 0 alone writes the outputs
-            ends = generative.fixed_noise(2 * p.interpolation_rows, p.latent_dim, all_params.seed + 1).to(device)
-            rows = [generative.interpolate(sampler, ends[2 * i], ends[2 * i + 1], p.interpolation_steps,
-                                           label=i % num_classes if num_classes else None)
-                    for i in range(p.interpolation_rows)]
-            save_grid(torch.cat(rows).cpu(), plots / "interpolation.png", p.interpolation_steps)
-            steps = list(range(1, len(history.g_loss) + 1))
-            write_csv(pd.DataFrame({"step": steps, "generator": history.g_loss, "discriminator": history.d_loss}),
-                      plots / "losses.csv")
-            write_json(METRICS / "gan" / entry / "train.json", {
-                "era": p.era, "epochs": p.epochs, "steps": len(steps), "generator_images": p.epochs * p.epoch_images,
-                "generator_parameters": sum(t.numel() for t in generator.parameters()),
-                "discriminator_parameters": sum(t.numel() for t in discriminator.parameters()),
-                "final_generator_loss": history.g_loss[-1], "final_discriminator_loss": history.d_loss[-1]})
-            write_json(METRICS / "timing" / f"{stage}.json", {
-                "train_seconds": round(sum(history.epoch_seconds), 3), "device": str(device),
-                "threads": torch.get_num_threads(), "world_size": world.size,
-                "epochs_timed": f"{start_epoch + 1}-{p.epochs}",  # a resumed run times its own epochs only
-                "epoch_seconds": [round(s, 3) for s in history.epoch_seconds]})
-
-            run.log_curve("curve.generator_loss", steps, history.g_loss)
-            run.log_curve("curve.discriminator_loss", steps, history.d_loss)
-            for path in [plots / "interpolation.png", *sorted(samples.glob("*.png"))]:
-                run.log_artifact(path, "figures")
-            run.log_artifact(sorted(checkpoints.glob("epoch_*.pt"))[-1], "checkpoints")
-            registry.log_generator(run, sorted(checkpoints.glob("epoch_*.pt"))[-1], sampler, p.latent_dim, num_classes,
-                                   tuple(train.images.shape[1:]))
+    run.log_curve("curve.generator_loss", steps, history.g_loss)
+    run.log_curve("curve.discriminator_loss", steps, history.d_loss)
+    for path in [plots / "interpolation.png", *sorted((plots / "samples").glob("*.png"))]:
+        run.log_artifact(path, "figures")
+    run.log_artifact(sorted(checkpoints.glob("epoch_*.pt"))[-1], "checkpoints")
+    registry.log_generator(run, sorted(checkpoints.glob("epoch_*.pt"))[-1], gan.sampler, p.latent_dim, gan.num_classes,
+                           tuple(train.images.shape[1:]))
 
 
 if __name__ == "__main__":

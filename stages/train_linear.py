@@ -7,11 +7,12 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from dlcourse import data, params, registry, tracking
+from dlcourse.course import data
+from dlcourse.pipeline import layout, params, registry
 from dlcourse.files import write_csv, write_json
-from dlcourse.models import Classifier, save_classifier
-from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
-from dlcourse.training import (LOSSES, Curve, accuracy, resolve_device, seed_everything, train_iterations)
+from dlcourse.course.models import Classifier, save_classifier
+from dlcourse.pipeline.stage import stage
+from dlcourse.course.training import (LOSSES, Curve, accuracy, resolve_device, seed_everything, train_iterations)
 
 
 @dataclass
@@ -57,28 +58,25 @@ def train_linear(p: params.LinearRunParams, seed: int, device: torch.device, tra
 
 
 def main(name: str) -> None:
-    all_params = params.load()
-    p = all_params.entry("train_linear", name)
-    stage = f"train-linear@{name}"
-    with tracking.stage_run(stage, tracking.declared_params(stage, all_params)) as run:
+    # train_linear seeds itself: it is the slide's loop, from the seed to the curve.
+    with stage("train-linear", name, entry="train_linear", device=resolve_device) as job:
+        run, device = job.run, job.device
         # 784 x 10 is too small to split across threads: the threads' synchronisation costs more
         # than it saves, and ruins the timing whenever another process holds a core.
         torch.set_num_threads(1)
-        device = resolve_device(all_params.device)
-        train, test = (data.load_split(PREPARED, "mnist", split) for split in ("train", "test"))
-        result = train_linear(p, all_params.seed, device, train, test)
+        train, test = (data.load_split(layout.PREPARED, "mnist", split) for split in ("train", "test"))
+        result = train_linear(job.entry, job.params.seed, device, train, test)
 
-        save_classifier(result.model, "mnist", train.classes, MODELS / "linear" / f"{name}.pt")
-        write_json(METRICS / "linear" / f"{name}.json", result.metrics)
-        write_json(METRICS / "timing" / f"{stage}.json",
-                   {"train_seconds": round(result.train_seconds, 3), "device": str(device)})
+        save_classifier(result.model, "mnist", train.classes, layout.model(f"linear/{name}"))
+        write_json(layout.training_metrics(f"linear/{name}"), result.metrics)
+        job.write_timing({"train_seconds": round(result.train_seconds, 3), "device": str(device)})
         write_csv(pd.DataFrame({"step": result.curve.steps, "test_accuracy": result.curve.test_accuracy}),
-                  PLOTS / "linear" / f"{name}.csv")
+                  layout.training_curve(f"linear/{name}"))
 
         run.log_metrics({**result.metrics, "train_seconds": result.train_seconds})
         run.log_curve("curve.test_accuracy", result.curve.steps, result.curve.test_accuracy)
-        run.log_artifact(MODELS / "linear" / f"{name}.pt")
-        registry.log_classifier(run, MODELS / "linear" / f"{name}.pt", test.images, result.metrics["test_accuracy"])
+        run.log_artifact(layout.model(f"linear/{name}"))
+        registry.log_classifier(run, layout.model(f"linear/{name}"), test.images, result.metrics["test_accuracy"])
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ from filelock import FileLock
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fakedata import make_mirror  # noqa: E402
-from workspace import Workspace, built_workspace  # noqa: E402
+from fakedata import make_mirror
+from workspace import Workspace, built_workspace
 
 # One thread per test process: pytest-xdist runs two of them on this project's 2-core machines.
 os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -217,7 +217,7 @@ def shared(env: dict[str, str]) -> StageServer | None:
             try:
                 _shared = StageServer(env)
             except (OSError, RuntimeError) as exc:
-                warnings.warn(f"stage processes start plain, without the stage server: {exc}")
+                warnings.warn(f"stage processes start plain, without the stage server: {exc}", stacklevel=2)
                 _shared = False
             else:
                 atexit.register(_shared.stop)

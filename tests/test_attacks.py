@@ -1,4 +1,4 @@
-"""dlcourse.attacks on a tiny MLP trained in a second on generated 10-class 8x8 images."""
+"""dlcourse.course.attacks on a tiny MLP trained in a second on generated 10-class 8x8 images."""
 
 import matplotlib.colors
 import numpy as np
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlcourse import attacks, corruptions, cppn, fooling
+from dlcourse.course import attacks, corruptions, cppn, fooling
 
 SHAPE = (1, 8, 8)
 NUM_CLASSES = 10

@@ -8,8 +8,9 @@ import re
 import pandas as pd
 import pytest
 
-from dlcourse import claims
-from dlcourse.claims import ClaimError, Results, evaluate_claims
+from dlcourse.report import claims
+from dlcourse.report.claims import ClaimError, evaluate_claims
+from dlcourse.report.results import Results
 
 
 def attack_metrics(pgd: float, noise: float, selection_pgd: float | None = None) -> dict:

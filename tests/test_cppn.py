@@ -1,13 +1,13 @@
-"""dlcourse.cppn (CPPN genomes, their mutations, MAP-Elites) and the regularity measures of
-dlcourse.fooling, on tiny images and toy scorers."""
+"""dlcourse.course.cppn (CPPN genomes, their mutations, MAP-Elites) and the regularity measures of
+dlcourse.course.fooling, on tiny images and toy scorers."""
 
 import math
 
 import pytest
 import torch
 
-from dlcourse import cppn, fooling
-from dlcourse.cppn import INPUTS, Genome
+from dlcourse.course import cppn, fooling
+from dlcourse.course.cppn import INPUTS, Genome
 
 MUTATION = dict(weight_rate=0.5, weight_sigma=1.0, add_node_rate=0.2, add_connection_rate=0.3, activation_rate=0.2)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlcourse import data
+from dlcourse.course import data
 from fakedata import cifar_tar_gz, idx_bytes, write_idx_gz
 
 FAST = dict(retries=2, backoff_s=0.01, timeout_s=5)
@@ -67,7 +67,7 @@ class FlakyHandler(http.server.BaseHTTPRequestHandler):
 
     body, failures, truncate, requests = b"", 0, False, 0
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         cls = type(self)
         cls.requests += 1
         if cls.requests <= cls.failures:

@@ -13,10 +13,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-from dlcourse import distributed, gan_eras, generative, params
-from dlcourse.distributed import World
+from dlcourse.pipeline import distributed, params
+from dlcourse.course.gans import eras as gan_eras, generative
+from dlcourse.pipeline.distributed import World
 from dlcourse.files import load_torch
-from dlcourse.models import load_classifier
+from dlcourse.course.models import load_classifier
 from workspace import ROOT, free_port
 
 STAGE, ENTRY = "train-cnn@mnist", "mnist"  # mnistnet: batch norm, no dropout
@@ -261,7 +262,7 @@ def test_two_nodes_meet_at_a_rendezvous_and_train_the_weights_of_one(workspace, 
 
 FAULTY_RANK = """
 import os, runpy, sys
-from dlcourse import data
+from dlcourse.course import data
 
 if os.environ["RANK"] == "1":
     def unreadable(*args, **kwargs):
@@ -319,7 +320,8 @@ def test_a_gan_stage_on_two_processes_trains_the_networks_of_one_and_logs_one_ru
 
 ONLY_RANK_0_WRITES = """
 import os, runpy, shutil, sys
-from dlcourse import files, tracking
+from dlcourse import files
+from dlcourse.pipeline import tracking
 
 if os.environ["RANK"] != "0":
     def refused(*args, **kwargs):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dlcourse.evaluation import calibration, confusion_matrix, hardest_errors, per_class_accuracy
+from dlcourse.course.evaluation import calibration, confusion_matrix, hardest_errors, per_class_accuracy
 
 
 def test_confusion_matrix_by_hand():

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dlcourse import data, files, generative, models
+from dlcourse.course import data, models
+from dlcourse import files
+from dlcourse.course.gans import resume
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,7 +86,7 @@ def test_every_reader_of_a_built_file_gives_the_same_error(tmp_path):
     checkpoint = tmp_path / "models" / "gan" / "epoch_03.pt"
     damaged(checkpoint, "empty")
     with pytest.raises(files.UnreadableFileError, match=re.escape(f"{checkpoint}: empty (truncated)")):
-        generative.load_checkpoint(checkpoint, generator=None, discriminator=None, opt_g=None, opt_d=None, rng=None)
+        resume.load_checkpoint(checkpoint, generator=None, discriminator=None, opt_g=None, opt_d=None, rng=None)
 
 
 def test_no_torch_load_outside_load_torch():

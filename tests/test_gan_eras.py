@@ -8,14 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dlcourse import gan_eras
-from dlcourse.gan_eras import (
+from dlcourse.course.gans import eras as gan_eras
+from dlcourse.course.gans.eras import (
     ERAS, Discriminator, build, check_gan_buildable, discriminator_loss, generator_loss, gradient_penalty,
     modulated_conv2d, r1_penalty,
 )
-from dlcourse.generative import (
-    Recipe, exponential_moving_average, load_checkpoint, make_optimizers, save_checkpoint, train_gan,
-)
+from dlcourse.course.gans.generative import Recipe, exponential_moving_average, make_optimizers, train_gan
+from dlcourse.course.gans.resume import load_checkpoint, save_checkpoint
 
 LATENT, WIDTH = 8, 4
 # Each era's recipe as params.yaml gives it (optimizer, betas, loss, critic steps, penalty), tiny.
@@ -158,7 +157,7 @@ def test_gradient_penalty_against_a_hand_computed_value():
 
 def test_the_gradient_penalty_is_differentiable_for_the_critic():
     critic = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1))
-    wrapped = lambda x, labels=None: critic(x).flatten()  # noqa: E731
+    wrapped = lambda x, labels=None: critic(x).flatten()
     penalty = gradient_penalty(wrapped, torch.rand(5, 1, 2, 2), torch.rand(5, 1, 2, 2), torch.rand(5))
     penalty.backward()
     assert critic[1].weight.grad is not None and critic[1].weight.grad.abs().sum() > 0

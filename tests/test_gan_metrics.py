@@ -4,7 +4,7 @@ are known: identical sets, disjoint sets, one collapsed mode."""
 import pytest
 import torch
 
-from dlcourse.gan_metrics import class_coverage, precision_recall
+from dlcourse.course.gans.metrics import class_coverage, precision_recall
 
 
 def cloud(n: int, centre: float, dim: int = 5, seed: int = 0) -> torch.Tensor:

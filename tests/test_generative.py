@@ -7,14 +7,15 @@ import pytest
 import torch
 
 from dlcourse.files import load_torch
-from dlcourse.gan_eras import Discriminator, Generator
-from dlcourse.gan_metrics import (
+from dlcourse.course.gans.eras import Discriminator, Generator
+from dlcourse.course.gans.metrics import (
     class_distribution, classifier_confidence, frechet_distance, hooked_features, inception_score,
 )
-from dlcourse.generative import (
-    GanHistory, ResumeError, check_resumable, exponential_moving_average, fixed_noise, interpolate, load_checkpoint,
-    make_optimizers, run_fingerprint, sample, sample_labels, sampler_weights, save_checkpoint, train_gan,
+from dlcourse.course.gans.generative import (
+    GanHistory, exponential_moving_average, fixed_noise, interpolate, make_optimizers, sample, sample_labels,
+    sampler_weights, train_gan,
 )
+from dlcourse.course.gans.resume import ResumeError, check_resumable, load_checkpoint, run_fingerprint, save_checkpoint
 
 LATENT, WIDTH = 8, 4
 

@@ -22,7 +22,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from dlcourse import registry, tracking
+from dlcourse.pipeline import registry, store
 from workspace import ROOT, Workspace, free_port
 
 CHROMIUM = shutil.which("chromium")
@@ -93,7 +93,7 @@ def mlflow_ui(workspace, tmp_path_factory):
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        problem = tracking.wait_until_healthy(url, 180, server)
+        problem = store.wait_until_healthy(url, 180, server)
         assert problem is None, f"mlflow ui {problem}:\n{log_path.read_text()}"
         yield url
     finally:
@@ -248,7 +248,6 @@ def test_registered_models_show_their_versions_the_champions_and_a_signature(sta
     from mlflow.tracking import MlflowClient
 
     page = Page(browser, screenshot_path)
-    see = f"screenshot: {screenshot_path}"
     client = MlflowClient(f"sqlite:///{workspace.path / 'mlflow.db'}")
     name = registry.registered_name(STAGE)
     versions = {v.run_id: str(v.version) for v in client.search_model_versions(f"name = '{name}'")}

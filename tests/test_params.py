@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dlcourse import params
+from dlcourse.pipeline import params
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = params.read_yaml(ROOT / "params.yaml")

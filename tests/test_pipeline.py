@@ -106,7 +106,7 @@ def test_forced_reruns_write_the_same_bytes(workspace):
 def test_each_run_logs_exactly_the_params_dvc_yaml_declares_for_its_stage(built, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from dlcourse import params, tracking
+    from dlcourse.pipeline import dvc_params, params
 
     monkeypatch.chdir(built.path)  # DVC's view of the built workspace's dvc.yaml
     values = params.load(built.path / "params.yaml")
@@ -115,7 +115,7 @@ def test_each_run_logs_exactly_the_params_dvc_yaml_declares_for_its_stage(built,
     assert len(runs) == len(built.first_run) - 1  # check-params logs no run
     for run in runs:
         stage = run.data.tags["dvc.stage"]
-        declared = {key: str(value) for key, value in tracking.declared_params(stage, values).items()}
+        declared = {key: str(value) for key, value in dvc_params.declared_params(stage, values).items()}
         if stage.startswith(("train-cnn@", "train-gan@")):  # how many processes trained it (README: several processes)
             declared["world_size"] = "1"
         assert run.data.params == declared, stage

@@ -15,9 +15,11 @@ import pytest
 import torch
 import yaml
 
-from dlcourse import data, gan_eras, generative, registry, tracking
-from dlcourse.claims import CLAIMS, supported_claims
-from dlcourse.models import Classifier, Probabilities, load_classifier
+from dlcourse.course import data
+from dlcourse.course.gans import eras as gan_eras, generative
+from dlcourse.pipeline import registry, store, tracking
+from dlcourse.report.claims import CLAIMS, supported_claims
+from dlcourse.course.models import Classifier, Probabilities, load_classifier
 from workspace import free_port
 
 SERVE_WAIT_S = 120
@@ -47,8 +49,9 @@ def test_a_model_supports_the_claims_that_hold_and_that_its_own_numbers_back():
     verdicts["linear-one-epoch"] = {"holds": True, "values": {"test_accuracy": 0.91}}
     verdicts["cifar10-50"] = {"holds": True, "values": {"cifar10-mlp": {"passes": True}, "cifar10-linear": {"passes": False}}}
     verdicts["hard-errors"] = {"holds": False, "values": {"cnn/mnist": 3, "linear/one_epoch": 0}}  # fails: backs nothing
-    verdicts["fooling"] = {"holds": True, "values": {"mnist": {"model": "cnn/mnist", "methods_reaching_every_class": ["gradient"]},
-                                                     "cifar10": {"model": "cnn/cifar10-cnn", "methods_reaching_every_class": []}}}
+    verdicts["fooling"] = {"holds": True,
+                           "values": {"mnist": {"model": "cnn/mnist", "methods_reaching_every_class": ["gradient"]},
+                                      "cifar10": {"model": "cnn/cifar10-cnn", "methods_reaching_every_class": []}}}
     assert supported_claims(verdicts) == {"linear/one_epoch": ["linear-one-epoch"], "cnn/cifar10-mlp": ["cifar10-50"],
                                           "cnn/mnist": ["fooling"]}
 
@@ -125,7 +128,7 @@ def test_a_model_logged_on_a_machine_with_a_gpu_passes_mlflows_check(tmp_path, m
 
     import mlflow  # noqa: F401 - its import configures its loggers, which would drop the handler below
 
-    from dlcourse.models import save_classifier
+    from dlcourse.course.models import save_classifier
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -275,7 +278,7 @@ def test_mlflow_models_serve_answers_a_posted_batch(built, client, tmp_path):
                                   cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        problem = tracking.wait_until_healthy(url, SERVE_WAIT_S, server, poll_s=0.5)
+        problem = store.wait_until_healthy(url, SERVE_WAIT_S, server, poll_s=0.5)
         assert problem is None, f"mlflow models serve {problem}:\n{log_path.read_text()}"
         request = urllib.request.Request(f"{url}/invocations", data=json.dumps({"inputs": images.tolist()}).encode(),
                                          headers={"Content-Type": "application/json"})

@@ -15,10 +15,10 @@ import pytest
 import torch
 import yaml
 
-from dlcourse.figures import plot_curves
-from dlcourse.claims import Results
-from dlcourse.document import document, markdown_to_html, unlisted_figures, write_report
-from dlcourse.environment import NOT_RECORDED, environment, recorded_run
+from dlcourse.report.figures import plot_curves
+from dlcourse.report.results import Results
+from dlcourse.report.document import document, markdown_to_html, unlisted_figures, write_report
+from dlcourse.report.environment import NOT_RECORDED, environment, recorded_run
 
 CLAIMS = {
     "first-claim": {"claim": "Something holds.", "course": "Quelque chose est vrai", "measured": "42 % of a long story",

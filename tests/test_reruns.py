@@ -96,7 +96,7 @@ def test_an_edit_reruns_exactly_what_depends_on_it(workspace, edit):
 
 
 def test_an_edit_of_a_function_only_fooling_uses_reruns_every_fooling_entry_and_nothing_upstream(workspace):
-    module = workspace.path / "src/dlcourse/cppn.py"
+    module = workspace.path / "src/dlcourse/course/cppn.py"
     source = module.read_text()
     assert "def render(" in source
     module.write_text(source.replace("def render(", "def render(  # edited\n", 1))

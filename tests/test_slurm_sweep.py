@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -29,7 +28,7 @@ if [ "$SLURM_ARRAY_TASK_ID" = {task} ] && [ "$1" = stages/train_cnn.py ] && [ ! 
     touch {marker}
     exec {python} -c '
 import runpy, sys
-from dlcourse import data
+from dlcourse.course import data
 def unreadable(*args, **kwargs):
     raise OSError("the node cannot read its data (a fault the test injects)")
 data.load_split = unreadable

@@ -10,7 +10,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from dlcourse import tracking
+from dlcourse.pipeline import store, tracking
 
 WRITERS = 6
 SWEPT = "train-linear@one_epoch"
@@ -61,9 +61,9 @@ def test_a_store_locked_too_long_stops_the_stage_naming_the_lock(monkeypatch, tm
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    monkeypatch.setattr(tracking, "STORE_LOCK_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(store, "STORE_LOCK_TIMEOUT_S", 0.5)
     with FileLock(tmp_path / "mlflow.db.lock"):  # another process opening the store, stuck
-        with pytest.raises(tracking.TrackingError, match=r"mlflow\.db\.lock stayed locked for 0.5 s"):
+        with pytest.raises(store.TrackingError, match=r"mlflow\.db\.lock stayed locked for 0.5 s"):
             with tracking.stage_run("train-linear@x", {"lr": 0.1}):
                 pytest.fail("the stage body must not run")
     assert not (tmp_path / "tracking").exists()

@@ -25,8 +25,8 @@ import torch
 import yaml
 from sqlalchemy.engine import make_url
 
-from dlcourse import registry
-from dlcourse.models import load_classifier
+from dlcourse.pipeline import registry
+from dlcourse.course.models import load_classifier
 from workspace import ROOT, Workspace, free_port
 
 SCRIPT = ROOT / "scripts" / "tracking_server.py"
@@ -73,7 +73,8 @@ def postgres():
     binaries = postgres_binaries()
     as_root = os.geteuid() == 0
     if binaries is None or (as_root and not postgres_user_exists()):
-        reason = "PostgreSQL's server (initdb, pg_ctl and, as root, the postgres user) is not installed: apt-get install postgresql"
+        reason = ("PostgreSQL's server (initdb, pg_ctl and, as root, the postgres user) is not installed: "
+                  "apt-get install postgresql")
         if os.environ.get("CI"):
             pytest.fail(f"{reason}; .ci/run installs it")
         pytest.skip(reason)
@@ -214,7 +215,7 @@ def api(server: Server, method: str, path: str, auth: tuple[str, str] | None, **
 
 @pytest.mark.slow
 def test_the_api_needs_a_password(server):
-    from dlcourse.tracking import check_reachable
+    from dlcourse.pipeline.store import check_reachable
 
     assert requests.get(f"{server.url}/health", timeout=10).status_code == 200  # open, for load balancers
     check_reachable(server.url)  # what every stage polls, without credentials, before any compute
@@ -225,13 +226,13 @@ def test_the_api_needs_a_password(server):
 
 
 def test_a_stage_without_credentials_is_told_which_variables_to_set(server, monkeypatch, tmp_path):
-    from dlcourse import tracking
+    from dlcourse.pipeline import store, tracking
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
     for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         monkeypatch.delenv(name, raising=False)
-    with pytest.raises(tracking.TrackingError, match="set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"):
+    with pytest.raises(store.TrackingError, match="set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"):
         with tracking.stage_run("train-linear@x", {"lr": 0.1}):
             pytest.fail("the stage body must not run")
     assert not (tmp_path / "tracking").exists()

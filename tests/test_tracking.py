@@ -8,21 +8,21 @@ import time
 
 import pytest
 
-from dlcourse import tracking
+from dlcourse.pipeline import dvc_params, process, store, tracking
 
 
 def test_project_root_finds_the_repository_from_a_queued_experiment(monkeypatch, tmp_path):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path / "repo/.dvc/tmp/exps/tmpabc123"))
-    assert tracking.project_root() == (tmp_path / "repo").resolve()
+    assert store.project_root() == (tmp_path / "repo").resolve()
     monkeypatch.setenv("DVC_ROOT", str(tmp_path / "repo"))
-    assert tracking.project_root() == (tmp_path / "repo").resolve()
+    assert store.project_root() == (tmp_path / "repo").resolve()
 
 
 def test_unreachable_server_fails_fast(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # discard port: nothing listens
     start = time.perf_counter()
-    with pytest.raises(tracking.TrackingError, match="http://127.0.0.1:9 is unreachable"):
+    with pytest.raises(store.TrackingError, match="http://127.0.0.1:9 is unreachable"):
         with tracking.stage_run("train-linear@x", {"lr": 0.1}):
             pytest.fail("the stage body must not run")
     assert time.perf_counter() - start < 10
@@ -47,7 +47,7 @@ def test_stage_run_logs_params_metrics_curves_and_tags(monkeypatch, tmp_path):
     assert logged.data.params == {"lr": "0.1", "nested.k": "2"}
     assert logged.data.metrics["test_accuracy"] == 0.9
     assert logged.data.tags["dvc.stage"] == "train-linear@x" and logged.data.tags["dvc.exp_name"] == "exp-1"
-    assert logged.data.tags["process.cpu"] == record["cpu"] == tracking.cpu_description()
+    assert logged.data.tags["process.cpu"] == record["cpu"] == process.cpu_description()
     assert [m.value for m in client.get_metric_history(record["run_id"], "curve")] == [0.1, 0.5]
     assert [a.path for a in client.list_artifacts(record["run_id"])] == ["weights.bin"]
     assert (tmp_path / "mlartifacts").is_dir()
@@ -69,13 +69,13 @@ model name\t: another
 
 
 def test_the_cpu_is_the_first_processors_model_with_the_usable_count(monkeypatch):
-    assert tracking.cpu_description(INTEL_CPUINFO, 2) == "Intel(R) Xeon(R) Platinum 8480+ (family 6, model 143), 2 CPUs"
-    assert tracking.cpu_description(INTEL_CPUINFO, 1).endswith(", 1 CPU")
+    assert process.cpu_description(INTEL_CPUINFO, 2) == "Intel(R) Xeon(R) Platinum 8480+ (family 6, model 143), 2 CPUs"
+    assert process.cpu_description(INTEL_CPUINFO, 1).endswith(", 1 CPU")
     monkeypatch.setattr("platform.processor", lambda: "")
     monkeypatch.setattr("platform.machine", lambda: "aarch64")
     arm = "processor\t: 0\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\n"  # no model name, family or model
-    assert tracking.cpu_description(arm, 4) == "aarch64, 4 CPUs"
-    assert tracking.cpu_description("", 4) == "aarch64, 4 CPUs"
+    assert process.cpu_description(arm, 4) == "aarch64, 4 CPUs"
+    assert process.cpu_description("", 4) == "aarch64, 4 CPUs"
 
 
 def local_store(monkeypatch, tmp_path) -> str:
@@ -91,7 +91,7 @@ def local_store(monkeypatch, tmp_path) -> str:
 def test_a_garbage_tracking_uri_stops_the_stage_listing_the_accepted_forms(monkeypatch, tmp_path, uri):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    with pytest.raises(tracking.TrackingError) as err:
+    with pytest.raises(store.TrackingError) as err:
         with tracking.stage_run("train-linear@x", {"lr": 0.1}):
             pytest.fail("the stage body must not run")
     message = str(err.value)
@@ -106,14 +106,14 @@ def test_a_garbage_tracking_uri_stops_the_stage_listing_the_accepted_forms(monke
                                  "databricks"])
 def test_the_tracking_uris_mlflow_knows_are_accepted(monkeypatch, tmp_path, uri):
     monkeypatch.chdir(tmp_path)
-    tracking.check_tracking_uri(uri)
+    store.check_tracking_uri(uri)
 
 
 def test_a_sqlite_store_in_a_missing_folder_stops_the_stage_naming_the_folder(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     folder = tmp_path / "typo" / "stores"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
-    with pytest.raises(tracking.TrackingError) as err:
+    with pytest.raises(store.TrackingError) as err:
         with tracking.stage_run("train-linear@x", {"lr": 0.1}):
             pytest.fail("the stage body must not run")
     assert f"its folder {folder} does not exist" in str(err.value)
@@ -122,7 +122,7 @@ def test_a_sqlite_store_in_a_missing_folder_stops_the_stage_naming_the_folder(mo
 
 KILLABLE = """
 import time
-from dlcourse import tracking
+from dlcourse.pipeline import tracking
 
 with tracking.stage_run("train-linear@x", {"lr": 0.1}) as run:
     print(run.run_id, flush=True)
@@ -136,7 +136,7 @@ def test_a_stage_process_freezes_its_objects_and_still_runs_its_atexit_handlers(
     script = """
 import atexit, gc
 from pathlib import Path
-from dlcourse import tracking
+from dlcourse.pipeline import tracking
 
 def at_exit():  # registered first, so it runs after the freeze at exit
     count = gc.get_count()
@@ -240,7 +240,7 @@ def test_the_params_read_from_dvc_yaml_are_dvcs_for_every_stage(monkeypatch):
     from dvc.dependency.param import ParamsDependency
     from dvc.repo import Repo
 
-    from dlcourse import params
+    from dlcourse.pipeline import params
 
     root = Path(__file__).resolve().parents[1]
     monkeypatch.chdir(root)
@@ -250,7 +250,7 @@ def test_the_params_read_from_dvc_yaml_are_dvcs_for_every_stage(monkeypatch):
                   for stage in repo.index.stages}
     assert len(stages) > 30 and any(keys for keys in stages.values())
     for stage, keys in stages.items():
-        assert tracking.declared_keys(stage, values) == keys, stage
+        assert dvc_params.declared_keys(stage, values) == keys, stage
 
 
 @pytest.mark.parametrize("pipeline", [
@@ -265,12 +265,12 @@ def test_a_form_of_dvc_yaml_not_read_alone_is_left_to_dvc(tmp_path, pipeline):
 
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(pipeline))
     values = {"section": {"a": {"lr": 1}}}
-    assert tracking.declared_keys("s@a", values, tmp_path / "dvc.yaml") is None
-    assert tracking.declared_keys("s", values, tmp_path / "dvc.yaml") is None
+    assert dvc_params.declared_keys("s@a", values, tmp_path / "dvc.yaml") is None
+    assert dvc_params.declared_keys("s", values, tmp_path / "dvc.yaml") is None
 
 
 def test_the_process_start_time_is_the_spawn_time_within_a_clock_tick():
     spawned = time.time()
-    child = subprocess.run([sys.executable, "-c", "from dlcourse import tracking; print(tracking.process_start_time())"],
+    child = subprocess.run([sys.executable, "-c", "from dlcourse.pipeline import process; print(process.process_start_time())"],
                            capture_output=True, text=True, check=True)
     assert spawned - 0.05 < float(child.stdout) < time.time()

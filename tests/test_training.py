@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dlcourse.models import Reseau1, Reseau2, parameter_count
-from dlcourse.training import LOSSES, accuracy, random_batches, seed_everything, train_iterations
+from dlcourse.course.models import Reseau1, Reseau2, parameter_count
+from dlcourse.course.training import LOSSES, accuracy, random_batches, seed_everything, train_iterations
 
 
 def test_course_networks_shapes_and_sizes():
@@ -53,8 +53,8 @@ def test_training_learns_and_is_deterministic():
     assert _train(1)[1] != weights
 
 
-from dlcourse.models import ARCHITECTURES, Classifier, load_classifier, save_classifier  # noqa: E402
-from dlcourse.training import augment, lr_factor  # noqa: E402
+from dlcourse.course.models import ARCHITECTURES, Classifier, load_classifier, save_classifier  # noqa: E402
+from dlcourse.course.training import augment, lr_factor  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -135,7 +135,7 @@ def test_seeding_makes_cpu_kernels_deterministic_and_leaves_the_gpu_fast():
 # --- airbench's tricks, opt-in per train_cnn entry -------------------------------------------------
 from types import SimpleNamespace  # noqa: E402
 
-from dlcourse.training import Lookahead, make_optimizer, train_epochs, tta_scores  # noqa: E402
+from dlcourse.course.training import Lookahead, make_optimizer, train_epochs, tta_scores  # noqa: E402
 
 
 def test_lookahead_follows_airbench_schedule_and_ends_on_the_average():
@@ -162,7 +162,7 @@ def test_tta_views_are_the_image_its_mirror_and_two_mirrored_translations():
             return torch.nn.functional.pad(x[:, 0, :1, 0], (0, 9)) * 50  # near one-hot softmax
     x = torch.arange(16.0).reshape(1, 1, 4, 4) / 15  # pixel (i, j) = (4 i + j) / 15
     model = TopLeftPixel()
-    p0 = lambda v: torch.softmax(torch.tensor([50 * v] + [0.0] * 9), 0)  # noqa: E731
+    p0 = lambda v: torch.softmax(torch.tensor([50 * v] + [0.0] * 9), 0)
 
     def value(i, j):
         return (4 * i + j) / 15

@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from ..data import IMAGE_SHAPES
+
 MNIST_SHAPE = (1, 28, 28)
 
 
@@ -316,7 +318,6 @@ def build(era: str, latent_dim: int, width: int, image_shape=MNIST_SHAPE, num_cl
     raise ValueError(f"unknown GAN era {era!r} (one of {', '.join(ERAS)})")
 
 
-IMAGE_SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}  # channels, height, width
 
 
 def check_gan_buildable(name: str, era: str, latent_dim: int, width: int, dataset: str) -> None:

@@ -7,26 +7,17 @@ import hashlib
 import json
 import platform
 from collections import Counter
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import version
 from pathlib import Path
 
 import pandas as pd
 
-from . import tracking
-from .claims import Results
+from ..pipeline import tracking
+from ..pipeline.git import git_commit
+from ..pipeline.versions import installed_version
+from .results import Results
 
 NOT_RECORDED = "not recorded"
-
-
-def installed_version(*distributions: str) -> str | None:
-    """The version of the first of these distributions that is installed (MLflow comes as `mlflow`
-    or as its lighter `mlflow-skinny`)."""
-    for distribution in distributions:
-        try:
-            return version(distribution)
-        except PackageNotFoundError:
-            continue
-    return None
 
 
 def pipeline_stages() -> list[str]:
@@ -66,7 +57,7 @@ def environment(stages: list[str], results: Results, params_path: Path = Path("p
                      "seconds": record.get("seconds"), "startup_seconds": record.get("startup_seconds"),
                      "cpu": record.get("cpu")})
     return {
-        "git_commit": tracking.git_commit(),
+        "git_commit": git_commit(),
         "params_sha256": hashlib.sha256(Path(params_path).read_bytes()).hexdigest(),
         "python": platform.python_version(),
         "torch": torch.__version__,

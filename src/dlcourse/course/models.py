@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import to_float
+from .data import IMAGE_SHAPES, to_float
 
 
 class Reseau1(nn.Module):
@@ -207,7 +207,7 @@ class Probabilities(nn.Module):
 
 
 def save_classifier(model: Classifier, dataset: str, classes: list[str], path) -> None:
-    from .files import save_torch
+    from ..files import save_torch
 
     save_torch({"architecture": model.architecture, "kwargs": model.kwargs, "dataset": dataset, "classes": classes,
                 "state_dict": model.state_dict()}, path)
@@ -219,7 +219,7 @@ def load_classifier(path, device: torch.device | str = "cpu",
     by default: with them, a convolution takes the faster channels-last kernels whatever the layout
     of its input (on this project's CPU, the airnet's forward pass and its input gradient about 1.9x
     faster; `benchmarks/inference_layout.py`), with the same sums in another order."""
-    from .files import load_torch
+    from ..files import load_torch
 
     checkpoint = load_torch(path, map_location=device)
     channels = checkpoint["state_dict"]["mean"].shape[1]
@@ -228,7 +228,6 @@ def load_classifier(path, device: torch.device | str = "cpu",
     return model.to(memory_format=memory_format).eval(), checkpoint
 
 
-IMAGE_SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}  # channels, height, width
 
 
 def check_buildable(name: str, architecture: str, kwargs: dict, dataset: str) -> Classifier:

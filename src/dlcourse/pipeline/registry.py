@@ -26,7 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from .tracking import TRACKING_DIR, TrackingError, read_run_record
+from .store import TrackingError
+from .tracking import TRACKING_DIR, read_run_record
 
 if TYPE_CHECKING:
     import torch
@@ -58,7 +59,7 @@ def classifier_stage(model: str) -> str:
 
 
 def pip_requirements() -> list[str]:
-    from .environment import installed_version  # where the report reads MLflow's version too
+    from .versions import installed_version  # where the report reads MLflow's version too
 
     pins = []
     for distributions in REQUIREMENTS:
@@ -105,7 +106,7 @@ def tensor_signature(inputs: tuple[int, ...], outputs: tuple[int, ...]):
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    spec = lambda shape: Schema([TensorSpec(np.dtype(np.float32), (-1, *shape))])  # noqa: E731
+    spec = lambda shape: Schema([TensorSpec(np.dtype(np.float32), (-1, *shape))])
     return ModelSignature(inputs=spec(inputs), outputs=spec(outputs))
 
 
@@ -165,8 +166,8 @@ def log_classifier(run: StageRun, path: str | Path, test_images: torch.Tensor, t
     `test_images`: uint8 test images, the first EXAMPLES of which become the input example."""
     import torch
 
-    from .data import to_float
-    from .models import Probabilities, load_classifier
+    from ..course.data import to_float
+    from ..course.models import Probabilities, load_classifier
 
     classifier, checkpoint = load_classifier(path, "cpu", torch.contiguous_format)  # the graph as trained
     example = to_float(test_images[:EXAMPLES], "cpu")
@@ -188,8 +189,8 @@ def log_generator(run: StageRun, checkpoint_path: str | Path, generator, latent_
     import torch
     import torch.nn.functional as F
 
-    from . import generative
-    from .files import load_torch
+    from ..course.gans import generative
+    from ..files import load_torch
 
     generator = copy.deepcopy(generator).cpu()
     generator.load_state_dict(generative.sampler_weights(load_torch(checkpoint_path, map_location="cpu")))

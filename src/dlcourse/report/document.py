@@ -13,7 +13,7 @@ from pathlib import Path
 from markdown_it import MarkdownIt
 
 from .environment import environment_section
-from .files import atomic_path
+from ..files import atomic_path
 
 
 def verdict(holds: bool) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .files import atomic_path, load_torch, save_torch
+from ..files import atomic_path, load_torch, save_torch
 
 
 class DataError(RuntimeError):
@@ -292,6 +292,7 @@ def read_cifar10_classes(folder: Path) -> list[str]:
 
 
 MNIST_CLASSES = [str(digit) for digit in range(10)]
+IMAGE_SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}  # channels, height, width
 
 
 # --- prepared tensors -----------------------------------------------------------------------

@@ -76,7 +76,7 @@ class CnnRunParams(Section):
 
     @model_validator(mode="after")
     def _model_arguments_exist(self):
-        from .models import ARCHITECTURES
+        from ..course.models import ARCHITECTURES
 
         accepted = set(inspect.signature(ARCHITECTURES[self.architecture]).parameters) - {"num_classes"}
         unknown = sorted(set(self.model) - accepted)

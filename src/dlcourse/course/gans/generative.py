@@ -9,11 +9,9 @@ Conventions: the generator maps latent vectors (N x latent_dim) to images in [-1
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -21,8 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .files import load_torch, save_torch
-from .gan_eras import discriminator_loss, generator_loss, gradient_penalty, r1_penalty
+from .eras import discriminator_loss, generator_loss, gradient_penalty, r1_penalty
 
 
 def sample_labels(n: int, num_classes: int, device: torch.device | str = "cpu") -> torch.Tensor | None:
@@ -105,9 +102,10 @@ def train_gan(
     """Train from epoch `start_epoch` to `epochs`.
 
     An epoch is epoch_images // batch_size generator steps (epoch_images: all the images when
-    None), so that the generator sees as many images per epoch whatever the era; before each, `recipe.critic_steps` critic steps, each on
-    its own real batch (an epoch draws that many permutations of the images from `rng`) and its
-    own latent noise. The generator step uses the last critic step's fake batch.
+    None), so that the generator sees as many images per epoch whatever the era; before each,
+    `recipe.critic_steps` critic steps, each on its own real batch (an epoch draws that many
+    permutations of the images from `rng`) and its own latent noise. The generator step uses the
+    last critic step's fake batch.
     `images` are uint8 (N x C x H x W); `labels` (N) are needed when the GAN is conditional, fake
     images then being asked for with uniformly drawn classes. `ema`, when given, is updated after
     every generator step. The latent noise and the penalty's mixing weights come from `rng` (a CPU
@@ -188,80 +186,6 @@ def train_gan(
         if on_epoch_end is not None and (not distributed or world.is_main):
             on_epoch_end(epoch + 1, history)
     return history
-
-
-class ResumeError(ValueError):
-    pass
-
-
-def run_fingerprint(settings: dict, seed: int, images: torch.Tensor, labels: torch.Tensor,
-                    prefix: str = "train_gan") -> dict[str, str]:
-    """What determines a GAN run but its number of epochs and of processes (the same global batches):
-    its params (named `prefix.<key>`), the seed, the training data and the code of this module and of
-    gan_eras.py. A checkpoint carries it; a run resumes only from its own."""
-    data = hashlib.sha256(images.cpu().numpy().tobytes() + labels.cpu().numpy().tobytes()).hexdigest()
-    code = hashlib.sha256(Path(__file__).read_bytes() + Path(__file__).with_name("gan_eras.py").read_bytes())
-    return {**{f"{prefix}.{key}": repr(value) for key, value in sorted(settings.items())
-           if key not in ("epochs", "processes")},
-            "seed": repr(seed), "data (sha256)": data, "code (sha256 of generative.py, gan_eras.py)": code.hexdigest()}
-
-
-def check_resumable(path: str | Path, fingerprint: dict[str, str], epochs: int) -> None:
-    """Refuse to resume from a checkpoint of another run (other params, seed, data or code) or of
-    more epochs than asked, naming what differs."""
-    state = load_torch(path)
-    found = state.get("fingerprint") or {}
-    differing = [f"{key}: checkpoint {found.get(key, 'none')}, now {value}" for key, value in fingerprint.items()
-                 if found.get(key) != value]
-    if state["epoch"] > epochs:
-        differing.append(f"epochs: the checkpoint has {state['epoch']} done, now {epochs} asked")
-    if differing:
-        raise ResumeError(f"{path}: cannot resume from a checkpoint of another run:\n  " + "\n  ".join(differing)
-                          + "\na plain `dvc repro` (without GAN_RESUME=1) starts afresh")
-
-
-def save_checkpoint(path: str | Path, *, epoch: int, generator: nn.Module, discriminator: nn.Module,
-                    opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, rng: torch.Generator,
-                    history: GanHistory, ema: torch.optim.swa_utils.AveragedModel | None = None,
-                    fingerprint: dict[str, str] | None = None) -> None:
-    """Everything a killed run needs to go on from the end of `epoch`, written atomically."""
-    state = {
-        "epoch": epoch,
-        "fingerprint": fingerprint or {},
-        "generator": generator.state_dict(),
-        "discriminator": discriminator.state_dict(),
-        "opt_g": opt_g.state_dict(),
-        "opt_d": opt_d.state_dict(),
-        "rng": rng.get_state(),
-        "torch_rng": torch.get_rng_state(),  # StyleGAN's per-pixel noise
-        "history": {"g_loss": history.g_loss, "d_loss": history.d_loss},  # no wall times: the bytes are reproducible
-    }
-    if ema is not None:
-        state["ema"] = ema.state_dict()
-    save_torch(state, path)
-
-
-def load_checkpoint(checkpoint: str | Path | dict, *, generator: nn.Module, discriminator: nn.Module,
-                    opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, rng: torch.Generator,
-                    device: torch.device | str = "cpu", ema: torch.optim.swa_utils.AveragedModel | None = None
-                    ) -> tuple[int, GanHistory]:
-    """Restore a checkpoint (its file, or its contents as `load_torch` reads them) in place; return
-    (epochs done, history) for `train_gan`'s `start_epoch` and `history`. The networks must already be
-    on `device`."""
-    state = checkpoint if isinstance(checkpoint, dict) else load_torch(checkpoint, map_location=device)
-    generator.load_state_dict(state["generator"])
-    discriminator.load_state_dict(state["discriminator"])
-    opt_g.load_state_dict(state["opt_g"])
-    opt_d.load_state_dict(state["opt_d"])
-    rng.set_state(state["rng"].cpu())
-    if "torch_rng" in state:
-        torch.set_rng_state(state["torch_rng"].cpu())
-    if ema is not None:
-        if "ema" not in state:
-            where = f"epoch {state['epoch']}'s checkpoint" if isinstance(checkpoint, dict) else checkpoint
-            raise ValueError(f"{where}: no moving-average generator to resume (saved with ema_decay 0?)")
-        ema.load_state_dict(state["ema"])
-    return state["epoch"], GanHistory(**state["history"])
 
 
 def sampler_weights(checkpoint: dict) -> dict[str, torch.Tensor]:

@@ -10,14 +10,13 @@ claim id, with `holds` and the values it was judged on, a DVC metric.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
-import pandas as pd
 
-from .attacks import HARMLESS, WRECKED, choose_slight_eps, drop, noise_drop, slight_and_wrecking
-from .files import read_json
-from .paths import METRICS, PLOTS
+from ..course.attacks import HARMLESS, WRECKED, choose_slight_eps, drop, noise_drop, slight_and_wrecking
+from ..files import read_json
+from ..pipeline.layout import FOOLING_METHODS
+from .results import Results
 
 MNIST_SIZE = (60000, 10000)
 INIT_BAND = (0.07, 0.13)  # "à peu près 10 %": a random guess among 10 classes
@@ -29,7 +28,6 @@ SLOWER_MIN = 5  # "nettement plus long": an epoch at least 5x as long
 CIFAR10_BAR = 0.5  # "plus de 50%"
 VERY_WRONG_MIN = 0.9  # the least confidence that counts as "very wrong"
 FOOLING_MIN = 0.99  # the least confidence that counts as "une grande confiance"
-FOOLING_METHODS = ("gradient", "evolution", "cppn")  # Nguyen et al. 2015: gradient ascent, direct encoding, CPPN
 GAN_CONFIDENT_MIN = 0.9  # the least classifier confidence that counts a sample as recognisable
 GAN_RECOGNISABLE = 0.9  # of the samples
 GAN_AGREEMENT = 0.9  # a conditional GAN's samples read as the digit asked for
@@ -37,36 +35,6 @@ GAN_AGREEMENT = 0.9  # a conditional GAN's samples read as the digit asked for
 GAN_TIMELINE = ("gan-2014", "dcgan-2015", "stylegan-2019")
 GAN_GOAL_CONFIDENT = 0.9  # beyond the course (reported, not judged): the best unconditional entry's samples
 GAN_GOAL_RAREST_DIGIT = 0.07  # ... and the smallest share of any digit among them
-
-
-class Results:
-    """Read access to the stages' metrics and curves, with a clear error for a missing one."""
-
-    def __init__(self, metrics_dir: Path = METRICS, plots_dir: Path = PLOTS):
-        self.metrics_dir, self.plots_dir = Path(metrics_dir), Path(plots_dir)
-
-    def metrics(self, name: str) -> dict:
-        path = self.metrics_dir / f"{name}.json"
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: missing; the stage that writes it has not run (see dvc.yaml)")
-        return read_json(path)
-
-    def optional_metrics(self, name: str) -> dict | None:
-        """The metrics file, or None where the stage that would write it never does (or has not run)."""
-        path = self.metrics_dir / f"{name}.json"
-        return read_json(path) if path.exists() else None
-
-    def per_model(self, stage: str) -> dict[str, dict]:
-        """The metrics a per-model stage wrote, by model name ("cnn/mnist", "linear/one_epoch", ...)."""
-        folder = self.metrics_dir / stage
-        return {path.relative_to(folder).with_suffix("").as_posix(): read_json(path)
-                for path in sorted(folder.rglob("*.json"))}
-
-    def curve(self, name: str) -> pd.DataFrame:
-        path = self.plots_dir / f"{name}.csv"
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: missing; the stage that writes it has not run (see dvc.yaml)")
-        return pd.read_csv(path)
 
 
 class ClaimError(ValueError):

@@ -144,9 +144,9 @@ def load_judge(classifier_path: str | Path, feature_layer: str, test_images: tor
     `classifier_path`, the test set's features, and the baseline: `samples` real training images
     (as many as the GAN's samples, drawn with `rng`) scored against the test set as a GAN's
     samples are."""
-    from .models import load_classifier
-    from .data import to_float
-    from .training import predict_proba
+    from ..models import load_classifier
+    from ..data import to_float
+    from ..training import predict_proba
 
     classifier, _ = load_classifier(classifier_path, device)
     features = hooked_features(classifier, feature_layer)
@@ -164,7 +164,7 @@ def judge_images(judge: Judge, images: torch.Tensor, asked: torch.Tensor | None 
     features, and when `full` the Inception-Score analogue and precision / recall (k-NN, the slow
     part); with `asked` (the classes a conditional GAN was asked for), how often the classifier
     reads them."""
-    from .training import predict_proba
+    from ..training import predict_proba
 
     probs = predict_proba(judge.classifier, images).cpu()
     fake_features = judge.features(images)
