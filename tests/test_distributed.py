@@ -23,12 +23,14 @@ from workspace import ROOT, free_port
 STAGE, ENTRY = "train-cnn@mnist", "mnist"  # mnistnet: batch norm, no dropout
 # The processes sum each batch's gradients and batch-norm statistics in halves, then average them
 # (gloo), where one process sums them at once: the same numbers up to float32 rounding, which 10 steps
-# of SGD at lr 0.1 with batch norm amplify. Measured on this entry: one process trained with only its
-# memory layout changed (channels_last off, the same sums in another order) ends 0.0032 away from the
-# committed weights at most (running_var of the head's batch norm, whose values reach 46); two processes
-# end 0.0032 away too. The bar leaves a factor 3 over that rounding noise (a first guess of 1e-4,
-# stated before measuring, was below it); the batch norm's exact equivalence is tested on its own above.
-WEIGHT_TOLERANCE = 1e-2
+# of SGD at lr 0.1 with batch norm amplify. The difference is measured relative to each tensor's scale
+# (max |a - b| / max(1, max |a|)): the running_var of the head's batch norm reaches 46, so rounding noise
+# that is 2e-4 of it is 0.01 in absolute terms. Measured: on an AMD EPYC, 0.0032 absolute at most (one
+# process with only its memory layout changed ends as far); on an Intel Xeon, 0.0103 absolute on that
+# running_var (2.2e-4 relative) and 6.2e-4 relative at most (a running_mean of scale 1.5). The bar was
+# an absolute 1e-2 until that Intel run failed it; it became this relative one after, a factor 5 over
+# the largest relative noise measured. The batch norm's exact equivalence is tested on its own above.
+WEIGHT_TOLERANCE = 3e-3
 
 
 def test_the_shards_are_those_of_distributed_sampler():
@@ -204,6 +206,13 @@ def max_difference(a: dict, b: dict) -> float:
     return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
 
 
+def max_relative_difference(a: dict, b: dict) -> float:
+    """The largest difference between two state dicts, each tensor's relative to its scale."""
+    assert a.keys() == b.keys()
+    return max((a[k].double() - b[k].double()).abs().max().item() / max(1.0, a[k].double().abs().max().item())
+               for k in a)
+
+
 def accuracy(ws) -> float:
     return json.loads((ws.path / f"metrics/cnn/{ENTRY}.json").read_text())["test_accuracy"]
 
@@ -224,8 +233,8 @@ def test_two_processes_train_the_weights_of_one(workspace, built):
     assert workspace.repro("-s", STAGE) == [STAGE]
 
     two = weights(workspace.path / f"models/cnn/{ENTRY}.pt")
-    difference = max_difference(one, two)
-    print(f"2 processes vs 1: max |weight difference| {difference:.3g}, test accuracy "
+    difference = max_relative_difference(one, two)
+    print(f"2 processes vs 1: max relative |weight difference| {difference:.3g}, test accuracy "
           f"{accuracy(workspace)} vs {accuracy(built)}")
     assert difference <= WEIGHT_TOLERANCE
     assert accuracy(workspace) == accuracy(built)
@@ -252,9 +261,9 @@ def test_two_nodes_meet_at_a_rendezvous_and_train_the_weights_of_one(workspace, 
     outputs = [node.communicate(timeout=600) for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], outputs
 
-    difference = max_difference(weights(built.path / f"models/cnn/{ENTRY}.pt"),
-                                weights(workspace.path / f"models/cnn/{ENTRY}.pt"))
-    print(f"2 nodes vs 1 process: max |weight difference| {difference:.3g}")
+    difference = max_relative_difference(weights(built.path / f"models/cnn/{ENTRY}.pt"),
+                                         weights(workspace.path / f"models/cnn/{ENTRY}.pt"))
+    print(f"2 nodes vs 1 process: max relative |weight difference| {difference:.3g}")
     assert difference <= WEIGHT_TOLERANCE and accuracy(workspace) == accuracy(built)
     latest = stage_runs(workspace)[0]
     assert latest.info.status == "FINISHED" and latest.data.params["world_size"] == "2"
