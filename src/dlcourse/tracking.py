@@ -20,7 +20,9 @@ from __future__ import annotations
 import atexit
 import functools
 import gc
+import hashlib
 import os
+import platform
 import re
 import signal
 import socket
@@ -32,6 +34,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -74,6 +77,61 @@ def _sqlite_path(uri: str) -> Path | None:
     """The database file of a SQLite URI (sqlite:///relative.db, sqlite:////abs.db); None in memory."""
     rest = uri.split("://", 1)[1].split("?", 1)[0] if "://" in uri else ""
     return Path(rest[1:]) if rest.startswith("/") and rest != "/" else None
+
+
+LOCK_FILE = "uv.lock"  # the whole environment's lock (make setup installs it)
+
+
+def file_sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def _distribution_version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def environment_versions(root: Path | None = None) -> dict[str, str | None]:
+    """The versions that matter to a stage's bytes: Python, torch, numpy, the sha256 of the lock
+    (`uv.lock`) the environment was installed from, and CUDA, cuDNN and the GPU when the stage used
+    CUDA (asked once the stage's work is done; a stage that never imported torch never used it)."""
+    versions = {"python": platform.python_version(), "torch": _distribution_version("torch"),
+                "numpy": _distribution_version("numpy"),
+                "lock_sha256": file_sha256((root or project_root()) / LOCK_FILE)}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        versions.update(cuda=torch.version.cuda, cudnn=str(torch.backends.cudnn.version()),
+                        gpu=torch.cuda.get_device_name())
+    return versions
+
+
+def recorded_tracking_uri(uri: str, root: Path | None = None) -> str | None:
+    """The store as a committed run record names it, with nothing particular to the machine: a local
+    store inside the repository relative to it (`sqlite:///mlflow.db`, `mlruns`), a server without
+    the user and password of its URL, None for a local store outside the repository."""
+    root = (root or project_root()).resolve()
+    parsed = urllib.parse.urlparse(uri)
+    scheme = parsed.scheme.lower()
+    if scheme.startswith("sqlite"):
+        path = _sqlite_path(uri)
+        if path is None:  # in memory
+            return uri
+    elif scheme == "file":
+        path = Path(urllib.request.url2pathname(parsed.path))
+    elif not scheme:
+        path = Path(uri)
+    else:
+        return parsed._replace(netloc=parsed.netloc.rsplit("@", 1)[-1]).geturl()
+    try:
+        relative = path.resolve().relative_to(root).as_posix()
+    except ValueError:
+        return None
+    return f"{parsed.scheme}:///{relative}" if scheme.startswith("sqlite") else relative
 
 
 def check_tracking_uri(uri: str) -> None:
@@ -408,7 +466,9 @@ def stage_run(stage: str, params: dict, record: Path | None = None,
     """Open the MLflow run of one DVC stage (or matrix entry), log `params` (see `declared_params`)
     and `tags` (facts that are not params), and write its id to `record` (default
     `tracking/<stage>.json`) when it ends well, with the run's wall time (`seconds`), the
-    process's start-up before it (`startup_seconds`) and the processor they were measured on (`cpu`):
+    process's start-up before it (`startup_seconds`), the processor they were measured on (`cpu`),
+    the versions that made its bytes (`environment`, also the run's `env.*` tags; see
+    `environment_versions`) and the store, relative to the repository (`recorded_tracking_uri`):
     kept out of every cached output.
 
     SIGTERM or SIGINT while it is open ends the run as KILLED and exits with 128 + the signal number.
@@ -458,11 +518,13 @@ def stage_run(stage: str, params: dict, record: Path | None = None,
         raise
     seconds = {"seconds": round(time.perf_counter() - started, 3), "startup_seconds": round(startup_seconds, 3)}
     tracked.log_metrics({f"stage.{name}": value for name, value in seconds.items()})
+    versions = environment_versions()
+    tracked.set_tags({f"env.{name}": str(value) for name, value in versions.items() if value is not None})
     mlflow.end_run("FINISHED")
     write_json(
         record or TRACKING_DIR / f"{stage}.json",
-        {"stage": stage, "run_id": tracked.run_id, "experiment": experiment_name, "tracking_uri": uri, **seconds,
-         "cpu": cpu},
+        {"stage": stage, "run_id": tracked.run_id, "experiment": experiment_name,
+         "tracking_uri": recorded_tracking_uri(uri), **seconds, "cpu": cpu, "environment": versions},
     )
 
 
