@@ -9,8 +9,8 @@ Compares two runs of the pipeline through their `dvc.lock` files, output by outp
 3. for each differing JSON output (the metrics), every number that moved, by how much, and whether
    beyond the tolerance (`--rtol`, `--atol`);
 4. every claim of `reports/claims.json`: its verdict and measurement in both runs;
-5. the environments the stages ran in (`tracking/<stage>.json`: Python, torch, numpy, the sha256 of
-   `uv.lock`, CUDA, the processor).
+5. the environments the stages ran in (`tracking/<stage>.json`: Python, torch, numpy and the other
+   packages whose version moves bytes, the sha256 of `uv.lock`, CUDA, the processor).
 
 Each run is a checkout (a folder holding `dvc.lock`, or the `dvc.lock` file itself), or a git
 revision of the repository the command runs in, whose committed files are read. By default the
@@ -111,8 +111,8 @@ class Run:
         for stage in self.stages:
             record = self.json(f"tracking/{stage}.json") or {}
             env = record.get("environment") or {}
-            described = ", ".join(f"{key} {str(env[key])[:12] if key == 'lock_sha256' else env[key]}"
-                                  for key in ("python", "torch", "numpy", "cuda", "lock_sha256") if env.get(key))
+            described = ", ".join(f"{key} {str(value)[:12] if key == 'lock_sha256' else value}"
+                                  for key, value in env.items() if value and key != "gpu")
             if record:
                 counts[f"{described or 'versions not recorded'}; {record.get('cpu') or 'processor not recorded'}"] += 1
         return counts
@@ -214,7 +214,7 @@ def compare(first: Run, second: Run, rtol: float = RTOL, atol: float = ATOL, out
     else:
         say(f"## Claims\n\nneither run has {CLAIMS} (the report stage writes it)\n")
 
-    say("## Environments (stages per Python, torch, numpy, CUDA, uv.lock sha256; processor)", "")
+    say("## Environments (stages per versions and uv.lock sha256, from tracking/; processor)", "")
     for run in (first, second):
         counts = run.environments()
         say(f"{run.name}:", *(f"  {n} stage{'s' if n > 1 else ''}: {env}" for env, n in counts.most_common())

@@ -59,7 +59,7 @@ def test_stage_run_logs_params_metrics_curves_and_tags(monkeypatch, tmp_path):
     assert record["tracking_uri"] == "sqlite:///mlflow.db"
     assert str(tmp_path) not in (tmp_path / "tracking/train-linear@x.json").read_text()
     assert record["environment"]["python"] == platform.python_version()
-    assert record["environment"]["torch"] == version("torch") and record["environment"]["numpy"] == version("numpy")
+    assert all(record["environment"][name] == version(name) for name in ("torch", "numpy", "matplotlib", "pillow"))
     assert record["environment"]["lock_sha256"] is None  # no uv.lock in this repository
     assert {f"env.{k}": v for k, v in record["environment"].items() if v is not None}.items() <= logged.data.tags.items()
 

@@ -127,12 +127,14 @@ def counted(counts: Counter) -> str:
 
 def stage_versions(rows: list[dict]) -> str:
     """The versions that made the stages' bytes (`environment` of `tracking/<stage>.json`: Python,
-    torch, numpy, and CUDA and cuDNN for a stage that used them), each with its number of stages when
-    there are several."""
+    the computing packages, and CUDA and cuDNN for a stage that used them), each with its number of
+    stages when there are several."""
     def described(env: dict | None) -> str:
         if not env:
             return NOT_RECORDED
-        names = [("Python", "python"), ("torch", "torch"), ("numpy", "numpy"), ("CUDA", "cuda"), ("cuDNN", "cudnn")]
+        names = [("Python", "python"), ("torch", "torch"), ("torchvision", "torchvision"), ("numpy", "numpy"),
+                 ("scipy", "scipy"), ("Pillow", "pillow"), ("matplotlib", "matplotlib"), ("CUDA", "cuda"),
+                 ("cuDNN", "cudnn")]
         return ", ".join(f"{name} {env[key]}" for name, key in names if env.get(key))
 
     counts = Counter(described(row.get("environment")) for row in rows if row["mlflow_run_id"])

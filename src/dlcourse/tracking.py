@@ -96,12 +96,20 @@ def _distribution_version(name: str) -> str | None:
         return None
 
 
+# The packages whose version moves outputs' bytes: the numerics (torch, torchvision, numpy, scipy)
+# and the images (Pillow writes the PNGs, matplotlib draws the figures: a minor release of it
+# redraws every figure). Asking each its version takes milliseconds; the whole environment's
+# would take a third of a second per stage.
+COMPUTING_PACKAGES = ("torch", "torchvision", "numpy", "scipy", "pillow", "matplotlib")
+
+
 def environment_versions(root: Path | None = None) -> dict[str, str | None]:
-    """The versions that matter to a stage's bytes: Python, torch, numpy, the sha256 of the lock
-    (`uv.lock`) the environment was installed from, and CUDA, cuDNN and the GPU when the stage used
-    CUDA (asked once the stage's work is done; a stage that never imported torch never used it)."""
-    versions = {"python": platform.python_version(), "torch": _distribution_version("torch"),
-                "numpy": _distribution_version("numpy"),
+    """The versions that matter to a stage's bytes: Python, the COMPUTING_PACKAGES, the sha256 of
+    the lock (`uv.lock`) the environment was installed from, and CUDA, cuDNN and the GPU when the
+    stage used CUDA (asked once the stage's work is done; a stage that never imported torch never
+    used it)."""
+    versions = {"python": platform.python_version(),
+                **{name: _distribution_version(name) for name in COMPUTING_PACKAGES},
                 "lock_sha256": file_sha256((root or project_root()) / LOCK_FILE)}
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
