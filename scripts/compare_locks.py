@@ -45,6 +45,7 @@ CLAIMS = "reports/claims.json"
 # The default tolerance: what the README's reproducibility promise allows between processors (see
 # docs/reproducibility.md for the measured differences it covers).
 RTOL, ATOL = 0.05, 0.02
+VERSION_ORDER = ("python", "torch", "torchvision", "numpy", "scipy", "pillow", "matplotlib", "cuda", "cudnn", "lock_sha256")
 
 
 class DriftError(Exception):
@@ -111,8 +112,9 @@ class Run:
         for stage in self.stages:
             record = self.json(f"tracking/{stage}.json") or {}
             env = record.get("environment") or {}
-            described = ", ".join(f"{key} {str(value)[:12] if key == 'lock_sha256' else value}"
-                                  for key, value in env.items() if value and key != "gpu")
+            keys = [key for key in VERSION_ORDER if key in env] + sorted(set(env) - set(VERSION_ORDER) - {"gpu"})
+            described = ", ".join(f"{key} {str(env[key])[:12] if key == 'lock_sha256' else env[key]}"
+                                  for key in keys if env[key])
             if record:
                 counts[f"{described or 'versions not recorded'}; {record.get('cpu') or 'processor not recorded'}"] += 1
         return counts

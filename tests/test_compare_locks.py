@@ -74,7 +74,7 @@ def test_an_environment_drift_names_the_outputs_the_numbers_and_the_claims(tmp_p
     assert "metrics/net.json:curve.1" in text and "metrics/net.json:epochs" not in text
     assert "2 numbers moved, 0 beyond the tolerance" in text
     assert "1 of 2 claims hold in the second run; every claim that held still holds" in text
-    assert "numpy 2.3.5" in text and "numpy 2.4.6" in text
+    assert "python 3.11.7, torch 2.14.1, numpy 2.3.5, lock_sha256 abababababab; Some CPU" in text and "numpy 2.4.6" in text
 
 
 def test_a_lost_claim_or_a_number_beyond_the_tolerance_exits_2(tmp_path):
