@@ -56,7 +56,8 @@ def read_ignores(path: Path) -> dict[str, str]:
 
 def audit_report(root: Path = ROOT) -> dict:
     """pip-audit's JSON report on every package uv.lock pins (the project itself left out)."""
-    uv = shutil.which("uv")
+    beside = Path(sys.executable).parent / "uv"  # .venv/bin/uv, where `make setup` puts it
+    uv = str(beside) if beside.is_file() else shutil.which("uv")
     if uv is None:
         raise AuditError("uv is not on PATH: `make setup` installs it in .venv")
     with tempfile.TemporaryDirectory() as folder:
