@@ -66,7 +66,7 @@ def audit_report(root: Path = ROOT) -> dict:
                         "--format", "requirements-txt", "-o", str(requirements)], cwd=root, check=True)
         result = subprocess.run([sys.executable, "-m", "pip_audit", "--requirement", str(requirements), "--no-deps",
                                  "--disable-pip", "--progress-spinner", "off", "--format", "json"],
-                                capture_output=True, text=True)
+                                capture_output=True, text=True, check=False)  # 1: vulnerabilities found
     try:
         return json.loads(result.stdout)
     except json.JSONDecodeError:

@@ -121,7 +121,7 @@ class Run:
 
 
 def _git(*args: str, strip: bool = True) -> str | None:
-    result = subprocess.run(["git", *args], capture_output=True, text=True)
+    result = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         return None
     return result.stdout.strip() if strip else result.stdout
@@ -219,8 +219,8 @@ def compare(first: Run, second: Run, rtol: float = RTOL, atol: float = ATOL, out
     say("## Environments (stages per versions and uv.lock sha256, from tracking/; processor)", "")
     for run in (first, second):
         counts = run.environments()
-        say(f"{run.name}:", *(f"  {n} stage{'s' if n > 1 else ''}: {env}" for env, n in counts.most_common())
-            or ["  no run records (tracking/<stage>.json)"])
+        say(f"{run.name}:", *([f"  {n} stage{'s' if n > 1 else ''}: {env}" for env, n in counts.most_common()]
+                              or ["  no run records (tracking/<stage>.json)"]))
     if not (differ or only):
         return 0
     return 2 if lost or moved_beyond or (claims_a and not claims_b) else 1

@@ -59,6 +59,8 @@ def test_identical_runs_exit_0_whatever_their_run_records_and_timings(tmp_path):
     assert status == 0
     assert "2 of 2 outputs byte-identical" in text
     assert "2.14.1" in text and "Some CPU" in text
+    (b / "tracking/train.json").unlink()
+    assert run(a, b)[1].endswith(f"{b}:\n  no run records (tracking/<stage>.json)\n")
 
 
 def test_an_environment_drift_names_the_outputs_the_numbers_and_the_claims(tmp_path):
