@@ -1,21 +1,31 @@
+# `make setup`: the environment of uv.lock (every package pinned, with hashes) in .venv.
 # `make repro`: set everything up and rebuild every result (`dvc repro`).
 # `make test`:  set everything up, lint (ruff, configured in pyproject.toml) and run the tests.
+# `make lock`:  refresh uv.lock after a change to pyproject.toml's dependencies (docs/reproducibility.md).
 VENV ?= .venv
 PYTHON ?= python3
+# The uv that installs the lock; a newer one reads it too, but the lock's format is uv's own.
+UV_VERSION ?= 0.13.9
+UV := $(abspath $(VENV))/bin/uv
 export PATH := $(abspath $(VENV))/bin:$(PATH)
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 
-.PHONY: setup repro test
+.PHONY: setup repro test lock
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(UV):
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
-	@# tests/test_attacks.py checks FGSM and PGD against torchattacks, whose pin requests~=2.25 would
-	@# drag MLflow back to 2.14: it is installed on its own, without its dependencies (all present).
-	$(VENV)/bin/pip install --quiet --no-deps 'torchattacks>=3.5'
+	$(VENV)/bin/pip install --quiet 'uv==$(UV_VERSION)'
+
+# --locked: fails, rather than resolving anew, when uv.lock no longer matches pyproject.toml.
+# --inexact: uv itself, which is not in the lock, stays in the environment.
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked --extra dev --inexact
 	touch $@
+
+lock: | $(UV)
+	$(UV) lock
 
 repro: setup
 	dvc repro

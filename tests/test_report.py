@@ -140,6 +140,37 @@ def test_stages_timed_on_several_processors_are_counted_per_processor(project):
     assert stage_cpus_row(build(["attack@cnn/mnist"])) == NOT_RECORDED
 
 
+def environment_rows(markdown: str) -> dict[str, str]:
+    return {cells[0]: cells[1] for line in markdown[markdown.index("## Environment"):].splitlines()
+            if line.startswith("| ") for cells in [[cell.strip() for cell in line.split("|")[1:-1]]]}
+
+
+def test_the_stages_versions_and_locks_are_shown_and_different_locks_are_said(project):
+    Path("uv.lock").write_text("the checkout's lock\n")
+    current = hashlib.sha256(b"the checkout's lock\n").hexdigest()
+    versions = {"python": "3.11.7", "torch": "2.14.1", "numpy": "2.4.6"}
+    for stage, env in [("train-linear@one_epoch", {**versions, "lock_sha256": current}),
+                       ("train-linear@long", {**versions, "lock_sha256": current}),
+                       ("evaluate@cnn/mnist", {**versions, "numpy": "2.3.5", "lock_sha256": "f" * 64,
+                                               "cuda": "13.0", "cudnn": "92400"})]:
+        Path(f"tracking/{stage}.json").parent.mkdir(parents=True, exist_ok=True)
+        Path(f"tracking/{stage}.json").write_text(json.dumps(
+            {"stage": stage, "run_id": "r", "seconds": 1.0, "startup_seconds": 1.0, "environment": env}))
+    rows = environment_rows(build(["train-linear@one_epoch", "train-linear@long", "evaluate@cnn/mnist"]))
+    assert rows["uv.lock (sha256)"] == f"`{current}`"
+    assert rows["uv.lock (the stages' runs)"] == (
+        f"**2 different locks**: `{current[:12]}` (this checkout's) (2 stages); `ffffffffffff` (not this checkout's) (1 stage)")
+    assert rows["versions (the stages' runs)"] == ("Python 3.11.7, torch 2.14.1, numpy 2.4.6 (2 stages); "
+                                                   "Python 3.11.7, torch 2.14.1, numpy 2.3.5, CUDA 13.0, cuDNN 92400 (1 stage)")
+    rows = environment_rows(build(["train-linear@one_epoch", "train-linear@long"]))
+    assert rows["uv.lock (the stages' runs)"] == f"`{current[:12]}` (this checkout's)"
+    assert rows["versions (the stages' runs)"] == "Python 3.11.7, torch 2.14.1, numpy 2.4.6"
+    Path("uv.lock").unlink()
+    rows = environment_rows(build(["train-linear@one_epoch", "attack@cnn/mnist"]))  # no lock; no record
+    assert rows["uv.lock (sha256)"] == NOT_RECORDED
+    assert rows["uv.lock (the stages' runs)"] == f"`{current[:12]}` (not this checkout's)"
+
+
 def test_missing_run_record_is_not_recorded_and_a_broken_one_is_named(project):
     assert recorded_run("score-gan") is None
     Path("tracking/score-gan.json").write_text("{not json")

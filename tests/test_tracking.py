@@ -1,14 +1,17 @@
+import hashlib
 import os
+import platform
 import select
 import signal
 import socket
 import subprocess
 import sys
 import time
+from importlib.metadata import version
 
 import pytest
 
-from dlcourse.pipeline import dvc_params, process, store, tracking
+from dlcourse.pipeline import dvc_params, process, store, tracking, versions
 
 
 def test_project_root_finds_the_repository_from_a_queued_experiment(monkeypatch, tmp_path):
@@ -51,6 +54,39 @@ def test_stage_run_logs_params_metrics_curves_and_tags(monkeypatch, tmp_path):
     assert [m.value for m in client.get_metric_history(record["run_id"], "curve")] == [0.1, 0.5]
     assert [a.path for a in client.list_artifacts(record["run_id"])] == ["weights.bin"]
     assert (tmp_path / "mlartifacts").is_dir()
+    # The versions that made the stage's bytes, in the record and in the run; the store relative to
+    # the repository, not the absolute path of this checkout.
+    assert record["tracking_uri"] == "sqlite:///mlflow.db"
+    assert str(tmp_path) not in (tmp_path / "tracking/train-linear@x.json").read_text()
+    assert record["environment"]["python"] == platform.python_version()
+    assert all(record["environment"][name] == version(name) for name in ("torch", "numpy", "matplotlib", "pillow"))
+    assert record["environment"]["lock_sha256"] is None  # no uv.lock in this repository
+    assert {f"env.{k}": v for k, v in record["environment"].items() if v is not None}.items() <= logged.data.tags.items()
+
+
+def test_environment_versions_hash_the_lock_and_name_cuda_only_when_used(tmp_path):
+    (tmp_path / "uv.lock").write_bytes(b"version = 1\n")
+    recorded = versions.environment_versions(tmp_path)
+    assert recorded["lock_sha256"] == hashlib.sha256(b"version = 1\n").hexdigest()
+    import torch
+
+    assert ("cuda" in recorded) == torch.cuda.is_initialized()
+
+
+@pytest.mark.parametrize("uri, recorded", [
+    ("sqlite:///{root}/mlflow.db", "sqlite:///mlflow.db"),
+    ("sqlite:///{root}/stores/runs.db", "sqlite:///stores/runs.db"),
+    ("sqlite:///{elsewhere}/mlflow.db", None),
+    ("file://{root}/mlruns", "mlruns"),
+    ("{root}/mlruns", "mlruns"),
+    ("{elsewhere}/mlruns", None),
+    ("http://alice:secret@tracking.example:5000", "http://tracking.example:5000"),
+    ("postgresql://mlflow:pw@db.example/mlflow", "postgresql://db.example/mlflow"),
+])
+def test_the_recorded_store_names_nothing_particular_to_the_machine(tmp_path, uri, recorded):
+    root, elsewhere = tmp_path / "repo", tmp_path / "other"
+    (root / "stores").mkdir(parents=True)
+    assert store.recorded_tracking_uri(uri.format(root=root, elsewhere=elsewhere), root) == recorded
 
 
 INTEL_CPUINFO = """processor\t: 0

@@ -54,6 +54,30 @@ def _sqlite_path(uri: str) -> Path | None:
     return Path(rest[1:]) if rest.startswith("/") and rest != "/" else None
 
 
+def recorded_tracking_uri(uri: str, root: Path | None = None) -> str | None:
+    """The store as a committed run record names it, with nothing particular to the machine: a local
+    store inside the repository relative to it (`sqlite:///mlflow.db`, `mlruns`), a server without
+    the user and password of its URL, None for a local store outside the repository."""
+    root = (root or project_root()).resolve()
+    parsed = urllib.parse.urlparse(uri)
+    scheme = parsed.scheme.lower()
+    if scheme.startswith("sqlite"):
+        path = _sqlite_path(uri)
+        if path is None:  # in memory
+            return uri
+    elif scheme == "file":
+        path = Path(urllib.request.url2pathname(parsed.path))
+    elif not scheme:
+        path = Path(uri)
+    else:
+        return parsed._replace(netloc=parsed.netloc.rsplit("@", 1)[-1]).geturl()
+    try:
+        relative = path.resolve().relative_to(root).as_posix()
+    except ValueError:
+        return None
+    return f"{parsed.scheme}:///{relative}" if scheme.startswith("sqlite") else relative
+
+
 def check_tracking_uri(uri: str) -> None:
     """Refuse a URI MLflow would not know, or a SQLite store whose folder is missing (creating the
     folder would hide a typo), before any compute."""

@@ -24,7 +24,9 @@ from .dvc_params import flatten
 from .git import git_tags
 from .process import alive, cpu_description, freeze_objects, process_start_time
 from .signals import StageKilled, killed_on_signals
-from .store import check_reachable, check_tracking_uri, project_root, refused_explained, store_lock, tracking_uri
+from .store import (check_reachable, check_tracking_uri, project_root, recorded_tracking_uri, refused_explained, store_lock,
+                    tracking_uri)
+from .versions import environment_versions
 
 EXPERIMENT = "dl-course"
 TRACKING_DIR = Path("tracking")
@@ -82,7 +84,9 @@ def stage_run(stage: str, params: dict, record: Path | None = None,
     """Open the MLflow run of one DVC stage (or matrix entry), log `params` (see `declared_params`)
     and `tags` (facts that are not params), and write its id to `record` (default
     `tracking/<stage>.json`) when it ends well, with the run's wall time (`seconds`), the
-    process's start-up before it (`startup_seconds`) and the processor they were measured on (`cpu`):
+    process's start-up before it (`startup_seconds`), the processor they were measured on (`cpu`),
+    the versions that made its bytes (`environment`, also the run's `env.*` tags; see
+    `versions.environment_versions`) and the store, relative to the repository (`recorded_tracking_uri`):
     kept out of every cached output.
 
     SIGTERM or SIGINT while it is open ends the run as KILLED and exits with 128 + the signal number.
@@ -132,11 +136,13 @@ def stage_run(stage: str, params: dict, record: Path | None = None,
         raise
     seconds = {"seconds": round(time.perf_counter() - started, 3), "startup_seconds": round(startup_seconds, 3)}
     tracked.log_metrics({f"stage.{name}": value for name, value in seconds.items()})
+    versions = environment_versions(project_root())
+    tracked.set_tags({f"env.{name}": str(value) for name, value in versions.items() if value is not None})
     mlflow.end_run("FINISHED")
     write_json(
         record or TRACKING_DIR / f"{stage}.json",
-        {"stage": stage, "run_id": tracked.run_id, "experiment": experiment_name, "tracking_uri": uri, **seconds,
-         "cpu": cpu},
+        {"stage": stage, "run_id": tracked.run_id, "experiment": experiment_name,
+         "tracking_uri": recorded_tracking_uri(uri), **seconds, "cpu": cpu, "environment": versions},
     )
 
 

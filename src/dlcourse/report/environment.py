@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..pipeline import tracking
+from ..pipeline import tracking, versions
 from ..pipeline.git import git_commit
 from ..pipeline.versions import installed_version
 from .results import Results
@@ -55,12 +55,14 @@ def environment(stages: list[str], results: Results, params_path: Path = Path("p
             experiments.add(record["experiment"])
         rows.append({"stage": stage, "device": timing.get("device"), "mlflow_run_id": record.get("run_id"),
                      "seconds": record.get("seconds"), "startup_seconds": record.get("startup_seconds"),
-                     "cpu": record.get("cpu")})
+                     "cpu": record.get("cpu"), "environment": record.get("environment")})
     return {
         "git_commit": git_commit(),
         "params_sha256": hashlib.sha256(Path(params_path).read_bytes()).hexdigest(),
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "numpy": installed_version("numpy"),
+        "lock_sha256": versions.file_sha256(Path(versions.LOCK_FILE)),
         "cuda": torch.version.cuda,  # None for a CPU-only build of torch
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "dvc": version("dvc"),
@@ -79,9 +81,13 @@ def environment_section(env: dict) -> str:
         ("params.yaml (sha256)", code(env["params_sha256"])),
         ("Python", env["python"]),
         ("torch", env["torch"]),
+        ("numpy", env["numpy"]),
         ("CUDA (torch build)", env["cuda"] or "none: CPU-only build"),
         ("GPU", env["gpu"] or "none visible"),
         ("CPU (the stages' runs)", stage_cpus(env["stages"])),
+        ("uv.lock (sha256)", code(env["lock_sha256"])),
+        ("versions (the stages' runs)", stage_versions(env["stages"])),
+        ("uv.lock (the stages' runs)", stage_locks(env["stages"], env["lock_sha256"])),
         ("DVC", env["dvc"]),
         ("MLflow", env["mlflow"]),
         ("MLflow experiment", ", ".join(f"`{name}`" for name in env["mlflow_experiments"]) or NOT_RECORDED),
@@ -89,8 +95,8 @@ def environment_section(env: dict) -> str:
     return (
         "## Environment\n\n"
         "The machine and code this report was built with. Devices come from `metrics/timing/` (written by the "
-        "stages that train or search); processors, times and run ids from `tracking/<stage>.json`, the records "
-        "of the runs that made the results shown (the report's own run is in `reports/run.json`).\n\n"
+        "stages that train or search); processors, versions, locks, times and run ids from `tracking/<stage>.json`, "
+        "the records of the runs that made the results shown (the report's own run is in `reports/run.json`).\n\n"
         + pd.DataFrame(facts, columns=["", "value"]).to_markdown(index=False) + "\n\n"
         + time_table(env["stages"]) + "\n"
     )
@@ -104,6 +110,41 @@ def stage_cpus(rows: list[dict]) -> str:
     if len(counts) <= 1:
         return next(iter(counts), NOT_RECORDED)
     return "; ".join(f"{cpu} ({n} stage{'s' if n > 1 else ''})" for cpu, n in counts.items())
+
+
+def counted(counts: Counter) -> str:
+    return "; ".join(f"{value} ({n} stage{'s' if n > 1 else ''})" for value, n in counts.items())
+
+
+def stage_versions(rows: list[dict]) -> str:
+    """The versions that made the stages' bytes (`environment` of `tracking/<stage>.json`: Python,
+    the computing packages, and CUDA and cuDNN for a stage that used them), each with its number of
+    stages when there are several."""
+    def described(env: dict | None) -> str:
+        if not env:
+            return NOT_RECORDED
+        names = [("Python", "python"), ("torch", "torch"), ("torchvision", "torchvision"), ("numpy", "numpy"),
+                 ("scipy", "scipy"), ("Pillow", "pillow"), ("matplotlib", "matplotlib"), ("CUDA", "cuda"),
+                 ("cuDNN", "cudnn")]
+        return ", ".join(f"{name} {env[key]}" for name, key in names if env.get(key))
+
+    counts = Counter(described(row.get("environment")) for row in rows if row["mlflow_run_id"])
+    return next(iter(counts)) if len(counts) == 1 else (counted(counts) or NOT_RECORDED)
+
+
+def stage_locks(rows: list[dict], current: str | None) -> str:
+    """The lock (`uv.lock`'s sha256) each stage's environment was installed from, and whether it is
+    the checkout's: stages run under different locks are said to be, with their counts."""
+    def described(env: dict | None) -> str:
+        sha = (env or {}).get("lock_sha256")
+        if not sha:
+            return NOT_RECORDED
+        return f"`{sha[:12]}`" + (" (this checkout's)" if sha == current else " (not this checkout's)")
+
+    counts = Counter(described(row.get("environment")) for row in rows if row["mlflow_run_id"])
+    if len(counts) <= 1:
+        return next(iter(counts), NOT_RECORDED)
+    return f"**{len(counts)} different locks**: " + counted(counts)
 
 
 def seconds(value) -> str:
