@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from dlcourse import data, gan_eras, gan_metrics, generative, params, tracking
-from dlcourse.files import load_torch, write_csv, write_json
+from dlcourse.files import check_finite_tensors, load_torch, write_csv, write_json
 from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
 from dlcourse.training import resolve_device, seed_everything
 
@@ -27,7 +27,9 @@ def score_checkpoints(generator: torch.nn.Module, checkpoints: list, judge: gan_
     curve = []
     for checkpoint in checkpoints:
         state = load_torch(checkpoint, map_location=device)
-        generator.load_state_dict(generative.sampler_weights(state))
+        weights = generative.sampler_weights(state)
+        check_finite_tensors(weights, checkpoint)  # a diverged generator's samples would be scored as any other
+        generator.load_state_dict(weights)
         scores = gan_metrics.score_generator(generator, noise[:curve_samples],
                                              asked[:curve_samples] if num_classes else None, judge, full=False)
         curve.append({"epoch": state["epoch"], **scores})

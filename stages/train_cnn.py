@@ -18,7 +18,7 @@ from dlcourse import data, distributed, params, registry, tracking
 from dlcourse.files import write_csv, write_json
 from dlcourse.models import Classifier, parameter_count, save_classifier
 from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
-from dlcourse.training import EpochRecord, resolve_device, seed_everything, train_epochs
+from dlcourse.training import EpochRecord, divergence_explained, resolve_device, seed_everything, train_epochs
 
 
 def train_classifier(p: params.CnnRunParams, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
@@ -52,7 +52,10 @@ def main(name: str) -> None:
                 run.log_metrics({"curve.test_accuracy": record.test_accuracy, "curve.train_loss": record.train_loss,
                                  "curve.epoch_seconds": record.seconds}, step=record.epoch)
 
-            model, records = train_classifier(p, train_x, train_y, test_x, test_y, rng, world, log_epoch)
+            suspects = {f"train_cnn.{name}.{key}": getattr(p, key)
+                        for key in ("lr", "optimizer", "momentum", "weight_decay", "bias_lr_scale")}
+            with divergence_explained(stage, suspects):
+                model, records = train_classifier(p, train_x, train_y, test_x, test_y, rng, world, log_epoch)
             if world.is_main:
                 write_outputs(name, p, model, train.classes, records, len(train_y), test.images, device, world, run)
 

@@ -24,7 +24,7 @@ from torchvision.utils import save_image
 from dlcourse import data, distributed, gan_eras, generative, params, registry, tracking
 from dlcourse.files import atomic_path, load_torch, write_csv, write_json
 from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
-from dlcourse.training import resolve_device, seed_everything
+from dlcourse.training import divergence_explained, resolve_device, seed_everything
 
 
 def save_grid(images: torch.Tensor, path, columns: int) -> None:
@@ -105,11 +105,14 @@ def main(entry: str, resume: bool) -> None:
                                            history=history, ema=ema, fingerprint=fingerprint)
                 run.log_metrics({"epoch_seconds": history.epoch_seconds[-1]}, step=epoch)
 
-            history = generative.train_gan(generator, discriminator, opt_g, opt_d, train.images, train.labels,
-                                           recipe=recipe(p), ema=ema, epochs=p.epochs, epoch_images=p.epoch_images,
-                                           batch_size=p.batch_size, rng=rng, device=device, start_epoch=start_epoch,
-                                           history=history, on_epoch_end=end_of_epoch, progress=world.is_main,
-                                           world=world)
+            suspects = {f"train_gan.{entry}.{key}": getattr(p, key)
+                        for key in ("lr_g", "lr_d", "beta1", "beta2", "penalty_weight")}
+            with divergence_explained(stage, suspects):
+                history = generative.train_gan(generator, discriminator, opt_g, opt_d, train.images, train.labels,
+                                               recipe=recipe(p), ema=ema, epochs=p.epochs, epoch_images=p.epoch_images,
+                                               batch_size=p.batch_size, rng=rng, device=device, start_epoch=start_epoch,
+                                               history=history, on_epoch_end=end_of_epoch, progress=world.is_main,
+                                               world=world)
             if not world.is_main:
                 return  # rank 0 alone writes the outputs
             ends = generative.fixed_noise(2 * p.interpolation_rows, p.latent_dim, all_params.seed + 1).to(device)

@@ -11,7 +11,8 @@ from dlcourse import data, params, registry, tracking
 from dlcourse.files import write_csv, write_json
 from dlcourse.models import Classifier, save_classifier
 from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
-from dlcourse.training import (LOSSES, Curve, accuracy, resolve_device, seed_everything, train_iterations)
+from dlcourse.training import (LOSSES, Curve, accuracy, divergence_explained, resolve_device, seed_everything,
+                               train_iterations)
 
 
 @dataclass
@@ -66,7 +67,9 @@ def main(name: str) -> None:
         torch.set_num_threads(1)
         device = resolve_device(all_params.device)
         train, test = (data.load_split(PREPARED, "mnist", split) for split in ("train", "test"))
-        result = train_linear(p, all_params.seed, device, train, test)
+        with divergence_explained(stage, {f"train_linear.{name}.{key}": getattr(p, key)
+                                          for key in ("lr", "momentum", "reduction")}):
+            result = train_linear(p, all_params.seed, device, train, test)
 
         save_classifier(result.model, "mnist", train.classes, MODELS / "linear" / f"{name}.pt")
         write_json(METRICS / "linear" / f"{name}.json", result.metrics)

@@ -219,9 +219,10 @@ def load_classifier(path, device: torch.device | str = "cpu",
     by default: with them, a convolution takes the faster channels-last kernels whatever the layout
     of its input (on this project's CPU, the airnet's forward pass and its input gradient about 1.9x
     faster; `benchmarks/inference_layout.py`), with the same sums in another order."""
-    from .files import load_torch
+    from .files import check_finite_tensors, load_torch
 
     checkpoint = load_torch(path, map_location=device)
+    check_finite_tensors(checkpoint["state_dict"], path)  # a diverged network's answers are meaningless
     channels = checkpoint["state_dict"]["mean"].shape[1]
     model = Classifier(checkpoint["architecture"], checkpoint["kwargs"], channels).to(device)
     model.load_state_dict(checkpoint["state_dict"])
