@@ -233,14 +233,16 @@ IMAGE_SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}  # channels, heigh
 
 
 def check_buildable(name: str, architecture: str, kwargs: dict, dataset: str) -> Classifier:
-    """The classifier of a train entry, built and run on one blank batch of its dataset's images,
-    so that arguments that do not fit (widths of the wrong length, an input shape of another
-    dataset) are refused naming the entry before any training."""
+    """The classifier of a train entry, built and run on one blank batch of its dataset's images on
+    the meta device (shapes only: no memory, whatever the sizes), so that arguments that do not fit
+    (widths of the wrong length, an input shape of another dataset) are refused naming the entry
+    before any training. The model returned is on the meta device."""
     channels = IMAGE_SHAPES[dataset][0]
     try:
-        model = Classifier(architecture, kwargs, channels).eval()
-        with torch.no_grad():
-            logits = model(torch.zeros(2, *IMAGE_SHAPES[dataset]))
+        with torch.device("meta"):
+            model = Classifier(architecture, kwargs, channels).eval()
+            with torch.no_grad():
+                logits = model(torch.zeros(2, *IMAGE_SHAPES[dataset]))
     except Exception as exc:  # noqa: BLE001 - any failure means the params do not describe a network
         raise ValueError(f"{name}: {architecture}({kwargs}) does not build or run on {dataset} images "
                          f"{IMAGE_SHAPES[dataset]}: {exc}") from None
