@@ -16,10 +16,15 @@ from dlcourse.gan_eras import Discriminator, Generator
 from dlcourse.generative import make_optimizers, train_gan
 from dlcourse.models import Classifier, Reseau1, load_classifier, save_classifier
 from dlcourse.training import (
-    LOSSES, DivergedError, accuracy, check_finite_weights, divergence_explained, seed_everything, train_epochs,
+    LOSSES,
+    DivergedError,
+    accuracy,
+    check_finite_weights,
+    divergence_explained,
+    seed_everything,
+    train_epochs,
     train_iterations,
 )
-
 
 # --- strict JSON -----------------------------------------------------------------------------
 
@@ -85,6 +90,14 @@ def test_read_json_of_a_missing_file_is_a_file_not_found_error_naming_the_stage(
     ("data/prepared/mnist/test.pt", "preprocess"),
     ("data/raw/mnist/t10k-images-idx3-ubyte.gz", "download"),
     ("reports/claims.json", "report"),
+    ("plots/cnn/mnist-course.csv", "train-cnn@mnist-course"),
+    ("plots/linear/long.csv", "train-linear@long"),
+    ("plots/evaluate/cnn/mnist/predictions.csv", "evaluate@cnn/mnist"),
+    ("plots/attack/linear/one_epoch/eps.csv", "attack@linear/one_epoch"),
+    ("plots/fooling/mnist/cppn.png", "fooling@mnist"),
+    ("plots/gan/conditional/scores.csv", "score-gan@conditional"),
+    ("plots/gan/conditional/samples/epoch_01.png", "train-gan@conditional"),
+    ("plots/gan/conditional/losses.csv", "train-gan@conditional"),
     ("somewhere/else.json", None),
 ])
 def test_the_stage_that_writes_each_built_file(path, stage):

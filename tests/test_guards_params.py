@@ -3,7 +3,6 @@ names safe in a command and a path, and check-params measuring networks without 
 
 import copy
 import math
-import resource
 import subprocess
 import sys
 from pathlib import Path

@@ -13,16 +13,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 
 from .attacks import HARMLESS, WRECKED, choose_slight_eps, drop, noise_drop, slight_and_wrecking
-from .files import read_json
+from .files import non_finite_keys, read_json, rebuild_hint
 from .paths import METRICS, PLOTS
 
 MNIST_SIZE = (60000, 10000)
 INIT_BAND = (0.07, 0.13)  # "à peu près 10 %": a random guess among 10 classes
 ONE_EPOCH_BAND = (0.875, 0.925)  # "environ 90 %"
 PLATEAU_GAIN_MAX = 0.02  # "pas vraiment [...] nettement plus élevée": at most 2 points more
+# ... and the long run ends on its plateau, at most 2 points below the one-epoch run: a run that
+# diverged (to 10 %) shows no plateau, though it gains nothing
+PLATEAU_FINAL_LOSS_MAX = 0.02
 PLATEAU_LENGTH_MIN = 5  # the long run trains at least 5x as many iterations as the one-epoch run
 CNN_BAR, CNN_EPOCHS = 0.97, 2  # "en 1 ou 2 epochs une précision de 97~98%"
 SLOWER_MIN = 5  # "nettement plus long": an epoch at least 5x as long
@@ -39,6 +43,17 @@ GAN_GOAL_CONFIDENT = 0.9  # beyond the course (reported, not judged): the best u
 GAN_GOAL_RAREST_DIGIT = 0.07  # ... and the smallest share of any digit among them
 
 
+def _not_empty(metrics, path: Path):
+    """A metrics file holds a non-empty mapping: `{}` or `[]` is no measurement."""
+    if not isinstance(metrics, dict) or not metrics:
+        raise ClaimError(f"{path}: holds no metrics ({json_kind(metrics)}); {rebuild_hint(path)}")
+    return metrics
+
+
+def json_kind(value) -> str:
+    return "an empty mapping" if value == {} else f"a {type(value).__name__}, not a mapping"
+
+
 class Results:
     """Read access to the stages' metrics and curves, with a clear error for a missing one."""
 
@@ -48,8 +63,8 @@ class Results:
     def metrics(self, name: str) -> dict:
         path = self.metrics_dir / f"{name}.json"
         if not path.exists():
-            raise FileNotFoundError(f"{path}: missing; the stage that writes it has not run (see dvc.yaml)")
-        return read_json(path)
+            raise FileNotFoundError(f"{path}: missing; the stage that writes it has not run: {rebuild_hint(path)}")
+        return _not_empty(read_json(path), path)
 
     def optional_metrics(self, name: str) -> dict | None:
         """The metrics file, or None where the stage that would write it never does (or has not run)."""
@@ -59,18 +74,35 @@ class Results:
     def per_model(self, stage: str) -> dict[str, dict]:
         """The metrics a per-model stage wrote, by model name ("cnn/mnist", "linear/one_epoch", ...)."""
         folder = self.metrics_dir / stage
-        return {path.relative_to(folder).with_suffix("").as_posix(): read_json(path)
+        return {path.relative_to(folder).with_suffix("").as_posix(): _not_empty(read_json(path), path)
                 for path in sorted(folder.rglob("*.json"))}
 
     def curve(self, name: str) -> pd.DataFrame:
         path = self.plots_dir / f"{name}.csv"
         if not path.exists():
-            raise FileNotFoundError(f"{path}: missing; the stage that writes it has not run (see dvc.yaml)")
-        return pd.read_csv(path)
+            raise FileNotFoundError(f"{path}: missing; the stage that writes it has not run: {rebuild_hint(path)}")
+        try:
+            frame = pd.read_csv(path)
+        except (ValueError, pd.errors.ParserError) as exc:  # EmptyDataError is a ValueError
+            raise ClaimError(f"{path}: not a readable CSV ({exc}); {rebuild_hint(path)}") from None
+        if frame.empty:
+            raise ClaimError(f"{path}: no rows; {rebuild_hint(path)}")
+        if not np.isfinite(frame.select_dtypes("number").to_numpy(dtype=float)).all():
+            raise ClaimError(f"{path}: holds NaN or infinite values (empty cells?); {rebuild_hint(path)}")
+        return frame
 
 
 class ClaimError(ValueError):
     pass
+
+
+def require_finite(value, what: str):
+    """`value` (a number, or a JSON-like structure of them), refused when any number in it is NaN or
+    infinite: a verdict never holds on a measurement that is not one."""
+    bad = non_finite_keys(value)
+    if bad:
+        raise ClaimError(f"{what}: {', '.join(bad)} not finite (NaN or infinity); a verdict cannot rest on it")
+    return value
 
 
 def floor(value: float, least: float, what: str) -> float:
@@ -100,6 +132,7 @@ class Claim:
 
     def evaluate(self, results: Results) -> dict:
         measured, values, holds = self.check(results)
+        require_finite(values, f"claim {self.id}: the values judged")
         return {"claim": self.claim, "course": self.course, "measured": measured, "values": values,
                 "holds": bool(holds)}
 
@@ -134,12 +167,15 @@ def _linear_plateau(r: Results):
             f"{100 * gain:+.2f} points over one epoch ({pct(one['test_accuracy'])})",
             {"one_epoch": one["test_accuracy"], "long_best": long["best_test_accuracy"],
              "long_final": long["test_accuracy"], "gain": gain, "length_factor": length},
-            gain <= PLATEAU_GAIN_MAX and length >= PLATEAU_LENGTH_MIN)
+            gain <= PLATEAU_GAIN_MAX and length >= PLATEAU_LENGTH_MIN
+            and long["test_accuracy"] >= one["test_accuracy"] - PLATEAU_FINAL_LOSS_MAX)
 
 
 def _cnn_mnist(r: Results):
     curve = r.curve("cnn/mnist-course")
     early = curve[curve["epoch"] <= CNN_EPOCHS]
+    if early.empty:
+        raise ClaimError(f"{r.plots_dir / 'cnn/mnist-course.csv'}: no epoch <= {CNN_EPOCHS}; {rebuild_hint('plots/cnn/mnist-course.csv')}")
     by_epoch = ", ".join(f"epoch {int(e)}: {pct(a)}" for e, a in zip(early["epoch"], early["test_accuracy"]))
     best = float(early["test_accuracy"].max())
     return f"Reseau2, {by_epoch}", {"by_epoch": early["test_accuracy"].tolist(), "best": best}, best >= CNN_BAR
@@ -147,6 +183,9 @@ def _cnn_mnist(r: Results):
 
 def _cnn_slower(r: Results):
     linear, cnn = r.metrics("timing/train-linear@one_epoch"), r.metrics("timing/train-cnn@mnist-course")
+    if not linear["train_seconds"] > 0:
+        raise ClaimError(f"{r.metrics_dir / 'timing/train-linear@one_epoch.json'}: train_seconds is "
+                         f"{linear['train_seconds']}, not a time; {rebuild_hint('metrics/timing/train-linear@one_epoch.json')}")
     per_epoch = cnn["train_seconds"] / r.metrics("cnn/mnist-course")["epochs"]
     ratio = per_epoch / linear["train_seconds"]
     return (f"one epoch: Reseau1 {linear['train_seconds']:.2f} s, Reseau2 {per_epoch:.1f} s ({ratio:.0f}x longer, "
@@ -186,6 +225,10 @@ def _hard_errors(r: Results):
 
 def slight_corruption_verdict(m: dict) -> dict:
     """One attacked model's verdict: the eps chosen on the selection half, judged on the evaluation half."""
+    require_finite(m["selection"]["accuracy"], "slight-corruption: the selection half's accuracies")
+    require_finite(m["evaluation"]["accuracy"], "slight-corruption: the evaluation half's accuracies")
+    if not m["evaluation"]["accuracy"] or not m["selection"]["accuracy"]:
+        raise ClaimError("slight-corruption: an attacked model's metrics hold no accuracy sweep")
     selection = {float(eps): row for eps, row in m["selection"]["accuracy"].items()}
     evaluation = {float(eps): row for eps, row in m["evaluation"]["accuracy"].items()}
     eps = choose_slight_eps(selection)
@@ -219,7 +262,9 @@ def _fooling(r: Results):
                              "rerun the fooling stage")
         methods = {}
         for method in FOOLING_METHODS:
-            per_class = m[method]["per_class"]
+            per_class = require_finite(m[method]["per_class"], f"{path}: {method}.per_class")
+            if not per_class:  # all() over no class would be true
+                raise ClaimError(f"{path}: {method}.per_class is empty; {rebuild_hint(path)}")
             methods[method] = {
                 "reaches_every_class": all(c["confidence"] >= bar for c in per_class.values()),
                 "short_of_the_bar": {name: c["confidence"] for name, c in per_class.items() if c["confidence"] < bar},
@@ -261,8 +306,8 @@ def _gan_digits(r: Results):
     improved = last["frechet_distance"] < first["frechet_distance"] and \
         last["confident_fraction"] > first["confident_fraction"]
     recognisable = final["confident_fraction"] >= GAN_RECOGNISABLE
-    agreement = final.get("label_agreement")
-    asked = agreement is None or agreement >= GAN_AGREEMENT
+    agreement = final.get("label_agreement")  # a conditional entry's: without it, the digit asked is unchecked
+    asked = agreement is not None and agreement >= GAN_AGREEMENT
     measured = (
         f"`{name}`, epoch {first['epoch']} → {last['epoch']} ({m['curve_samples']} samples each): Fréchet distance "
         f"{first['frechet_distance']:.2f} → {last['frechet_distance']:.2f}, classified with confidence >= {bar:g}: "
@@ -271,7 +316,7 @@ def _gan_digits(r: Results):
         f"Fréchet distance {final['frechet_distance']:.2f} (real train vs test: {real['frechet_distance']:.2f}), "
         f"Inception-Score analogue {final['inception_score']:.2f} (real: {real['inception_score']:.2f})"
         + (f"; class-conditional: the classifier reads the digit asked for in {pct(agreement)}"
-           if agreement is not None else "; unconditional"))
+           if agreement is not None else "; the digit asked for was not measured (no label_agreement)"))
     values = {"entry": name, "first_epoch": first, "last_epoch": last, "generated": final, "real": real,
               "improved": improved, "recognisable": recognisable, "reads_the_digit_asked_for": asked}
     return measured, values, improved and recognisable and asked
@@ -343,7 +388,7 @@ CLAIMS = [
     Claim("linear-plateau",
           "Training the linear network longer does not give a clearly higher accuracy than 90-92 % (checked: a run "
           f"at least {PLATEAU_LENGTH_MIN}x as long gains at most {100 * PLATEAU_GAIN_MAX:g} points of best test "
-          "accuracy over the one-epoch run).",
+          f"accuracy over the one-epoch run, and ends at most {100 * PLATEAU_FINAL_LOSS_MAX:g} points below it).",
           "entraîner le réseau plus longtemps ne permet pas vraiment d'obtenir une précision nettement plus "
           "élevée que 90~92%", _linear_plateau,
           lambda values: ["linear/one_epoch", "linear/long"]),
