@@ -6,13 +6,14 @@ same document in one file, every image embedded. Its own MLflow run id goes to r
 outside `tracking/`, which it reads.
 """
 
+import sys
 from pathlib import Path
 
 import pandas as pd
 
 from dlcourse import params, registry, tracking
-from dlcourse.claims import (GAN_TIMELINE, Results, evaluate_claims, gan_entries, gan_progress_table, pct,
-                             slight_corruption_verdict, supported_claims)
+from dlcourse.claims import (GAN_TIMELINE, Results, evaluate_claims, gan_entries, gan_progress_table, leftover_warning,
+                             pct, slight_corruption_verdict, supported_claims)
 from dlcourse.document import document, unlisted_figures, write_report
 from dlcourse.environment import environment, pipeline_stages
 from dlcourse.figures import image_columns, plot_curves
@@ -73,8 +74,8 @@ def draw_gan_figures(results: Results) -> None:
 def cnn_entries(results: Results) -> dict[str, list[str]]:
     """The train-cnn entries by dataset."""
     entries = {}
-    for path in sorted((results.metrics_dir / "cnn").glob("*.json")):
-        entries.setdefault(results.metrics(f"cnn/{path.stem}")["dataset"], []).append(path.stem)
+    for name, m in results.per_model("cnn").items():  # the entries params.yaml names
+        entries.setdefault(m["dataset"], []).append(name)
     return entries
 
 
@@ -136,9 +137,9 @@ def robustness_section(results: Results) -> str:
                      f"![examples]({folder}/examples.png)\n\n"
                      f"| L-inf sweep | corruptions |\n| --- | --- |\n"
                      f"| ![]({folder}/accuracy_vs_eps.png) | ![]({folder}/corruptions.png) |\n")
-    for path in sorted((results.metrics_dir / "fooling").glob("*.json")):
-        m = results.metrics(f"fooling/{path.stem}")
-        timing = results.metrics(f"timing/fooling@{path.stem}")
+    for dataset in results.names("fooling"):  # the entries params.yaml names
+        m = results.metrics(f"fooling/{dataset}")
+        timing = results.metrics(f"timing/fooling@{dataset}")
         rows = [{"method": FOOLING_METHODS[method],
                  f"classes >= {m['confidence_bar']}": sum(c["confidence"] >= m["confidence_bar"]
                                                          for c in m[method]["per_class"].values()),
@@ -148,9 +149,9 @@ def robustness_section(results: Results) -> str:
                  f"`{m['transfer_model']}`'s confidence": pct(m[method]["transfer_confidence_mean"]),
                  "seconds": timing[f"{method}_seconds"]}
                 for method in FOOLING_METHODS]
-        images = "\n\n".join(f"![{label}](../plots/fooling/{path.stem}/{method}.png)"
+        images = "\n\n".join(f"![{label}](../plots/fooling/{dataset}/{method}.png)"
                               for method, label in FOOLING_METHODS.items())
-        parts.append(f"### Fooling images, {path.stem} (`{m['model']}`, bar {m['confidence_bar']}; transfer to "
+        parts.append(f"### Fooling images, {dataset} (`{m['model']}`, bar {m['confidence_bar']}; transfer to "
                      f"`{m['transfer_model']}`)\n\n"
                      "Noise-like images by gradient ascent and by evolution of the pixels, and regular patterns "
                      "by a CPPN evolved with MAP-Elites over all classes at once (Nguyen et al. 2015, the slides' "
@@ -218,11 +219,15 @@ def main() -> None:
     with tracking.stage_run("report", tracking.declared_params("report", all_params),
                             record=REPORTS / "run.json") as run:
         results = Results()
+        leftovers = results.leftovers()  # outputs of removed entries: neither judged nor shown
+        warning = leftover_warning(leftovers)
+        if warning:
+            print(warning, file=sys.stderr)
         claims = evaluate_claims(results)
         draw_figures(results)
         sections = [linear_section(results), cnn_section(results), evaluation_section(results),
                     robustness_section(results), gan_section(results)]
-        unlisted = unlisted_figures("\n".join(sections), REPORTS, PLOTS)
+        unlisted = [path for path in unlisted_figures("\n".join(sections), REPORTS, PLOTS) if path not in leftovers]
         if unlisted:
             sections.append(other_figures_section(unlisted))
         stages = [stage for stage in pipeline_stages() if stage != "report"]

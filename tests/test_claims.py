@@ -89,7 +89,17 @@ def results(tmp_path, edit=None) -> Results:
         path.write_text(json.dumps(values))
     (tmp_path / "plots/cnn").mkdir(parents=True)
     pd.DataFrame(curve).to_csv(tmp_path / "plots/cnn/mnist-course.csv", index=False)
-    return Results(tmp_path / "metrics", tmp_path / "plots")
+    return Results(tmp_path / "metrics", tmp_path / "plots", entries_named(metrics))
+
+
+def entries_named(metrics: dict) -> dict[str, list[str]]:
+    """The entries a params.yaml of this fake world would name: those whose metrics it holds."""
+    entries = {stage: [] for stage in ("linear", "cnn", "evaluate", "attack", "fooling", "gan")}
+    for name in metrics:
+        stage, _, entry = name.partition("/")
+        if stage in entries:
+            entries[stage].append(entry.removesuffix("/scores"))
+    return entries
 
 
 def setter(name: str, key: str, value):

@@ -8,10 +8,12 @@ import re
 from pathlib import Path
 
 import pytest
-from test_claims import HOLDING, results, setter
+from test_claims import HOLDING, entries_named, results, setter
 
-from dlcourse import claims
-from dlcourse.claims import ClaimError, Results, evaluate_claims, slight_corruption_verdict
+from dlcourse import claims, params
+from dlcourse.claims import (
+    ClaimError, Results, entries_of, evaluate_claims, leftover_warning, slight_corruption_verdict,
+)
 from dlcourse.files import UnreadableFileError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,8 +133,43 @@ def test_the_committed_claims_are_what_the_committed_metrics_give():
     measurement the same (the claim's sentence aside: it follows the rules of this checkout, and the
     report rewrites it on its next run)."""
     committed = json.loads((ROOT / "reports" / "claims.json").read_text())
-    recomputed = json.loads(json.dumps(evaluate_claims(Results(ROOT / "metrics", ROOT / "plots"))))
+    named = entries_of(params.load(ROOT / "params.yaml"))
+    recomputed = json.loads(json.dumps(evaluate_claims(Results(ROOT / "metrics", ROOT / "plots", named))))
     assert list(recomputed) == list(committed) == [claim.id for claim in claims.CLAIMS]
     for claim_id, verdict in recomputed.items():
         for field in ("holds", "values", "measured", "course"):
             assert verdict[field] == committed[claim_id][field], (claim_id, field)
+
+
+# --- the entries params.yaml names, never a glob ------------------------------------------------
+
+def test_the_outputs_of_a_removed_entry_are_neither_judged_nor_reported_but_listed_once(tmp_path):
+    r = results(tmp_path)
+    stale = [tmp_path / "metrics/cnn/cifar10-old.json", tmp_path / "metrics/timing/train-cnn@cifar10-old.json",
+             tmp_path / "metrics/gan/sngan-2017/scores.json", tmp_path / "plots/cnn/cifar10-old.csv",
+             tmp_path / "plots/gan/sngan-2017/samples/epoch_01.png", tmp_path / "plots/evaluate/cnn/cifar10-old/x.png"]
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"dataset": "cifar10", "test_accuracy": 0.99, "conditional": True}))
+    verdicts = evaluate_claims(r)
+    assert verdicts == evaluate_claims(results(tmp_path / "clean"))  # as if the stale files were not there
+    assert "cifar10-old" not in json.dumps(verdicts)
+    assert sorted(r.leftovers()) == sorted(stale)
+    warning = leftover_warning(r.leftovers())
+    assert warning.startswith("warning: 6 file(s) under metrics/ or plots/ belong to no entry of params.yaml")
+    assert warning.splitlines()[1].startswith("  rm -rf -- ") and str(stale[0]) in warning
+    assert leftover_warning(results(tmp_path / "none").leftovers()) is None
+
+
+def test_an_entry_params_names_without_its_metrics_is_an_error_naming_its_stage(tmp_path):
+    names = entries_named(HOLDING)
+    names["cnn"].append("cifar10-new")
+    r = Results(results(tmp_path).metrics_dir, tmp_path / "plots", names)
+    with pytest.raises(FileNotFoundError, match=r"cnn/cifar10-new\.json: missing; the stage that writes it has not "
+                                                r"run: rebuild it with `dvc repro train-cnn@cifar10-new`"):
+        evaluate_claims(r)
+
+
+def test_a_quoted_path_in_the_removal_command():
+    warning = leftover_warning([Path("metrics/cnn/it's here.json")])
+    assert warning.endswith("""rm -rf -- 'metrics/cnn/it'"'"'s here.json'""")

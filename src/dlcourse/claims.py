@@ -9,6 +9,7 @@ claim id, with `holds` and the values it was judged on, a DVC metric.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -43,6 +44,21 @@ GAN_GOAL_CONFIDENT = 0.9  # beyond the course (reported, not judged): the best u
 GAN_GOAL_RAREST_DIGIT = 0.07  # ... and the smallest share of any digit among them
 
 
+def entries_of(p) -> dict[str, list[str]]:
+    """The entries a `params.Params` names, by the metrics folder of the stage that runs them."""
+    return {"linear": list(p.train_linear), "cnn": list(p.train_cnn), "evaluate": list(p.evaluate.models),
+            "attack": list(p.attack.models), "fooling": list(p.fooling), "gan": list(p.train_gan)}
+
+
+def leftover_warning(paths: list[Path]) -> str | None:
+    """One warning for the outputs of removed entries, with the command that removes them."""
+    if not paths:
+        return None
+    return (f"warning: {len(paths)} file(s) under metrics/ or plots/ belong to no entry of params.yaml (an entry "
+            f"removed or renamed; DVC leaves its outputs): not read, not reported. Remove them with:\n  "
+            f"rm -rf -- {shlex.join(p.as_posix() for p in paths)}")
+
+
 def _not_empty(metrics, path: Path):
     """A metrics file holds a non-empty mapping: `{}` or `[]` is no measurement."""
     if not isinstance(metrics, dict) or not metrics:
@@ -57,8 +73,54 @@ def json_kind(value) -> str:
 class Results:
     """Read access to the stages' metrics and curves, with a clear error for a missing one."""
 
-    def __init__(self, metrics_dir: Path = METRICS, plots_dir: Path = PLOTS):
+    def __init__(self, metrics_dir: Path = METRICS, plots_dir: Path = PLOTS, entries: dict[str, list[str]] | None = None):
+        """`entries`: the names of each per-entry stage's entries (`entries_of`); by default those
+        params.yaml names, read when first needed. Only these are read: the outputs of an entry
+        removed from params.yaml, which DVC leaves in place, are never judged (see `leftovers`)."""
         self.metrics_dir, self.plots_dir = Path(metrics_dir), Path(plots_dir)
+        self._entries = entries
+
+    @property
+    def entries(self) -> dict[str, list[str]]:
+        if self._entries is None:
+            from .params import load
+
+            self._entries = entries_of(load())
+        return self._entries
+
+    def expected(self) -> tuple[set[str], set[str]]:
+        """What the named entries write: metrics files (relative to metrics_dir), and the files or
+        folders of plots_dir (relative), each stage's own."""
+        e = self.entries
+        metrics = {"data.json", *(f"linear/{r}.json" for r in e["linear"]), *(f"cnn/{n}.json" for n in e["cnn"]),
+                   *(f"evaluate/{m}.json" for m in e["evaluate"]), *(f"attack/{m}.json" for m in e["attack"]),
+                   *(f"fooling/{d}.json" for d in e["fooling"]),
+                   *(f"gan/{g}/{f}.json" for g in e["gan"] for f in ("scores", "train")),
+                   *(f"timing/{stage}.json" for stage in
+                     [*(f"train-linear@{r}" for r in e["linear"]), *(f"train-cnn@{n}" for n in e["cnn"]),
+                      *(f"evaluate@{m}" for m in e["evaluate"]), *(f"attack@{m}" for m in e["attack"]),
+                      *(f"fooling@{d}" for d in e["fooling"]), *(f"train-gan@{g}" for g in e["gan"]),
+                      *(f"score-gan@{g}" for g in e["gan"])])}
+        plots = {*(f"linear/{r}.csv" for r in e["linear"]), *(f"cnn/{n}.csv" for n in e["cnn"]),
+                 *(f"evaluate/{m}" for m in e["evaluate"]), *(f"attack/{m}" for m in e["attack"]),
+                 *(f"fooling/{d}" for d in e["fooling"]), *(f"gan/{g}" for g in e["gan"])}
+        return metrics, plots
+
+    def leftovers(self) -> list[Path]:
+        """Files of metrics_dir and plots_dir that no entry of params.yaml writes: the outputs of an
+        entry since removed or renamed (DVC leaves them in place), never read, listed for removal."""
+        metrics, plots = self.expected()
+        found = [path for path in sorted(self.metrics_dir.rglob("*.json"))
+                 if path.relative_to(self.metrics_dir).as_posix() not in metrics]
+        if self.plots_dir.exists():
+            sections = {part.split("/")[0] for part in plots}
+            for path in sorted(self.plots_dir.rglob("*")):
+                relative = path.relative_to(self.plots_dir).as_posix()
+                if not path.is_file() or relative.split("/")[0] not in sections:
+                    continue
+                if not any(relative == p or relative.startswith(f"{p}/") for p in plots):
+                    found.append(path)
+        return found
 
     def metrics(self, name: str) -> dict:
         path = self.metrics_dir / f"{name}.json"
@@ -72,10 +134,14 @@ class Results:
         return read_json(path) if path.exists() else None
 
     def per_model(self, stage: str) -> dict[str, dict]:
-        """The metrics a per-model stage wrote, by model name ("cnn/mnist", "linear/one_epoch", ...)."""
-        folder = self.metrics_dir / stage
-        return {path.relative_to(folder).with_suffix("").as_posix(): _not_empty(read_json(path), path)
-                for path in sorted(folder.rglob("*.json"))}
+        """The metrics a per-entry stage wrote (linear, cnn, evaluate, attack, fooling), by the name of
+        each entry params.yaml names ("cnn/mnist", "one_epoch", ...), in the order of their files' paths."""
+        return {name: self.metrics(f"{stage}/{name}") for name in self.names(stage)}
+
+    def names(self, stage: str) -> list[str]:
+        """The entries of a stage, in the order of their metrics files' paths (the report's order)."""
+        suffix = "/scores.json" if stage == "gan" else ".json"
+        return sorted(self.entries[stage], key=lambda name: f"{name}{suffix}")
 
     def curve(self, name: str) -> pd.DataFrame:
         path = self.plots_dir / f"{name}.csv"
@@ -195,12 +261,7 @@ def _cnn_slower(r: Results):
 
 
 def cifar10_entries(r: Results) -> dict[str, dict]:
-    entries = {}
-    for path in sorted((r.metrics_dir / "cnn").glob("*.json")):
-        metrics = r.metrics(f"cnn/{path.stem}")
-        if metrics["dataset"] == "cifar10":
-            entries[path.stem] = metrics
-    return entries
+    return {name: m for name, m in r.per_model("cnn").items() if m["dataset"] == "cifar10"}
 
 
 def _cifar10_50(r: Results):
@@ -253,8 +314,9 @@ def _slight_corruption(r: Results):
 
 def _fooling(r: Results):
     verdicts, parts = {}, []
-    for path in sorted((r.metrics_dir / "fooling").glob("*.json")):
-        m = read_json(path)
+    for dataset in r.names("fooling"):
+        path = r.metrics_dir / "fooling" / f"{dataset}.json"
+        m = r.metrics(f"fooling/{dataset}")
         bar = floor(m["confidence_bar"], FOOLING_MIN, f"fooling.{path.stem}.confidence")
         missing = [method for method in FOOLING_METHODS if method not in m]
         if missing:
@@ -293,7 +355,7 @@ def _fooling(r: Results):
 
 def gan_entries(r: Results) -> dict[str, dict]:
     """Each train-gan entry's scores (metrics/gan/<entry>/scores.json), by entry."""
-    return {path.parent.name: read_json(path) for path in sorted((r.metrics_dir / "gan").glob("*/scores.json"))}
+    return {entry: r.metrics(f"gan/{entry}/scores") for entry in r.names("gan")}
 
 
 def _gan_digits(r: Results):
