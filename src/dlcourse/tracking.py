@@ -92,6 +92,32 @@ def check_tracking_uri(uri: str) -> None:
                             "or unset MLFLOW_TRACKING_URI to use the local mlflow.db")
 
 
+SQLITE_WAIT_S = 20  # MLflow's own busy_timeout for its sessions; the README promises it
+
+
+def with_sqlite_wait(uri: str) -> str:
+    """The URI MLflow is given: a SQLite store with `timeout=20`, so that its first connection, which
+    reads the schema before MLflow sets its own 20 s busy_timeout, waits as long (sqlite3's default:
+    5 s) for a writer holding the store; other URIs as they are."""
+    if not uri.startswith("sqlite") or "timeout=" in uri.partition("?")[2]:
+        return uri
+    return f"{uri}{'&' if '?' in uri else '?'}timeout={SQLITE_WAIT_S}"
+
+
+@contextmanager
+def locked_store_explained(uri: str) -> Iterator[None]:
+    """SQLite's 'database is locked' after the wait, as one line naming the store, not a traceback
+    of SQLAlchemy's."""
+    try:
+        yield
+    except Exception as exc:
+        if "database is locked" not in str(exc):
+            raise
+        raise TrackingError(f"MLflow store {uri} stayed locked for {SQLITE_WAIT_S} s by another process (a stage, "
+                            "`mlflow ui` or a server on it, a sqlite3 shell in a transaction); let it finish or "
+                            "stop it, then rerun") from None
+
+
 @contextmanager
 def store_lock(uri: str) -> Iterator[None]:
     """Held while a process opens a SQLite store (creating it if needed) and its experiment; a
@@ -419,9 +445,9 @@ def stage_run(stage: str, params: dict, record: Path | None = None,
     freeze_objects()  # what the stage imported
     import mlflow  # imported here: slow, and only needed once the store is known to answer
 
-    mlflow.set_tracking_uri(uri)
+    mlflow.set_tracking_uri(with_sqlite_wait(uri))
     experiment_name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
-    with store_lock(uri), refused_explained(uri, experiment_name):
+    with store_lock(uri), refused_explained(uri, experiment_name), locked_store_explained(uri):
         if mlflow.get_experiment_by_name(experiment_name) is None:
             location = None if uri.startswith(("http://", "https://")) else (project_root() / "mlartifacts").as_uri()
             try:
@@ -431,7 +457,8 @@ def stage_run(stage: str, params: dict, record: Path | None = None,
                     raise
                 # else: created meanwhile by a stage logging to the same tracking server
         experiment = mlflow.set_experiment(experiment_name)
-    end_dead_runs(mlflow.MlflowClient(), experiment.experiment_id, stage)
+    with locked_store_explained(uri):
+        end_dead_runs(mlflow.MlflowClient(), experiment.experiment_id, stage)
 
     cpu = cpu_description()
     tags = {**(tags or {}), "dvc.stage": stage, "process.pid": str(os.getpid()), "process.host": socket.gethostname(),
@@ -441,12 +468,13 @@ def stage_run(stage: str, params: dict, record: Path | None = None,
     for variable in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):  # a task of a Slurm sweep
         if os.environ.get(variable):
             tags[variable.lower().replace("_", ".", 1)] = os.environ[variable]
-    tracked = StageRun(mlflow, mlflow.start_run(run_name=stage, tags=tags), stage)
+    with locked_store_explained(uri):
+        tracked = StageRun(mlflow, mlflow.start_run(run_name=stage, tags=tags), stage)
     freeze_objects()  # and MLflow's
     started = time.perf_counter()
     startup_seconds = time.time() - process_start_time()
     try:
-        with killed_on_signals():
+        with killed_on_signals(), locked_store_explained(uri):  # the stage's own logging too
             tracked.log_params(params)
             yield tracked
     except StageKilled as killed:
