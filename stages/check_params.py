@@ -14,7 +14,7 @@ import torch
 
 from dlcourse import params
 from dlcourse.files import atomic_path
-from dlcourse.gan_eras import check_gan_buildable
+from dlcourse.gan_eras import build, check_gan_buildable
 from dlcourse.models import IMAGE_SHAPES, check_buildable
 
 VERDICT = Path("checks/params.ok")
@@ -45,7 +45,9 @@ def check(p: params.Params) -> None:
                          f"{p.score_gan.feature_layer!r} (its Linear layers: {', '.join(linear)})")
     for name, entry in p.train_gan.items():
         key = f"params.yaml: train_gan.{name}"
-        generator, discriminator = check_gan_buildable(key, entry.era, entry.latent_dim, entry.width, entry.dataset)
+        with torch.device("meta"):  # shapes only: no memory, whatever latent_dim and width say
+            check_gan_buildable(key, entry.era, entry.latent_dim, entry.width, entry.dataset)
+            generator, discriminator = build(entry.era, entry.latent_dim, entry.width, IMAGE_SHAPES[entry.dataset])
         labels = torch.zeros(2, dtype=torch.long, device="meta")
         params.check_network_budget(key, f"the {entry.era} generator (latent_dim {entry.latent_dim}, width {entry.width})",
                                     generator, torch.zeros(2, entry.latent_dim, device="meta"), labels)

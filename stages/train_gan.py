@@ -24,7 +24,7 @@ from torchvision.utils import save_image
 from dlcourse import data, distributed, gan_eras, generative, params, registry, tracking
 from dlcourse.files import atomic_path, load_torch, write_csv, write_json
 from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
-from dlcourse.training import divergence_explained, resolve_device, seed_everything
+from dlcourse.training import check_gan_epoch, divergence_explained, resolve_device, seed_everything
 
 
 def save_grid(images: torch.Tensor, path, columns: int) -> None:
@@ -99,6 +99,9 @@ def main(entry: str, resume: bool) -> None:
                     device=device, ema=ema)
 
             def end_of_epoch(epoch: int, history: generative.GanHistory) -> None:  # rank 0's
+                # a diverged epoch stops here, before its samples or checkpoint are written
+                check_gan_epoch(history.g_loss, history.d_loss, epoch, p.epochs,
+                                {"generator": generator, "discriminator": discriminator})
                 draw_samples(epoch)  # first: the checkpoint is the last thing an epoch writes
                 generative.save_checkpoint(checkpoints / f"epoch_{epoch:02d}.pt", epoch=epoch, generator=generator,
                                            discriminator=discriminator, opt_g=opt_g, opt_d=opt_d, rng=rng,

@@ -20,6 +20,7 @@ from dlcourse.training import (
     DivergedError,
     accuracy,
     check_finite_weights,
+    check_gan_epoch,
     divergence_explained,
     seed_everything,
     train_epochs,
@@ -161,17 +162,36 @@ def test_non_finite_weights_after_the_last_step_are_refused():
         check_finite_weights(model, "after the end")
 
 
-def test_the_gan_loop_stops_before_the_epochs_checkpoint_is_written():
+def test_a_gan_epoch_that_diverged_stops_before_its_checkpoint_is_written():
     torch.manual_seed(0)
     generator, discriminator = Generator(8, 4), Discriminator(4)
     opt_g, opt_d = make_optimizers(generator, discriminator, 1e30, (0.5, 0.999), "sgd")
     images = torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    epochs_ended = []
+    written = []
+
+    def end_of_epoch(epoch, history):  # train-gan's: the check first, then the epoch's files
+        check_gan_epoch(history.g_loss, history.d_loss, epoch, 2,
+                        {"generator": generator, "discriminator": discriminator})
+        written.append(epoch)
+
     with pytest.raises(DivergedError, match=r"^loss is .* at generator step \d+ \(epoch 1 of 2\)$"):
         train_gan(generator, discriminator, opt_g, opt_d, images, epochs=2, batch_size=8,
-                  rng=torch.Generator().manual_seed(0), device="cpu",
-                  on_epoch_end=lambda epoch, history: epochs_ended.append(epoch))
-    assert epochs_ended == []
+                  rng=torch.Generator().manual_seed(0), device="cpu", on_epoch_end=end_of_epoch)
+    assert written == []
+
+
+def test_the_gan_epoch_check_names_the_first_bad_step_and_the_weights_after_the_last_epoch():
+    check_gan_epoch([1.0, 2.0], [0.5, 0.4], 1, 2, {"generator": Reseau1()})
+    with pytest.raises(DivergedError, match=r"^loss is 1\.0 \(generator\), nan \(discriminator\) at generator step 3 "
+                                            r"\(epoch 2 of 2\)$"):
+        check_gan_epoch([1.0, 2.0, 1.0, math.inf], [0.5, 0.4, math.nan, 0.3], 2, 2, {})
+    broken = Reseau1()
+    with torch.no_grad():
+        broken.layer.bias[1] = math.nan
+    check_gan_epoch([1.0], [1.0], 1, 2, {"generator": broken})  # weights checked after the last epoch only
+    with pytest.raises(DivergedError, match=r"^the weight layer\.bias holds NaN or infinity in the discriminator "
+                                            r"after the last epoch \(2\)$"):
+        check_gan_epoch([1.0], [1.0], 2, 2, {"generator": Reseau1(), "discriminator": broken})
 
 
 def test_the_stage_error_names_the_stage_where_and_the_suspicious_params():

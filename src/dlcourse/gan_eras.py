@@ -319,23 +319,19 @@ def build(era: str, latent_dim: int, width: int, image_shape=MNIST_SHAPE, num_cl
 IMAGE_SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}  # channels, height, width
 
 
-def check_gan_buildable(name: str, era: str, latent_dim: int, width: int, dataset: str) -> tuple[nn.Module, nn.Module]:
-    """A train_gan entry's generator and discriminator built and run on two latent vectors, on the meta
-    device (shapes only: no memory, whatever latent_dim and width say), so that an era whose networks
-    do not fit the dataset's images is refused, naming the entry, before any training. Returns both
-    networks, on the meta device: check-params measures them against its budget."""
+def check_gan_buildable(name: str, era: str, latent_dim: int, width: int, dataset: str) -> None:
+    """A train_gan entry's generator and discriminator built and run on two latent vectors, so that
+    an era whose networks do not fit the dataset's images is refused, naming the entry, before any training."""
     shape = IMAGE_SHAPES[dataset]
     try:
-        with torch.device("meta"):
-            generator, discriminator = build(era, latent_dim, width, shape)
-            labels = torch.zeros(2, dtype=torch.long)
-            with torch.no_grad():
-                images = generator.eval()(torch.zeros(2, latent_dim), labels)
-                scores = discriminator.eval()(images, labels)
+        generator, discriminator = build(era, latent_dim, width, shape)
+        labels = torch.zeros(2, dtype=torch.long)
+        with torch.no_grad():
+            images = generator.eval()(torch.zeros(2, latent_dim), labels)
+            scores = discriminator.eval()(images, labels)
     except Exception as exc:  # noqa: BLE001 - any failure means the params do not describe a GAN
         raise ValueError(f"{name}: the {era} networks (latent_dim {latent_dim}, width {width}) do not build or run "
                          f"on {dataset} images {shape}: {exc}") from None
     if images.shape != (2, *shape) or scores.shape != (2,):
         raise ValueError(f"{name}: the {era} generator gives images of shape {tuple(images.shape[1:])}, not {shape}, "
                          f"or its discriminator {tuple(scores.shape)} scores for 2 images")
-    return generator, discriminator

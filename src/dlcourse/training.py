@@ -76,6 +76,22 @@ def divergence_explained(stage: str, suspects: dict[str, object]) -> Iterator[No
                          f"Suspicious params (params.yaml): {shown}; lower the learning rate(s) first") from None
 
 
+def check_gan_epoch(g_loss: list[float], d_loss: list[float], epoch: int, epochs: int,
+                    networks: dict[str, nn.Module]) -> None:
+    """After GAN epoch `epoch` (1-based) of `epochs`, before anything of it is written: every step's
+    generator and discriminator losses so far finite (the first that is not named by its generator
+    step), and after the last epoch every weight of `networks` ({role: network}). Called from the
+    stage's end-of-epoch callback: generative.py and gan_eras.py, whose code the checkpoints
+    fingerprint, stay as they are."""
+    for step, (g_value, d_value) in enumerate(zip(g_loss, d_loss), start=1):
+        if not (math.isfinite(g_value) and math.isfinite(d_value)):
+            raise DivergedError(f"loss is {g_value} (generator), {d_value} (discriminator) at generator step {step} "
+                                f"(epoch {epoch} of {epochs})")
+    if epoch == epochs:
+        for role, network in networks.items():
+            check_finite_weights(network, f"in the {role} after the last epoch ({epochs})")
+
+
 def _check_finite_loss(loss: float, where: str) -> None:
     if not math.isfinite(loss):
         raise DivergedError(f"loss is {loss} {where}")
