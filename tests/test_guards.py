@@ -84,7 +84,8 @@ def test_read_json_of_a_missing_file_is_a_file_not_found_error_naming_the_stage(
     ("metrics/gan/sngan-2018/scores.json", "score-gan@sngan-2018"),
     ("metrics/gan/sngan-2018/train.json", "train-gan@sngan-2018"),
     ("models/gan/conditional/epoch_02.pt", "train-gan@conditional"),
-    ("metrics/timing/attack@cnn/mnist.json", None),  # not one file name: no stage is guessed
+    ("tracking/attack@cnn/mnist.json", "attack@cnn/mnist"),  # the record of an entry named with a slash
+    ("checks/params.ok", "check-params"),
     ("metrics/timing/train-cnn@mnist.json", "train-cnn@mnist"),
     ("tracking/evaluate@linear.json", "evaluate@linear"),
     ("metrics/data.json", "preprocess"),

@@ -44,6 +44,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 # The stage that writes each built file, by the file's path (dvc.yaml's outs): what an error about a
 # file tells the user to rerun. The first pattern that matches wins.
 _WRITERS = [
+    (r"checks/params\.ok$", "check-params"),
     (r"data/raw/", "download"),
     (r"data/prepared/|metrics/data\.json$", "preprocess"),
     (r"(?:models|metrics|plots)/linear/(?P<entry>[^/]+)\.(?:pt|json|csv)$", "train-linear@{entry}"),
@@ -56,7 +57,8 @@ _WRITERS = [
     (r"plots/fooling/(?P<entry>[^/]+)/[^/]+$", "fooling@{entry}"),
     (r"(?:metrics|plots)/gan/(?P<entry>[^/]+)/scores\.(?:json|csv)$", "score-gan@{entry}"),
     (r"(?:models|metrics|plots)/gan/(?P<entry>[^/]+)/", "train-gan@{entry}"),
-    (r"(?:metrics/timing|tracking)/(?P<stage>[^/]+)\.json$", "{stage}"),
+    # a run record or timing, by its stage's name: `evaluate@cnn/mnist` holds a slash
+    (r"(?:metrics/timing|tracking)/(?P<stage>[^/@]+(?:@.+)?)\.json$", "{stage}"),
     (r"reports/", "report"),
 ]
 
