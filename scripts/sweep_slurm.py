@@ -10,7 +10,9 @@ its outputs to the repository's default DVC remote), logged to the shared MLflow
     dvc exp pull origin --all-commits && dvc exp show     # then, in any clone: every experiment
 
 The grid is `dvc exp run`'s own `-S` syntax, expanded by DVC's own parser (`a=1,2`, `range(...)`,
-`choice(...)`, `file.yaml:key=...`). The sweep is kept in the state folder (--state-dir, shared by
+`choice(...)`, `file.yaml:key=...`). Every point of the grid passes check-params' own checks on the
+commit's params.yaml before anything is submitted: a typo or a bad value stops the sweep there,
+naming each point it breaks. The sweep is kept in the state folder (--state-dir, shared by
 the submitting machine and the nodes; default ~/.cache/dlcourse/sweeps): its grid, the commit it
 runs, the tasks' logs, and which array job ran which tasks, for --status and --rerun-failed.
 
@@ -26,6 +28,7 @@ import json
 import os
 import random
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -62,6 +65,33 @@ def grid(set_params: list[str]) -> list[list[str]]:
     return points
 
 
+def check_grid(points: list[list[str]], params_yaml: str) -> None:
+    """Every point of the grid through check-params' own checks (the schema, every network built on
+    the meta device), applied to `params_yaml` as `dvc exp run -S` applies it, before anything is
+    submitted: a typo or a bad value stops the sweep here, naming each point it breaks, rather than
+    in every array task after its clone and pull."""
+    from dvc.utils.hydra import apply_overrides
+
+    from dlcourse.pipeline import params
+    from dlcourse.pipeline.checks import check  # check-params' own checks beyond the schema
+
+    errors = []
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "params.yaml"
+        for index, point in enumerate(points):
+            path.write_text(params_yaml)
+            try:
+                apply_overrides(path, [o for o in point if ":" not in o.partition("=")[0]])  # params.yaml's own
+                check(params.load(path))
+            except Exception as exc:  # noqa: BLE001 - DVC's, the schema's or a network's: each says what
+                cause = exc.__cause__ if exc.__cause__ is not None and "set-param" in str(exc) else exc
+                reason = str(cause).replace(str(path), "params.yaml").strip()
+                errors.append(f"task {index} ({' '.join(point)}):\n    " + reason.replace("\n", "\n    "))
+    if errors:
+        raise SweepError(f"{len(errors)} of the {len(points)} points of the grid fail check-params; nothing was "
+                         "submitted:\n  " + "\n  ".join(errors))
+
+
 # --- submitting ---------------------------------------------------------------------------------------
 
 def sbatch(sweep_dir: Path, tasks: list[int], sweep: dict) -> str:
@@ -69,7 +99,7 @@ def sbatch(sweep_dir: Path, tasks: list[int], sweep: dict) -> str:
     command = [sys.executable, str(Path(__file__).resolve()), "--task", str(sweep_dir / "sweep.json")]
     job_id = run("sbatch", "--parsable", f"--array={','.join(map(str, tasks))}", f"--job-name={sweep['name']}",
                  f"--output={sweep_dir}/%A_%a.out", *sweep["sbatch"],
-                 "--wrap", " ".join(f"'{part}'" for part in command)).strip().split(";")[0]
+                 "--wrap", shlex.join(command)).strip().split(";")[0]  # any path, quotes included
     jobs = sweep_dir / "jobs.json"
     recorded = json.loads(jobs.read_text()) if jobs.exists() else {}
     jobs.write_text(json.dumps({**recorded, job_id: tasks}, indent=1))
@@ -85,6 +115,11 @@ def submit(args) -> None:
     commit = run("git", "ls-remote", args.remote, args.rev).split()
     commit = commit[0] if commit else run("git", "rev-parse", "--verify", f"{args.rev}^{{commit}}").strip()
     points = grid(args.set_params)
+    try:
+        params_yaml = run("git", "show", f"{commit}:params.yaml")  # the params the tasks will run on
+    except SweepError:  # a commit of the remote this clone has not fetched: its own params.yaml
+        params_yaml = (ROOT / "params.yaml").read_text()
+    check_grid(points, params_yaml)
     name = args.name or time.strftime("sweep-%Y%m%d-%H%M%S")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise SweepError(f"--name {name!r}: letters, digits, '.', '_' and '-' only (it names git refs)")

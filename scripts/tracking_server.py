@@ -116,10 +116,25 @@ def check_auth(args: argparse.Namespace) -> None:
         raise ServerError("MLflow's basic auth needs its `auth` extra: .venv/bin/pip install 'mlflow[auth]'")
 
 
+PASSWORD_MIN_LENGTH = 12  # MLflow's own minimum for the users it creates
+
+
+def check_password_policy(username: str, password: str, where: str) -> None:
+    """The README's policy: 12 characters or more, and not the user name."""
+    if len(password) < PASSWORD_MIN_LENGTH:
+        raise ServerError(f"{where}: the password of {username!r} has {len(password)} characters; "
+                          f"{PASSWORD_MIN_LENGTH} or more are needed")
+    if password.strip().lower() == username.strip().lower():
+        raise ServerError(f"{where}: the password of {username!r} is its user name; choose another")
+
+
 def admin_password(args: argparse.Namespace) -> str | None:
-    """MLFLOW_AUTH_ADMIN_PASSWORD, or the first line of --admin-password-file, which only its owner may read."""
+    """MLFLOW_AUTH_ADMIN_PASSWORD, or the first line of --admin-password-file, which only its owner may
+    read; either checked against the password policy (check_password_policy)."""
     if os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD"):
-        return os.environ["MLFLOW_AUTH_ADMIN_PASSWORD"]
+        password = os.environ["MLFLOW_AUTH_ADMIN_PASSWORD"]
+        check_password_policy(args.admin_username, password, "MLFLOW_AUTH_ADMIN_PASSWORD")
+        return password
     if not args.admin_password_file:
         return None
     path = Path(args.admin_password_file).expanduser()
@@ -133,6 +148,7 @@ def admin_password(args: argparse.Namespace) -> str | None:
                           f"chmod 600 {path}")
     if not password:
         raise ServerError(f"the admin password file {path} is empty")
+    check_password_policy(args.admin_username, password, f"the admin password file {path}")
     return password
 
 

@@ -6,6 +6,8 @@ same document in one file, every image embedded. Its own MLflow run id goes to r
 outside `tracking/`, which it reads.
 """
 
+import sys
+
 from dlcourse.files import write_json
 from dlcourse.pipeline import registry
 from dlcourse.pipeline.layout import PLOTS, REPORTS
@@ -13,7 +15,7 @@ from dlcourse.pipeline.stage import stage
 from dlcourse.report.claims import evaluate_claims, supported_claims
 from dlcourse.report.document import document, unlisted_figures, write_report
 from dlcourse.report.environment import environment, pipeline_stages
-from dlcourse.report.results import Results
+from dlcourse.report.results import Results, leftover_warning
 from dlcourse.report.sections import (cnn_section, draw_figures, evaluation_section, gan_section, linear_section,
                                       other_figures_section, robustness_section)
 
@@ -22,11 +24,15 @@ def main() -> None:
     with stage("report", record=REPORTS / "run.json") as job:
         run = job.run
         results = Results()
+        leftovers = results.leftovers()  # outputs of removed entries: neither judged nor shown
+        warning = leftover_warning(leftovers)
+        if warning:
+            print(warning, file=sys.stderr)
         claims = evaluate_claims(results)
         draw_figures(results)
         sections = [linear_section(results), cnn_section(results), evaluation_section(results),
                     robustness_section(results), gan_section(results)]
-        unlisted = unlisted_figures("\n".join(sections), REPORTS, PLOTS)
+        unlisted = [path for path in unlisted_figures("\n".join(sections), REPORTS, PLOTS) if path not in leftovers]
         if unlisted:
             sections.append(other_figures_section(unlisted))
         stages = [name for name in pipeline_stages() if name != "report"]

@@ -14,7 +14,7 @@ import torch
 
 from dlcourse.course import data
 from dlcourse.course.gans import eras as gan_eras, metrics as gan_metrics, generative
-from dlcourse.files import load_torch, write_csv, write_json
+from dlcourse.files import check_finite_tensors, load_torch, write_csv, write_json
 from dlcourse.course.training import resolve_device, seed_everything
 from dlcourse.pipeline import layout
 from dlcourse.pipeline.stage import stage
@@ -29,7 +29,9 @@ def score_checkpoints(generator: torch.nn.Module, checkpoints: list, judge: gan_
     curve = []
     for checkpoint in checkpoints:
         state = load_torch(checkpoint, map_location=device)
-        generator.load_state_dict(generative.sampler_weights(state))
+        weights = generative.sampler_weights(state)
+        check_finite_tensors(weights, checkpoint)  # a diverged generator's samples would be scored as any other
+        generator.load_state_dict(weights)
         scores = gan_metrics.score_generator(generator, noise[:curve_samples],
                                              asked[:curve_samples] if num_classes else None, judge, full=False)
         curve.append({"epoch": state["epoch"], **scores})

@@ -17,7 +17,7 @@ from dlcourse.course import data
 from dlcourse.pipeline import distributed, layout, params, registry
 from dlcourse.files import write_csv, write_json
 from dlcourse.course.models import Classifier, parameter_count, save_classifier
-from dlcourse.course.training import EpochRecord, resolve_device, seed_everything, train_epochs
+from dlcourse.course.training import EpochRecord, divergence_explained, resolve_device, seed_everything, train_epochs
 from dlcourse.pipeline.stage import Stage, stage
 
 
@@ -47,7 +47,9 @@ def main(name: str) -> None:
             run.log_metrics({"curve.test_accuracy": record.test_accuracy, "curve.train_loss": record.train_loss,
                              "curve.epoch_seconds": record.seconds}, step=record.epoch)
 
-        model, records = train_classifier(p, train_x, train_y, test_x, test_y, job.rng, world, log_epoch)
+        suspects = job.entry_params("lr", "optimizer", "momentum", "weight_decay", "bias_lr_scale")
+        with divergence_explained(job.name, suspects):
+            model, records = train_classifier(p, train_x, train_y, test_x, test_y, job.rng, world, log_epoch)
         if world.is_main:
             write_outputs(name, p, model, train.classes, records, len(train_y), test.images, job)
 

@@ -24,7 +24,7 @@ from torchvision.utils import save_image
 from dlcourse.course import data
 from dlcourse.course.gans import eras as gan_eras, generative
 from dlcourse.course.gans import resume as resume_
-from dlcourse.course.training import resolve_device, seed_everything
+from dlcourse.course.training import check_gan_epoch, divergence_explained, resolve_device, seed_everything
 from dlcourse.files import atomic_path, write_csv, write_json
 from dlcourse.pipeline import distributed, layout, params, registry
 from dlcourse.pipeline.stage import Stage, stage
@@ -79,16 +79,21 @@ def train_networks(job: Stage, gan: Gan, train: data.Split, resumed: dict | None
             rng=rng, device=device, ema=gan.ema)
 
     def end_of_epoch(epoch: int, history: generative.GanHistory) -> None:  # rank 0's
+        # a diverged epoch stops here, before its samples or checkpoint are written
+        check_gan_epoch(history.g_loss, history.d_loss, epoch, p.epochs,
+                        {"generator": gan.generator, "discriminator": gan.discriminator})
         draw_samples(epoch)  # first: the checkpoint is the last thing an epoch writes
         resume_.save_checkpoint(checkpoints / f"epoch_{epoch:02d}.pt", epoch=epoch, generator=gan.generator,
                                 discriminator=gan.discriminator, opt_g=gan.opt_g, opt_d=gan.opt_d, rng=rng,
                                 history=history, ema=gan.ema, fingerprint=fingerprint)
         job.run.log_metrics({"epoch_seconds": history.epoch_seconds[-1]}, step=epoch)
 
-    history = generative.train_gan(gan.generator, gan.discriminator, gan.opt_g, gan.opt_d, train.images, train.labels,
-                                   recipe=recipe(p), ema=gan.ema, epochs=p.epochs, epoch_images=p.epoch_images,
-                                   batch_size=p.batch_size, rng=rng, device=device, start_epoch=start_epoch,
-                                   history=history, on_epoch_end=end_of_epoch, progress=job.is_main, world=job.world)
+    with divergence_explained(job.name, job.entry_params("lr_g", "lr_d", "beta1", "beta2", "penalty_weight")):
+        history = generative.train_gan(gan.generator, gan.discriminator, gan.opt_g, gan.opt_d, train.images,
+                                       train.labels, recipe=recipe(p), ema=gan.ema, epochs=p.epochs,
+                                       epoch_images=p.epoch_images, batch_size=p.batch_size, rng=rng, device=device,
+                                       start_epoch=start_epoch, history=history, on_epoch_end=end_of_epoch,
+                                       progress=job.is_main, world=job.world)
     return history, start_epoch
 
 

@@ -12,7 +12,8 @@ from dlcourse.pipeline import layout, params, registry
 from dlcourse.files import write_csv, write_json
 from dlcourse.course.models import Classifier, save_classifier
 from dlcourse.pipeline.stage import stage
-from dlcourse.course.training import (LOSSES, Curve, accuracy, resolve_device, seed_everything, train_iterations)
+from dlcourse.course.training import (LOSSES, Curve, accuracy, divergence_explained, resolve_device, seed_everything,
+                                      train_iterations)
 
 
 @dataclass
@@ -65,7 +66,8 @@ def main(name: str) -> None:
         # than it saves, and ruins the timing whenever another process holds a core.
         torch.set_num_threads(1)
         train, test = (data.load_split(layout.PREPARED, "mnist", split) for split in ("train", "test"))
-        result = train_linear(job.entry, job.params.seed, device, train, test)
+        with divergence_explained(job.name, job.entry_params("lr", "momentum", "reduction")):
+            result = train_linear(job.entry, job.params.seed, device, train, test)
 
         save_classifier(result.model, "mnist", train.classes, layout.model(f"linear/{name}"))
         write_json(layout.training_metrics(f"linear/{name}"), result.metrics)

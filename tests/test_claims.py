@@ -90,7 +90,17 @@ def results(tmp_path, edit=None) -> Results:
         path.write_text(json.dumps(values))
     (tmp_path / "plots/cnn").mkdir(parents=True)
     pd.DataFrame(curve).to_csv(tmp_path / "plots/cnn/mnist-course.csv", index=False)
-    return Results(tmp_path / "metrics", tmp_path / "plots")
+    return Results(tmp_path / "metrics", tmp_path / "plots", entries_named(metrics))
+
+
+def entries_named(metrics: dict) -> dict[str, list[str]]:
+    """The entries a params.yaml of this fake world would name: those whose metrics it holds."""
+    entries = {stage: [] for stage in ("linear", "cnn", "evaluate", "attack", "fooling", "gan")}
+    for name in metrics:
+        stage, _, entry = name.partition("/")
+        if stage in entries:
+            entries[stage].append(entry.removesuffix("/scores"))
+    return entries
 
 
 def setter(name: str, key: str, value):
@@ -175,8 +185,9 @@ CASES = [
     ("gan-digits", setter("gan/conditional/scores", "generated.confident_fraction", 0.8999), False),
     ("gan-digits", setter("gan/conditional/scores", "generated.confident_fraction", 0.9001), True),
     ("gan-digits", setter("gan/conditional/scores", "generated.label_agreement", 0.8999), False),
+    # a conditional entry whose label agreement was not measured: the digit asked for is unchecked
     ("gan-digits", setter("gan/conditional/scores", "generated",
-                          {**epoch_scores(5, 1.2, 0.95), "label_agreement": None}), True),
+                          {**epoch_scores(5, 1.2, 0.95), "label_agreement": None}), False),
     ("gan-digits", lambda m, c: m.pop("gan/conditional/scores"), False),  # no conditional entry
     ("gan-progress", setter("gan/stylegan-2019/scores", "generated.frechet_distance", 7.999), True),
     ("gan-progress", setter("gan/stylegan-2019/scores", "generated.frechet_distance", 8.0), False),  # no better

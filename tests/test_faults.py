@@ -34,7 +34,7 @@ def damaged(path: Path, how: str) -> bytes:
 def assert_names_path_cause_and_remedy(error: files.UnreadableFileError, path: Path, cause: str) -> None:
     message = str(error)
     assert message.startswith(f"{path}: {cause}")
-    assert f"restore it with `dvc checkout {path}`, or rebuild it with `dvc repro`" in message
+    assert f"restore it with `dvc checkout {path}`, or rebuild it with `dvc repro" in message
     shown = "".join(traceback.format_exception(error))  # what the user sees, chained exceptions included
     assert "weights_only" not in shown and "will likely succeed" not in shown
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dlcourse.files import writer_stage
 from dlcourse.pipeline import layout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,3 +69,16 @@ def test_an_out_moved_in_dvc_yaml_is_caught():
 def test_an_unknown_stage_is_refused():
     with pytest.raises(KeyError, match="no stage 'train-rnn'"):
         layout.outputs("train-rnn", "x")
+
+
+def test_the_stage_an_error_says_to_rerun_is_the_one_that_writes_the_file():
+    """files.writer_stage (below the layers, so with patterns of its own) names, for every output the
+    layout lists (a file inside it, for a folder), the stage that writes it."""
+    wrong = {}
+    for name, key, _ in runs(PIPELINE):
+        stage = f"{name}@{key}" if key else name
+        for path in layout.outputs(name, key):
+            inside = path if path.suffix else path / "epoch_01.png"
+            if writer_stage(inside) != stage:
+                wrong[inside.as_posix()] = (writer_stage(inside), stage)
+    assert wrong == {}

@@ -219,9 +219,10 @@ def load_classifier(path, device: torch.device | str = "cpu",
     by default: with them, a convolution takes the faster channels-last kernels whatever the layout
     of its input (on this project's CPU, the airnet's forward pass and its input gradient about 1.9x
     faster; `benchmarks/inference_layout.py`), with the same sums in another order."""
-    from ..files import load_torch
+    from ..files import check_finite_tensors, load_torch
 
     checkpoint = load_torch(path, map_location=device)
+    check_finite_tensors(checkpoint["state_dict"], path)  # a diverged network's answers are meaningless
     channels = checkpoint["state_dict"]["mean"].shape[1]
     model = Classifier(checkpoint["architecture"], checkpoint["kwargs"], channels).to(device)
     model.load_state_dict(checkpoint["state_dict"])
@@ -231,14 +232,16 @@ def load_classifier(path, device: torch.device | str = "cpu",
 
 
 def check_buildable(name: str, architecture: str, kwargs: dict, dataset: str) -> Classifier:
-    """The classifier of a train entry, built and run on one blank batch of its dataset's images,
-    so that arguments that do not fit (widths of the wrong length, an input shape of another
-    dataset) are refused naming the entry before any training."""
+    """The classifier of a train entry, built and run on one blank batch of its dataset's images on
+    the meta device (shapes only: no memory, whatever the sizes), so that arguments that do not fit
+    (widths of the wrong length, an input shape of another dataset) are refused naming the entry
+    before any training. The model returned is on the meta device."""
     channels = IMAGE_SHAPES[dataset][0]
     try:
-        model = Classifier(architecture, kwargs, channels).eval()
-        with torch.no_grad():
-            logits = model(torch.zeros(2, *IMAGE_SHAPES[dataset]))
+        with torch.device("meta"):
+            model = Classifier(architecture, kwargs, channels).eval()
+            with torch.no_grad():
+                logits = model(torch.zeros(2, *IMAGE_SHAPES[dataset]))
     except Exception as exc:  # noqa: BLE001 - any failure means the params do not describe a network
         raise ValueError(f"{name}: {architecture}({kwargs}) does not build or run on {dataset} images "
                          f"{IMAGE_SHAPES[dataset]}: {exc}") from None

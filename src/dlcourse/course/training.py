@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -48,6 +49,52 @@ def random_batches(n: int, batch_size: int, rng: torch.Generator) -> Iterator[to
     while True:
         order = torch.randperm(n, generator=rng)
         yield from order.split(batch_size)
+
+
+class DivergedError(FloatingPointError):
+    """Training diverged: a loss or a weight is NaN or infinite. Raised before anything is written."""
+
+
+def check_finite_weights(model: nn.Module, when: str) -> None:
+    """Raise DivergedError naming the first parameter or buffer of `model` that holds NaN or infinity."""
+    with torch.no_grad():
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+            if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+                raise DivergedError(f"the weight {name} holds NaN or infinity {when}")
+
+
+@contextmanager
+def divergence_explained(stage: str, suspects: dict[str, object]) -> Iterator[None]:
+    """Turn a DivergedError of the training inside into the stage's error: which stage, where it
+    diverged, and the params that usually cause it (`suspects`, by their params.yaml key). The
+    SystemExit ends the stage's MLflow run as FAILED, before any model, metric or version exists."""
+    try:
+        yield
+    except DivergedError as exc:
+        shown = ", ".join(f"{key}={value!r}" for key, value in suspects.items())
+        raise SystemExit(f"{stage}: training diverged: {exc}; nothing was written, logged as a model or registered. "
+                         f"Suspicious params (params.yaml): {shown}; lower the learning rate(s) first") from None
+
+
+def check_gan_epoch(g_loss: list[float], d_loss: list[float], epoch: int, epochs: int,
+                    networks: dict[str, nn.Module]) -> None:
+    """After GAN epoch `epoch` (1-based) of `epochs`, before anything of it is written: every step's
+    generator and discriminator losses so far finite (the first that is not named by its generator
+    step), and after the last epoch every weight of `networks` ({role: network}). Called from the
+    stage's end-of-epoch callback: generative.py and eras.py, whose code the checkpoints
+    fingerprint, stay as they are."""
+    for step, (g_value, d_value) in enumerate(zip(g_loss, d_loss), start=1):
+        if not (math.isfinite(g_value) and math.isfinite(d_value)):
+            raise DivergedError(f"loss is {g_value} (generator), {d_value} (discriminator) at generator step {step} "
+                                f"(epoch {epoch} of {epochs})")
+    if epoch == epochs:
+        for role, network in networks.items():
+            check_finite_weights(network, f"in the {role} after the last epoch ({epochs})")
+
+
+def _check_finite_loss(loss: float, where: str) -> None:
+    if not math.isfinite(loss):
+        raise DivergedError(f"loss is {loss} {where}")
 
 
 LOSSES: dict[str, Callable[..., torch.Tensor]] = {
@@ -103,6 +150,7 @@ def train_iterations(
     for step in range(1, iterations + 1):
         index = next(batches).to(train_x.device)
         loss = loss_fn(model(train_x[index]), train_y[index])
+        _check_finite_loss(loss.item(), f"at step {step} of {iterations}")  # before it is stepped on
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -112,6 +160,7 @@ def train_iterations(
             curve.test_accuracy.append(evaluate())
             model.train()
             start = time.perf_counter()
+    check_finite_weights(model, f"after the last step ({iterations})")
     return curve, train_seconds
 
 
@@ -274,6 +323,10 @@ def train_epochs(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
         if distributed:
             loss_sum = world.sum(loss_sum) / world.size
         train_loss = loss_sum.item() / steps_per_epoch  # the epoch's one host sync
+        # checked here, not per step, so that the loop never waits for the device inside an epoch
+        _check_finite_loss(train_loss, f"(the mean of epoch {epoch} of {p.epochs})")
+        if epoch == p.epochs:
+            check_finite_weights(model, f"after the last epoch ({p.epochs})")
         seconds = time.perf_counter() - start
         if distributed and not world.is_main:
             continue

@@ -60,8 +60,13 @@ def attack_metrics(name: str) -> Path:
     return METRICS / "attack" / f"{name}.json"
 
 
+def fooling_plots(dataset: str) -> Path:
+    """The folder of a dataset's fooling images, one per method."""
+    return PLOTS / "fooling" / dataset
+
+
 def fooling(dataset: str, method: str) -> Path:
-    return PLOTS / "fooling" / dataset / f"{method}.png"
+    return fooling_plots(dataset) / f"{method}.png"
 
 
 def fooling_metrics(dataset: str) -> Path:

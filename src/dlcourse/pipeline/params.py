@@ -2,6 +2,14 @@
 
 Every key is required and typed; an unknown key (a typo), a wrong type or an
 out-of-range value stops the stage before any compute, with an error naming the key.
+Every float is finite (`.inf` and `.nan` are refused); every size, count and batch has an upper
+bound (what the datasets hold, or far above any useful value: a digit too many is refused before
+it allocates anything); the seed is in numpy's range, 0 to 2**32 - 1.
+
+The name of an entry (of `train_linear`, `train_cnn`, `train_gan`) matches ENTRY_NAME: a letter or
+digit, then letters, digits, `_`, `-` or `.`, 64 characters at most. It becomes part of a DVC stage
+name, of a command line and of output paths: no space, quote, slash or other character a shell or a
+file system reads specially.
 """
 
 from __future__ import annotations
@@ -10,22 +18,39 @@ import inspect
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 PositiveInt = Annotated[int, Field(ge=1)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Probability = Annotated[float, Field(ge=0, le=1)]
 Dataset = Literal["mnist", "cifar10"]
 
+ENTRY_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+EntryName = Annotated[str, StringConstraints(pattern=ENTRY_NAME)]
+
+# Upper bounds. The datasets: MNIST has the larger training set (60 000 images), both test sets 10 000.
+TRAIN_IMAGES = 60_000
+TEST_IMAGES = 10_000
+BatchSize = Annotated[int, Field(ge=1, le=TRAIN_IMAGES)]
+TrainImages = Annotated[int, Field(ge=1, le=TRAIN_IMAGES)]
+TestImages = Annotated[int, Field(ge=1, le=TEST_IMAGES)]
+Steps = Annotated[int, Field(ge=1, le=10_000_000)]  # iterations, generations: days of compute at most
+Epochs = Annotated[int, Field(ge=1, le=10_000)]
+Population = Annotated[int, Field(ge=1, le=10_000)]  # candidates judged in one batch
+GridImages = Annotated[int, Field(ge=1, le=1024)]  # images drawn in one figure
+Threads = Annotated[int, Field(ge=0, le=1024)]
+NetworkSize = Annotated[int, Field(ge=1, le=65_536)]  # a width or latent size; check-params bounds the network
+
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # allow_inf_nan: a float is finite (YAML's .inf and .nan are refused, naming the key)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class DownloadParams(Section):
     retries: Annotated[int, Field(ge=0, le=10)]
     backoff_s: Annotated[float, Field(ge=0, le=60)]
-    timeout_s: PositiveFloat
+    timeout_s: Annotated[float, Field(gt=0, le=3600)]
 
 
 class LinearRunParams(Section):
@@ -33,13 +58,13 @@ class LinearRunParams(Section):
 
     loss: Literal["log_softmax_nll", "softmax_nll"]
     reduction: Literal["sum", "mean"]
-    iterations: PositiveInt
-    batch_size: PositiveInt
+    iterations: Steps
+    batch_size: BatchSize
     lr: PositiveFloat
     momentum: Annotated[float, Field(ge=0, lt=1)]
-    eval_every: PositiveInt
-    init_eval_size: PositiveInt
-    init_trials: PositiveInt  # fresh initialisations averaged for the "about 10 % at init" check
+    eval_every: Steps
+    init_eval_size: TestImages
+    init_trials: Annotated[int, Field(ge=1, le=10_000)]  # fresh initialisations averaged for the "about 10 % at init" check
 
 
 class CnnRunParams(Section):
@@ -49,8 +74,8 @@ class CnnRunParams(Section):
     architecture: Literal["reseau2", "mnistnet", "mlp", "smallcnn", "airnet"]
     model: dict[str, int | float | str | bool | list[int]]  # the architecture's constructor arguments
     normalize: bool  # per-channel mean/std of the training set (False: pixels / 255, as ToTensor)
-    epochs: PositiveInt
-    batch_size: PositiveInt
+    epochs: Epochs
+    batch_size: BatchSize
     optimizer: Literal["sgd", "adam", "adamw", "adadelta"]
     lr: PositiveFloat
     momentum: Annotated[float, Field(ge=0, lt=1)]
@@ -69,7 +94,7 @@ class CnnRunParams(Section):
     bias_lr_scale: PositiveFloat  # learning rate of 1-D parameters (BatchNorm) over the others' (airbench: 64)
     channels_last: bool
     bf16: bool  # autocast the forward pass to bfloat16 (fast on GPUs and on CPUs with AVX512-BF16 or AMX)
-    threads: Annotated[int, Field(ge=0)]  # CPU threads; 0 leaves torch's default
+    threads: Threads  # CPU threads; 0 leaves torch's default
     # processes on this machine, each a shard of every batch (DistributedDataParallel under torchrun);
     # 1: one plain process. The global batch_size and lr stay those of one process.
     processes: Annotated[int, Field(ge=1, le=1024)]
@@ -94,36 +119,36 @@ class ModelRef(Section):
 class EvaluateParams(Section):
     models: dict[str, ModelRef] = Field(min_length=1)
     confident: Probability  # "very wrong": misclassified with at least this confidence
-    ece_bins: PositiveInt
-    hardest: PositiveInt  # images in the grid of the most confidently wrong
+    ece_bins: Annotated[int, Field(ge=1, le=1000)]
+    hardest: GridImages  # images in the grid of the most confidently wrong
 
 
 class AttackModelParams(ModelRef):
     # the L-inf sweep, in pixel units; the claim's eps is chosen among them on half of the images
-    eps: list[Annotated[float, Field(gt=0, le=1)]] = Field(min_length=1)
+    eps: list[Annotated[float, Field(gt=0, le=1)]] = Field(min_length=1, max_length=100)
 
 
 class AttackParams(Section):
     models: dict[str, AttackModelParams] = Field(min_length=1)  # "cnn/<entry>" or "linear/<run>"
-    subset: PositiveInt  # test images attacked (a fixed random subset)
-    pgd_steps: PositiveInt
+    subset: TestImages  # test images attacked (a fixed random subset)
+    pgd_steps: Annotated[int, Field(ge=1, le=10_000)]
     pgd_step_factor: PositiveFloat  # PGD step size = factor * eps / steps
     pgd_random_start: bool
     bf16: bool  # the attacks' gradients in bfloat16 (sign only is used); the accuracy judged stays float32
-    examples: PositiveInt  # images in the clean / perturbed / amplified grid
+    examples: GridImages  # images in the clean / perturbed / amplified grid
 
 
 class FoolingParams(Section):
     model: str  # the network fooled, models/<model>.pt
     transfer_model: str  # a second, independently trained network of the same data
     confidence: Annotated[float, Field(gt=0, lt=1)]
-    gradient_steps_max: PositiveInt
+    gradient_steps_max: Steps
     gradient_lr: PositiveFloat  # signed step per pixel
-    evolution_generations_max: PositiveInt
-    evolution_population: PositiveInt
+    evolution_generations_max: Steps
+    evolution_population: Population
     evolution_mutation_rate: Annotated[float, Field(gt=0, le=1)]
-    cppn_generations_max: PositiveInt  # MAP-Elites over the classes with a CPPN genome
-    cppn_population: PositiveInt  # offspring per generation, judged in one batch
+    cppn_generations_max: Steps  # MAP-Elites over the classes with a CPPN genome
+    cppn_population: Population  # offspring per generation, judged in one batch
     cppn_weight_rate: Annotated[float, Field(gt=0, le=1)]  # chance that each weight is perturbed
     cppn_weight_sigma: PositiveFloat  # standard deviation of a weight's perturbation
     cppn_add_node_rate: Probability  # chance per offspring: a connection split by a new node
@@ -136,25 +161,25 @@ class GanParams(Section):
 
     era: Literal["gan-2014", "dcgan-2015", "wgan-gp-2017", "sngan-2018", "stylegan-2019", "dcgan-conditional"]
     dataset: Dataset
-    latent_dim: PositiveInt
-    width: PositiveInt  # base channels (hidden units / 8 for the 2014 MLPs) of the generator and discriminator
+    latent_dim: NetworkSize
+    width: NetworkSize  # base channels (hidden units / 8 for the 2014 MLPs) of the generator and discriminator
     ema_decay: Annotated[float, Field(ge=0, lt=1)]  # moving average of the generator's weights; 0: none
-    epochs: PositiveInt
-    epoch_images: PositiveInt  # images the generator sees per epoch (the budget: epochs x epoch_images)
-    batch_size: PositiveInt
+    epochs: Epochs
+    epoch_images: TrainImages  # images the generator sees per epoch (the budget: epochs x epoch_images)
+    batch_size: BatchSize
     optimizer: Literal["adam", "sgd"]
     lr_g: PositiveFloat
     lr_d: PositiveFloat
     beta1: Annotated[float, Field(ge=0, lt=1)]  # Adam's, or SGD's momentum
     beta2: Annotated[float, Field(ge=0, lt=1)]  # Adam's; unused by SGD
     loss: Literal["non_saturating", "wasserstein", "hinge"]
-    critic_steps: PositiveInt  # discriminator (critic) steps per generator step
+    critic_steps: Annotated[int, Field(ge=1, le=100)]  # discriminator (critic) steps per generator step
     penalty: Literal["none", "gradient", "r1"]  # on the critic's input gradients: WGAN-GP's, or StyleGAN's R1
     penalty_weight: Annotated[float, Field(ge=0)]  # WGAN-GP's lambda, or R1's gamma
-    penalty_every: PositiveInt  # R1 applied lazily, every this many critic steps
-    grid_size: PositiveInt  # samples from the fixed noise, after every epoch
-    interpolation_steps: Annotated[int, Field(ge=2)]
-    interpolation_rows: PositiveInt
+    penalty_every: Annotated[int, Field(ge=1, le=1000)]  # R1 applied lazily, every this many critic steps
+    grid_size: GridImages  # samples from the fixed noise, after every epoch
+    interpolation_steps: Annotated[int, Field(ge=2, le=100)]
+    interpolation_rows: Annotated[int, Field(ge=1, le=100)]
     channels_last: bool  # the networks' convolutions laid out channels-last (the same sums in another order)
     # processes on this machine, each a shard of every batch (DistributedDataParallel under torchrun);
     # 1: one plain process. The global batch_size and learning rates stay those of one process.
@@ -174,22 +199,22 @@ class GanParams(Section):
 class ScoreGanParams(Section):
     classifier: str  # the project's classifier of the GANs' dataset, models/<classifier>.pt
     feature_layer: str  # the module whose input is the penultimate features (Fréchet distance, precision/recall)
-    samples: PositiveInt  # samples of the last epoch judged (and real training images for the baseline)
-    curve_samples: Annotated[int, Field(ge=2)]  # samples of every epoch, for the Fréchet-distance curve (cheap)
-    nearest_neighbours: PositiveInt  # k of precision / recall's k-NN manifolds (Kynkäänniemi et al.: 3)
+    samples: TrainImages  # samples of the last epoch judged (and real training images for the baseline)
+    curve_samples: Annotated[int, Field(ge=2, le=TRAIN_IMAGES)]  # samples of every epoch, for the Fréchet-distance curve (cheap)
+    nearest_neighbours: Annotated[int, Field(ge=1, le=100)]  # k of precision / recall's k-NN manifolds (Kynkäänniemi et al.: 3)
     confident: Probability
 
 
 class Params(Section):
-    seed: Annotated[int, Field(ge=0)]
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)]  # numpy's range
     device: Literal["auto", "cpu", "cuda", "mps"]
     download: DownloadParams
-    train_linear: dict[str, LinearRunParams] = Field(min_length=1)
-    train_cnn: dict[str, CnnRunParams] = Field(min_length=1)
+    train_linear: dict[EntryName, LinearRunParams] = Field(min_length=1)
+    train_cnn: dict[EntryName, CnnRunParams] = Field(min_length=1)
     evaluate: EvaluateParams
     attack: AttackParams
     fooling: dict[Dataset, FoolingParams] = Field(min_length=1)
-    train_gan: dict[str, GanParams] = Field(min_length=1)
+    train_gan: dict[EntryName, GanParams] = Field(min_length=1)
     score_gan: ScoreGanParams
 
     def entry(self, section: str, name: str):
@@ -230,12 +255,59 @@ class Params(Section):
         return self
 
 
+# What check-params lets a network of params.yaml be: far above every network of the course (2.4 M
+# parameters, 0.17 M activations per image at most), far below what takes a machine down. 50 M float32
+# parameters are 200 MB, 0.8 GB with their gradients and Adam's two moments.
+PARAMETER_BUDGET = 50_000_000  # per network
+ACTIVATION_BUDGET = 5_000_000  # values output by its layers, per image
+
+
+def meta_size(model, *inputs) -> tuple[int, int]:
+    """A network built on PyTorch's meta device (shapes, no memory), run on `inputs` (a batch): its
+    parameter count, and the values its leaf modules output per input."""
+    import torch
+
+    outputs = [0]
+
+    def count(module, args, output):
+        if isinstance(output, torch.Tensor):
+            outputs[0] += output.numel()
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            model.eval()(*inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sum(t.numel() for t in model.parameters()), outputs[0] // len(inputs[0])
+
+
+def check_network_budget(name: str, what: str, model, *inputs) -> None:
+    """Refuse a network (built on the meta device) over PARAMETER_BUDGET or ACTIVATION_BUDGET on
+    `inputs`, naming the entry."""
+    parameters, activations = meta_size(model, *inputs)
+    if parameters > PARAMETER_BUDGET:
+        raise ValueError(f"{name}: {what} has {parameters:,} parameters, over the budget of {PARAMETER_BUDGET:,} "
+                         f"(params.PARAMETER_BUDGET); a size with a digit too many?")
+    if activations > ACTIVATION_BUDGET:
+        raise ValueError(f"{name}: {what} outputs {activations:,} values per image, over the budget of "
+                         f"{ACTIVATION_BUDGET:,} (params.ACTIVATION_BUDGET); a size with a digit too many?")
+
+
 class ParamsError(ValueError):
     pass
 
 
 def _describe(error: dict) -> str:
     key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "string_pattern_mismatch" and error["loc"][-1] == "[key]":
+        section = ".".join(str(part) for part in error["loc"][:-2])
+        return (f"{section}: the entry name {error['input']!r} is not allowed: a letter or digit, then letters, digits, "
+                f"'_', '-' or '.', 64 characters at most (params.ENTRY_NAME), for it names a DVC stage, a command "
+                f"argument and output paths")
+    if error["type"] == "finite_number":
+        return f"{key}: must be a finite number (got {error['input']!r})"
     if error["type"] == "extra_forbidden":
         return f"{key}: unknown key (a typo?); remove it or fix its name"
     if error["type"] == "missing":
@@ -245,11 +317,26 @@ def _describe(error: dict) -> str:
     return f"{key}: {error['msg']} (got {error['input']!r})"
 
 
+def _one_per_value(errors: list[dict]) -> list[dict]:
+    """A non-finite float in a union-typed value (a `model` argument) fails each member of the union:
+    only the finite-number error is kept, at the value's own key."""
+    non_finite = {tuple(e["loc"][:-1]) for e in errors if e["type"] == "finite_number" and len(e["loc"]) > 1
+                  and str(e["loc"][-1]) == "float"}
+    kept = []
+    for e in errors:
+        if tuple(e["loc"][:-1]) in non_finite:
+            if e["type"] == "finite_number":
+                kept.append({**e, "loc": e["loc"][:-1]})
+            continue
+        kept.append(e)
+    return kept
+
+
 def validate(raw: dict, source: str = "params.yaml") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        lines = "\n  ".join(_describe(e) for e in exc.errors())
+        lines = "\n  ".join(_describe(e) for e in _one_per_value(exc.errors()))
         raise ParamsError(f"{source} is invalid:\n  {lines}") from None
 
 

@@ -35,11 +35,17 @@ class Stage:
     world: World | None = None  # None but for the stages that may run as several processes
     device: torch.device | None = None
     rng: torch.Generator | None = None  # for batches and draws, seeded
+    entry_key: str | None = None  # the entry's key in params.yaml: `train_cnn.mnist`
     started: float = field(default_factory=time.perf_counter)
 
     @property
     def is_main(self) -> bool:
         return self.world is None or self.world.is_main
+
+    def entry_params(self, *names: str) -> dict[str, Any]:
+        """Some of the entry's params by their params.yaml key (`train_cnn.mnist.lr`): what an error
+        names as the params to suspect (a training that diverged)."""
+        return {f"{self.entry_key}.{name}": getattr(self.entry, name) for name in names}
 
     def write_timing(self, values: dict) -> None:
         """The stage's timing facts and the device they were measured on: `metrics/timing/<stage>.json`."""
@@ -63,18 +69,19 @@ def stage(name: str, key: str | None = None, *, entry: str | None = None, seed: 
     all_params = params.load()
     chosen = all_params.entry(entry, key) if entry is not None else None
     full_name = f"{name}@{key}" if key is not None else name
+    entry_key = f"{entry}.{key}" if entry is not None else None
     if distributed is None:
         with _run(full_name, all_params, tags, record) as run:
             rng = seed(all_params.seed) if seed is not None else None
             resolved = device(all_params.device) if device is not None else None
-            yield Stage(full_name, all_params, chosen, run, device=resolved, rng=rng)
+            yield Stage(full_name, all_params, chosen, run, device=resolved, rng=rng, entry_key=entry_key)
         return
     distributed.launch_if_asked(chosen.processes)
     with distributed.initialized(device(all_params.device)) as (world, resolved):
         extra = {"world_size": world.size}
         with _run(full_name, all_params, tags, record, extra) if world.is_main else nullcontext() as run:
             yield Stage(full_name, all_params, chosen, run, world=world, device=resolved,
-                        rng=seed(all_params.seed, resolved))
+                        rng=seed(all_params.seed, resolved), entry_key=entry_key)
 
 
 def _run(name: str, all_params: params.Params, tags: dict[str, str] | None, record: Path | None,

@@ -94,6 +94,32 @@ def check_tracking_uri(uri: str) -> None:
                             "or unset MLFLOW_TRACKING_URI to use the local mlflow.db")
 
 
+SQLITE_WAIT_S = 20  # MLflow's own busy_timeout for its sessions; the README promises it
+
+
+def with_sqlite_wait(uri: str) -> str:
+    """The URI MLflow is given: a SQLite store with `timeout=20`, so that its first connection, which
+    reads the schema before MLflow sets its own 20 s busy_timeout, waits as long (sqlite3's default:
+    5 s) for a writer holding the store; other URIs as they are."""
+    if not uri.startswith("sqlite") or "timeout=" in uri.partition("?")[2]:
+        return uri
+    return f"{uri}{'&' if '?' in uri else '?'}timeout={SQLITE_WAIT_S}"
+
+
+@contextmanager
+def locked_store_explained(uri: str) -> Iterator[None]:
+    """SQLite's 'database is locked' after the wait, as one line naming the store, not a traceback
+    of SQLAlchemy's."""
+    try:
+        yield
+    except Exception as exc:
+        if "database is locked" not in str(exc):
+            raise
+        raise TrackingError(f"MLflow store {uri} stayed locked for {SQLITE_WAIT_S} s by another process (a stage, "
+                            "`mlflow ui` or a server on it, a sqlite3 shell in a transaction); let it finish or "
+                            "stop it, then rerun") from None
+
+
 @contextmanager
 def store_lock(uri: str) -> Iterator[None]:
     """Held while a process opens a SQLite store (creating it if needed) and its experiment; a

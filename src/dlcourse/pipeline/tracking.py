@@ -24,8 +24,8 @@ from .dvc_params import flatten
 from .git import git_tags
 from .process import alive, cpu_description, freeze_objects, process_start_time
 from .signals import StageKilled, killed_on_signals
-from .store import (check_reachable, check_tracking_uri, project_root, recorded_tracking_uri, refused_explained, store_lock,
-                    tracking_uri)
+from .store import (check_reachable, check_tracking_uri, locked_store_explained, project_root, recorded_tracking_uri,
+                    refused_explained, store_lock, tracking_uri, with_sqlite_wait)
 from .versions import environment_versions
 
 EXPERIMENT = "dl-course"
@@ -97,9 +97,9 @@ def stage_run(stage: str, params: dict, record: Path | None = None,
     freeze_objects()  # what the stage imported
     import mlflow  # imported here: slow, and only needed once the store is known to answer
 
-    mlflow.set_tracking_uri(uri)
+    mlflow.set_tracking_uri(with_sqlite_wait(uri))
     experiment_name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
-    with store_lock(uri), refused_explained(uri, experiment_name):
+    with store_lock(uri), refused_explained(uri, experiment_name), locked_store_explained(uri):
         if mlflow.get_experiment_by_name(experiment_name) is None:
             location = None if uri.startswith(("http://", "https://")) else (project_root() / "mlartifacts").as_uri()
             try:
@@ -109,7 +109,8 @@ def stage_run(stage: str, params: dict, record: Path | None = None,
                     raise
                 # else: created meanwhile by a stage logging to the same tracking server
         experiment = mlflow.set_experiment(experiment_name)
-    end_dead_runs(mlflow.MlflowClient(), experiment.experiment_id, stage)
+    with locked_store_explained(uri):
+        end_dead_runs(mlflow.MlflowClient(), experiment.experiment_id, stage)
 
     cpu = cpu_description()
     tags = {**(tags or {}), "dvc.stage": stage, "process.pid": str(os.getpid()), "process.host": socket.gethostname(),
@@ -119,12 +120,13 @@ def stage_run(stage: str, params: dict, record: Path | None = None,
     for variable in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):  # a task of a Slurm sweep
         if os.environ.get(variable):
             tags[variable.lower().replace("_", ".", 1)] = os.environ[variable]
-    tracked = StageRun(mlflow, mlflow.start_run(run_name=stage, tags=tags), stage)
+    with locked_store_explained(uri):
+        tracked = StageRun(mlflow, mlflow.start_run(run_name=stage, tags=tags), stage)
     freeze_objects()  # and MLflow's
     started = time.perf_counter()
     startup_seconds = time.time() - process_start_time()
     try:
-        with killed_on_signals():
+        with killed_on_signals(), locked_store_explained(uri):  # the stage's own logging too
             tracked.log_params(params)
             yield tracked
     except StageKilled as killed:

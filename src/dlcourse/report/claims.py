@@ -12,16 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-
 from ..course.attacks import HARMLESS, WRECKED, choose_slight_eps, drop, noise_drop, slight_and_wrecking
-from ..files import read_json
+from ..files import non_finite_keys, rebuild_hint
 from ..pipeline.layout import FOOLING_METHODS
-from .results import Results
+from .results import ClaimError, Results, entries_of, leftover_warning  # noqa: F401 - the claims' API
 
 MNIST_SIZE = (60000, 10000)
 INIT_BAND = (0.07, 0.13)  # "à peu près 10 %": a random guess among 10 classes
 ONE_EPOCH_BAND = (0.875, 0.925)  # "environ 90 %"
 PLATEAU_GAIN_MAX = 0.02  # "pas vraiment [...] nettement plus élevée": at most 2 points more
+# ... and the long run ends on its plateau, at most 2 points below the one-epoch run: a run that
+# diverged (to 10 %) shows no plateau, though it gains nothing
+PLATEAU_FINAL_LOSS_MAX = 0.02
 PLATEAU_LENGTH_MIN = 5  # the long run trains at least 5x as many iterations as the one-epoch run
 CNN_BAR, CNN_EPOCHS = 0.97, 2  # "en 1 ou 2 epochs une précision de 97~98%"
 SLOWER_MIN = 5  # "nettement plus long": an epoch at least 5x as long
@@ -37,8 +39,13 @@ GAN_GOAL_CONFIDENT = 0.9  # beyond the course (reported, not judged): the best u
 GAN_GOAL_RAREST_DIGIT = 0.07  # ... and the smallest share of any digit among them
 
 
-class ClaimError(ValueError):
-    pass
+def require_finite(value, what: str):
+    """`value` (a number, or a JSON-like structure of them), refused when any number in it is NaN or
+    infinite: a verdict never holds on a measurement that is not one."""
+    bad = non_finite_keys(value)
+    if bad:
+        raise ClaimError(f"{what}: {', '.join(bad)} not finite (NaN or infinity); a verdict cannot rest on it")
+    return value
 
 
 def floor(value: float, least: float, what: str) -> float:
@@ -68,6 +75,7 @@ class Claim:
 
     def evaluate(self, results: Results) -> dict:
         measured, values, holds = self.check(results)
+        require_finite(values, f"claim {self.id}: the values judged")
         return {"claim": self.claim, "course": self.course, "measured": measured,
                 "summary": SUMMARIES[self.id](values) if values else "nothing measured", "values": values,
                 "holds": bool(holds)}
@@ -103,12 +111,16 @@ def _linear_plateau(r: Results):
             f"{100 * gain:+.2f} points over one epoch ({pct(one['test_accuracy'])})",
             {"one_epoch": one["test_accuracy"], "long_best": long["best_test_accuracy"],
              "long_final": long["test_accuracy"], "gain": gain, "length_factor": length},
-            gain <= PLATEAU_GAIN_MAX and length >= PLATEAU_LENGTH_MIN)
+            gain <= PLATEAU_GAIN_MAX and length >= PLATEAU_LENGTH_MIN
+            and long["test_accuracy"] >= one["test_accuracy"] - PLATEAU_FINAL_LOSS_MAX)
 
 
 def _cnn_mnist(r: Results):
     curve = r.curve("cnn/mnist-course")
     early = curve[curve["epoch"] <= CNN_EPOCHS]
+    if early.empty:
+        raise ClaimError(f"{r.plots_dir / 'cnn/mnist-course.csv'}: no epoch <= {CNN_EPOCHS}; "
+                         f"{rebuild_hint('plots/cnn/mnist-course.csv')}")
     by_epoch = ", ".join(f"epoch {int(e)}: {pct(a)}" for e, a in zip(early["epoch"], early["test_accuracy"]))
     best = float(early["test_accuracy"].max())
     return f"Reseau2, {by_epoch}", {"by_epoch": early["test_accuracy"].tolist(), "best": best}, best >= CNN_BAR
@@ -116,6 +128,9 @@ def _cnn_mnist(r: Results):
 
 def _cnn_slower(r: Results):
     linear, cnn = r.metrics("timing/train-linear@one_epoch"), r.metrics("timing/train-cnn@mnist-course")
+    if not linear["train_seconds"] > 0:
+        raise ClaimError(f"{r.metrics_dir / 'timing/train-linear@one_epoch.json'}: train_seconds is "
+                         f"{linear['train_seconds']}, not a time; {rebuild_hint('metrics/timing/train-linear@one_epoch.json')}")
     per_epoch = cnn["train_seconds"] / r.metrics("cnn/mnist-course")["epochs"]
     ratio = per_epoch / linear["train_seconds"]
     return (f"one epoch: Reseau1 {linear['train_seconds']:.2f} s, Reseau2 {per_epoch:.1f} s ({ratio:.0f}x longer, "
@@ -125,12 +140,7 @@ def _cnn_slower(r: Results):
 
 
 def cifar10_entries(r: Results) -> dict[str, dict]:
-    entries = {}
-    for path in sorted((r.metrics_dir / "cnn").glob("*.json")):
-        metrics = r.metrics(f"cnn/{path.stem}")
-        if metrics["dataset"] == "cifar10":
-            entries[path.stem] = metrics
-    return entries
+    return {name: m for name, m in r.per_model("cnn").items() if m["dataset"] == "cifar10"}
 
 
 def _cifar10_50(r: Results):
@@ -155,6 +165,10 @@ def _hard_errors(r: Results):
 
 def slight_corruption_verdict(m: dict) -> dict:
     """One attacked model's verdict: the eps chosen on the selection half, judged on the evaluation half."""
+    require_finite(m["selection"]["accuracy"], "slight-corruption: the selection half's accuracies")
+    require_finite(m["evaluation"]["accuracy"], "slight-corruption: the evaluation half's accuracies")
+    if not m["evaluation"]["accuracy"] or not m["selection"]["accuracy"]:
+        raise ClaimError("slight-corruption: an attacked model's metrics hold no accuracy sweep")
     selection = {float(eps): row for eps, row in m["selection"]["accuracy"].items()}
     evaluation = {float(eps): row for eps, row in m["evaluation"]["accuracy"].items()}
     eps = choose_slight_eps(selection)
@@ -179,8 +193,9 @@ def _slight_corruption(r: Results):
 
 def _fooling(r: Results):
     verdicts, parts = {}, []
-    for path in sorted((r.metrics_dir / "fooling").glob("*.json")):
-        m = read_json(path)
+    for dataset in r.names("fooling"):
+        path = r.metrics_dir / "fooling" / f"{dataset}.json"
+        m = r.metrics(f"fooling/{dataset}")
         bar = floor(m["confidence_bar"], FOOLING_MIN, f"fooling.{path.stem}.confidence")
         missing = [method for method in FOOLING_METHODS if method not in m]
         if missing:
@@ -188,7 +203,9 @@ def _fooling(r: Results):
                              "rerun the fooling stage")
         methods = {}
         for method in FOOLING_METHODS:
-            per_class = m[method]["per_class"]
+            per_class = require_finite(m[method]["per_class"], f"{path}: {method}.per_class")
+            if not per_class:  # all() over no class would be true
+                raise ClaimError(f"{path}: {method}.per_class is empty; {rebuild_hint(path)}")
             methods[method] = {
                 "reaches_every_class": all(c["confidence"] >= bar for c in per_class.values()),
                 "short_of_the_bar": {name: c["confidence"] for name, c in per_class.items() if c["confidence"] < bar},
@@ -217,7 +234,7 @@ def _fooling(r: Results):
 
 def gan_entries(r: Results) -> dict[str, dict]:
     """Each train-gan entry's scores (metrics/gan/<entry>/scores.json), by entry."""
-    return {path.parent.name: read_json(path) for path in sorted((r.metrics_dir / "gan").glob("*/scores.json"))}
+    return {entry: r.metrics(f"gan/{entry}/scores") for entry in r.names("gan")}
 
 
 def _gan_digits(r: Results):
@@ -230,8 +247,8 @@ def _gan_digits(r: Results):
     improved = last["frechet_distance"] < first["frechet_distance"] and \
         last["confident_fraction"] > first["confident_fraction"]
     recognisable = final["confident_fraction"] >= GAN_RECOGNISABLE
-    agreement = final.get("label_agreement")
-    asked = agreement is None or agreement >= GAN_AGREEMENT
+    agreement = final.get("label_agreement")  # a conditional entry's: without it, the digit asked is unchecked
+    asked = agreement is not None and agreement >= GAN_AGREEMENT
     measured = (
         f"`{name}`, epoch {first['epoch']} → {last['epoch']} ({m['curve_samples']} samples each): Fréchet distance "
         f"{first['frechet_distance']:.2f} → {last['frechet_distance']:.2f}, classified with confidence >= {bar:g}: "
@@ -240,7 +257,7 @@ def _gan_digits(r: Results):
         f"Fréchet distance {final['frechet_distance']:.2f} (real train vs test: {real['frechet_distance']:.2f}), "
         f"Inception-Score analogue {final['inception_score']:.2f} (real: {real['inception_score']:.2f})"
         + (f"; class-conditional: the classifier reads the digit asked for in {pct(agreement)}"
-           if agreement is not None else "; unconditional"))
+           if agreement is not None else "; the digit asked for was not measured (no label_agreement)"))
     values = {"entry": name, "first_epoch": first, "last_epoch": last, "generated": final, "real": real,
               "improved": improved, "recognisable": recognisable, "reads_the_digit_asked_for": asked}
     return measured, values, improved and recognisable and asked
@@ -312,7 +329,7 @@ CLAIMS = [
     Claim("linear-plateau",
           "Training the linear network longer does not give a clearly higher accuracy than 90-92 % (checked: a run "
           f"at least {PLATEAU_LENGTH_MIN}x as long gains at most {100 * PLATEAU_GAIN_MAX:g} points of best test "
-          "accuracy over the one-epoch run).",
+          f"accuracy over the one-epoch run, and ends at most {100 * PLATEAU_FINAL_LOSS_MAX:g} points below it).",
           "entraîner le réseau plus longtemps ne permet pas vraiment d'obtenir une précision nettement plus "
           "élevée que 90~92%", _linear_plateau,
           lambda values: ["linear/one_epoch", "linear/long"]),

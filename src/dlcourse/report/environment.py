@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..files import UnreadableFileError
 from ..pipeline import tracking, versions
 from ..pipeline.git import git_commit
 from ..pipeline.versions import installed_version
@@ -35,8 +36,9 @@ def recorded_run(stage: str) -> dict | None:
         record = tracking.read_run_record(stage)
     except FileNotFoundError:
         return None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc}); rerun the stage `{stage}` to rewrite it") from None
+    except (json.JSONDecodeError, UnreadableFileError) as exc:  # read_json's, naming the file
+        raise ValueError(f"{path}: not valid JSON ({str(exc).removeprefix(f'{path}: ')}); "
+                         f"rerun the stage `{stage}` to rewrite it") from None
     if not isinstance(record, dict) or not record.get("run_id"):
         raise ValueError(f"{path}: holds no run_id; rerun the stage `{stage}` to rewrite it")
     return record

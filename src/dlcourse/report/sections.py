@@ -65,8 +65,8 @@ def draw_gan_figures(results: Results) -> None:
 def cnn_entries(results: Results) -> dict[str, list[str]]:
     """The train-cnn entries by dataset."""
     entries = {}
-    for path in sorted((results.metrics_dir / "cnn").glob("*.json")):
-        entries.setdefault(results.metrics(f"cnn/{path.stem}")["dataset"], []).append(path.stem)
+    for name, m in results.per_model("cnn").items():  # the entries params.yaml names
+        entries.setdefault(m["dataset"], []).append(name)
     return entries
 
 
@@ -128,9 +128,9 @@ def robustness_section(results: Results) -> str:
                      f"![examples]({folder}/examples.png)\n\n"
                      f"| L-inf sweep | corruptions |\n| --- | --- |\n"
                      f"| ![]({folder}/accuracy_vs_eps.png) | ![]({folder}/corruptions.png) |\n")
-    for path in sorted((results.metrics_dir / "fooling").glob("*.json")):
-        m = results.metrics(f"fooling/{path.stem}")
-        timing = results.metrics(f"timing/fooling@{path.stem}")
+    for dataset in results.names("fooling"):  # the entries params.yaml names
+        m = results.metrics(f"fooling/{dataset}")
+        timing = results.metrics(f"timing/fooling@{dataset}")
         rows = [{"method": FOOLING_METHODS[method],
                  f"classes >= {m['confidence_bar']}": sum(c["confidence"] >= m["confidence_bar"]
                                                          for c in m[method]["per_class"].values()),
@@ -140,9 +140,9 @@ def robustness_section(results: Results) -> str:
                  f"`{m['transfer_model']}`'s confidence": pct(m[method]["transfer_confidence_mean"]),
                  "seconds": timing[f"{method}_seconds"]}
                 for method in FOOLING_METHODS]
-        images = "\n\n".join(f"![{label}](../plots/fooling/{path.stem}/{method}.png)"
+        images = "\n\n".join(f"![{label}](../plots/fooling/{dataset}/{method}.png)"
                               for method, label in FOOLING_METHODS.items())
-        parts.append(f"### Fooling images, {path.stem} (`{m['model']}`, bar {m['confidence_bar']}; transfer to "
+        parts.append(f"### Fooling images, {dataset} (`{m['model']}`, bar {m['confidence_bar']}; transfer to "
                      f"`{m['transfer_model']}`)\n\n"
                      "Noise-like images by gradient ascent and by evolution of the pixels, and regular patterns "
                      "by a CPPN evolved with MAP-Elites over all classes at once (Nguyen et al. 2015, the slides' "

@@ -1,0 +1,89 @@
+"""Fault suite: a training stage whose run blows up (a huge learning rate) stops with an error naming
+the stage, where it diverged and the params to suspect; its MLflow run ends FAILED; no model file,
+metric, curve, run record or registered model version is left. Each stage runs as DVC runs it (its
+script, in a project folder), on tiny prepared MNIST data."""
+
+import copy
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from fakedata import digits
+from workspace import tiny_params
+
+from dlcourse.course import data
+from dlcourse.pipeline import params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def project(folder: Path, key: str, value) -> dict:
+    """A project folder: the repository's params made tiny, `key` set to `value`, prepared MNIST data."""
+    raw = tiny_params(copy.deepcopy(params.read_yaml(ROOT / "params.yaml")))
+    *parents, last = key.split(".")
+    node = raw
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    (folder / "params.yaml").write_text(yaml.safe_dump(raw))
+    (folder / "dvc.yaml").write_bytes((ROOT / "dvc.yaml").read_bytes())  # the params each stage logs
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 256), ("test", 128)):
+        images, labels = digits(n, rng)
+        data.save_split(folder / "data/prepared/mnist" / f"{split}.pt", images[:, None], labels,
+                        [str(k) for k in range(10)])
+    return raw
+
+
+def run_stage(folder: Path, script: str, entry: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DVC_ROOT": str(folder), "PYTHONPATH": str(ROOT / "src"), "CUDA_VISIBLE_DEVICES": "",
+           "OMP_NUM_THREADS": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([sys.executable, str(ROOT / "stages" / script), entry], cwd=folder, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+CASES = [
+    # (stage script, entry, key set, value, where it diverged, the params named)
+    ("train_cnn.py", "mnist", "train_cnn.mnist.lr", 1e30, r"loss is nan \(the mean of epoch 1 of 1\)",
+     ["train_cnn.mnist.lr=1e+30", "train_cnn.mnist.weight_decay=0.0005"]),
+    ("train_linear.py", "one_epoch", "train_linear.one_epoch.lr", 1e36, r"loss is (nan|inf) at step \d+ of 10",
+     ["train_linear.one_epoch.lr=1e+36", "train_linear.one_epoch.momentum=0.9"]),
+    ("train_gan.py", "gan-2014", "train_gan.gan-2014.lr_d", 1e30,
+     r"loss is \S+ \(generator\), \S+ \(discriminator\) at generator step \d \(epoch 1 of 2\)",
+     ["train_gan.gan-2014.lr_d=1e+30", "train_gan.gan-2014.lr_g=0.1"]),
+]
+
+
+@pytest.mark.parametrize("script, entry, key, value, where, suspects", CASES)
+def test_a_run_that_blows_up_stops_and_leaves_nothing(tmp_path, script, entry, key, value, where, suspects):
+    project(tmp_path, key, value)
+    if script == "train_gan.py":  # all 256 images, in batches of 64: 2 generator steps per epoch
+        raw = yaml.safe_load((tmp_path / "params.yaml").read_text())
+        raw["train_gan"][entry].update(epoch_images=128, batch_size=64)
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    before = {p.relative_to(tmp_path) for p in tmp_path.rglob("*")}  # params.yaml, dvc.yaml, the data
+    result = run_stage(tmp_path, script, entry)
+    assert result.returncode == 1, result.stderr
+    stage = f"{script.removesuffix('.py').replace('_', '-')}@{entry}"
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"{stage}: training diverged: "), last
+    assert re.search(where, last), last
+    assert "nothing was written, logged as a model or registered" in last
+    for suspect in suspects:
+        assert suspect in last
+    assert "Traceback" not in result.stderr
+    left = {p.relative_to(tmp_path) for p in tmp_path.rglob("*")} - before
+    # the MLflow store alone (and its lock): no models/, metrics/, plots/ or tracking/ output
+    assert {p.parts[0] for p in left} <= {"mlflow.db", "mlflow.db.lock", "mlartifacts"}, sorted(map(str, left))
+    assert not [p for p in left if p.parts[0] == "mlartifacts" and p.is_file()]
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        assert db.execute("SELECT status FROM runs").fetchall() == [("FAILED",)]
+        assert db.execute("SELECT count(*) FROM model_versions").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM registered_models").fetchone() == (0,)
