@@ -27,22 +27,7 @@ COMMITTED_RESULTS = ("dvc.lock", "metrics/", "plots/", "reports/", "tracking/") 
 # logged model's (MLflow 3) and each registered version's.
 ARTIFACT_LOCATIONS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
                       ("logged_models", "artifact_location"), ("model_versions", "storage_location"))
-
-
-def tiny_params(params: dict) -> dict:
-    for run in params["train_linear"].values():
-        run.update(iterations=30 if run["iterations"] > 1000 else 10, eval_every=5, init_trials=3, init_eval_size=100)
-    for entry in params["train_cnn"].values():  # float32: two processes then train the weights of one, to rounding
-        entry.update(epochs=1, batch_size=64, bf16=False)
-    params["attack"].update(subset=40, pgd_steps=2, examples=4)
-    for fooling in params["fooling"].values():
-        fooling.update(gradient_steps_max=5, evolution_generations_max=3, evolution_population=4,
-                       cppn_generations_max=3, cppn_population=4)
-    for entry in params["train_gan"].values():  # 2 epochs of 128 images (2 generator steps of 64) each
-        entry.update(epochs=2, epoch_images=128, width=4, grid_size=16, interpolation_steps=4, interpolation_rows=2)
-    params["score_gan"].update(samples=200, curve_samples=50)
-    params["download"].update(retries=0, backoff_s=0.0)
-    return params
+TINY_PROFILE = "profiles/tiny.yaml"  # every stage in seconds on the tiny mirror
 
 
 class Workspace:
@@ -134,11 +119,12 @@ def copy_repository(destination: Path) -> None:
             shutil.copy2(source, destination / name)
 
 
-def tiny_workspace(path: Path, mirror: Path, edit=tiny_params) -> Workspace:
-    """A copy of the repository with tiny params (`edit`), committed to a fresh git repository."""
+def tiny_workspace(path: Path, mirror: Path, profile: str = TINY_PROFILE) -> Workspace:
+    """A copy of the repository with tiny params (the profile applied as a user applies one),
+    committed to a fresh git repository."""
     copy_repository(path)
     ws = Workspace(path, mirror)
-    ws.edit_params(edit)
+    ws.run("python", "scripts/apply_profile.py", profile)
     ws.run("git", "init", "-q")
     ws.commit("tiny")
     return ws
