@@ -74,6 +74,7 @@ def main(name: str) -> None:
         device = resolve_device(all_params.device)
         model, checkpoint = load_classifier(MODELS / f"{name}.pt", device)
         test = data.load_split(PREPARED, checkpoint["dataset"], "test")
+        run.log_dataset(PREPARED / checkpoint["dataset"] / "test.pt", "evaluation")
         subset = torch.randperm(len(test), generator=rng)[: p.subset]
         result = attack(model, data.to_float(test.images[subset], device), test.labels[subset].to(device), settings.eps,
                         p, rng)

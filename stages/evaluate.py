@@ -56,6 +56,7 @@ def main(name: str) -> None:
         device = resolve_device(all_params.device)
         model, checkpoint = load_classifier(MODELS / f"{name}.pt", device)
         test = data.load_split(PREPARED, checkpoint["dataset"], "test")
+        run.log_dataset(PREPARED / checkpoint["dataset"] / "test.pt", "evaluation")
         classes, images = test.classes, data.to_float(test.images, device)
         result = evaluate(model, images, test.labels, classes, p)
         metrics = {"dataset": checkpoint["dataset"], **result.metrics}

@@ -44,6 +44,8 @@ def main(entry: str) -> None:
         rng = seed_everything(all_params.seed)
         device = resolve_device(all_params.device)
         test, train = data.load_split(PREPARED, gan.dataset, "test"), data.load_split(PREPARED, gan.dataset, "train")
+        for split, context in (("test", "evaluation"), ("train", "reference")):  # the real images compared to
+            run.log_dataset(PREPARED / gan.dataset / f"{split}.pt", context)
         judge = gan_metrics.load_judge(MODELS / f"{p.classifier}.pt", p.feature_layer, test.images, train.images,
                                        p.samples, p.confident, p.nearest_neighbours, rng, device)
         era = gan_eras.ERAS[gan.era]

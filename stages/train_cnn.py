@@ -45,6 +45,9 @@ def main(name: str) -> None:
             if p.threads:
                 torch.set_num_threads(p.threads)
             train, test = (data.load_split(PREPARED, p.dataset, split) for split in ("train", "test"))
+            if world.is_main:
+                run.log_dataset(PREPARED / p.dataset / "train.pt", "training")
+                run.log_dataset(PREPARED / p.dataset / "test.pt", "evaluation")
             train_x, train_y = train.images.to(device), train.labels.to(device)
             test_x, test_y = test.images.to(device), test.labels.to(device)
 

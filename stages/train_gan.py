@@ -50,6 +50,8 @@ def main(entry: str, resume: bool) -> None:
         with tracking.stage_run(stage, logged, tags=tags) if world.is_main else nullcontext() as run:
             rng = seed_everything(all_params.seed, device)
             train = data.load_split(PREPARED, p.dataset, "train")
+            if world.is_main:
+                run.log_dataset(PREPARED / p.dataset / "train.pt", "training")
             num_classes = len(train.classes) if gan_eras.ERAS[p.era].conditional else 0
             generator, discriminator = gan_eras.build(p.era, p.latent_dim, p.width, tuple(train.images.shape[1:]),
                                                       num_classes)

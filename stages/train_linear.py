@@ -66,6 +66,8 @@ def main(name: str) -> None:
         torch.set_num_threads(1)
         device = resolve_device(all_params.device)
         train, test = (data.load_split(PREPARED, "mnist", split) for split in ("train", "test"))
+        run.log_dataset(PREPARED / "mnist" / "train.pt", "training")
+        run.log_dataset(PREPARED / "mnist" / "test.pt", "evaluation")
         result = train_linear(p, all_params.seed, device, train, test)
 
         save_classifier(result.model, "mnist", train.classes, MODELS / "linear" / f"{name}.pt")
