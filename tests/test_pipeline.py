@@ -91,7 +91,7 @@ def test_mlflow_opens_on_the_runs_and_each_run_names_the_datasets_it_read(built)
     assert [name for name, _, _ in read["train-gan@dcgan-2015"]] == ["mnist/train"]
     reading = [stage for stage in read if stage.split("@")[0] in
                {"train-linear", "train-cnn", "train-gan", "evaluate", "attack", "score-gan"}]
-    assert len(reading) == 30 and all(read[stage] for stage in reading)
+    assert len(reading) == 31 and all(read[stage] for stage in reading)
 
 
 def test_a_second_repro_runs_nothing(workspace):

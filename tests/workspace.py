@@ -7,6 +7,7 @@ store included, at the cost of copying a few megabytes instead of rerunning the 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -72,8 +73,16 @@ class Workspace:
         return yaml.safe_load((self.path / "params.yaml").read_text())
 
     def edit_params(self, edit) -> None:
+        """Edit params.yaml as a person would: its comments, anchors and layout kept (ruamel's round
+        trip), so that a value put back gives back the same file."""
+        from ruamel.yaml import YAML
+
+        round_trip = YAML()
+        round_trip.width = 4096  # a long line stays one line
         path = self.path / "params.yaml"
-        path.write_text(yaml.safe_dump(edit(yaml.safe_load(path.read_text())), sort_keys=False))
+        edited = io.StringIO()
+        round_trip.dump(edit(round_trip.load(path.read_text())), edited)
+        path.write_text(edited.getvalue())
 
     def set_param(self, key: str, value) -> None:
         """Set one dotted key (`train_linear.one_epoch.lr`); it must exist and change."""
