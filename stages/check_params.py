@@ -8,7 +8,7 @@ outputs of the stage that reads the key.
 
 from pathlib import Path
 
-from dlcourse import params
+from dlcourse import params, progress
 from dlcourse.files import atomic_path
 from dlcourse.gan_eras import check_gan_buildable
 from dlcourse.models import check_buildable
@@ -23,6 +23,7 @@ def main() -> None:
         raise SystemExit(str(exc)) from None
     with atomic_path(VERDICT) as tmp:
         tmp.write_text("params.yaml is valid: the schema of src/dlcourse/params.py, every network built\n")
+    progress.summary("check-params", "params.yaml valid, every network built")
 
 
 def check(p: params.Params) -> None:

@@ -6,7 +6,7 @@ From the official URLs (official MD5s), or from DATA_MIRROR, a folder or URL lai
 
 import os
 
-from dlcourse import data, params, tracking
+from dlcourse import data, params, progress, tracking
 from dlcourse.paths import RAW
 
 
@@ -15,10 +15,14 @@ def main() -> None:
     mirror = os.environ.get("DATA_MIRROR") or None
     with tracking.stage_run("download", tracking.declared_params("download", p),
                             tags={"data.mirror": mirror or "official"}) as run:
+        fetched = {}
         for dataset in data.SOURCES:
             files = data.download(dataset, RAW, mirror=mirror, **p.download.model_dump())
-            run.log_metrics({f"{dataset}.bytes": sum(f.stat().st_size for f in files)})
+            fetched[dataset] = sum(f.stat().st_size for f in files)
+            run.log_metrics({f"{dataset}.bytes": fetched[dataset]})
         data.extract_tar(RAW / "cifar10" / "cifar-10-binary.tar.gz", RAW / "cifar10" / "extracted")
+    progress.summary("download", ", ".join(f"{dataset} {size / 1e6:.0f} MB" for dataset, size in fetched.items())
+                     + f" from {mirror or 'the official sources'}, checksums checked")
 
 
 if __name__ == "__main__":

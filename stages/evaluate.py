@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from dlcourse import data, params, tracking
+from dlcourse import data, params, progress, tracking
 from dlcourse.evaluation import Calibration, calibration, confusion_matrix, hardest_errors, per_class_accuracy
 from dlcourse.figures import image_grid, plot_confusion, plot_reliability
 from dlcourse.files import write_csv, write_json
@@ -78,6 +78,8 @@ def main(name: str) -> None:
         run.log_metrics({key: metrics[key] for key in ("test_accuracy", "ece", "confidently_wrong")})
         for figure in ("confusion.png", "reliability.png", "hardest_errors.png"):
             run.log_artifact(out / figure)
+    progress.summary(stage, f"{100 * metrics['test_accuracy']:.2f} % test accuracy, ECE {metrics['ece']:.3f}, "
+                            f"{metrics['confidently_wrong']} confidently wrong")
 
 
 if __name__ == "__main__":

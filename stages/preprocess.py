@@ -1,7 +1,7 @@
 """Stage `preprocess`: the raw files, read by the project's own IDX and CIFAR-10 readers and
 validated, become uint8 image tensors and int64 label tensors."""
 
-from dlcourse import data, params, tracking
+from dlcourse import data, params, progress, tracking
 from dlcourse.files import write_json
 from dlcourse.paths import METRICS, PREPARED, RAW
 
@@ -30,6 +30,7 @@ def main() -> None:
         write_json(METRICS / "data.json", summary)
         run.log_metrics({f"{name}.count": s["count"] for name, s in summary.items()})
         run.log_artifact(METRICS / "data.json")
+    progress.summary("preprocess", ", ".join(f"{name} {s['count']} images" for name, s in summary.items()))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dlcourse import params, registry, tracking
+from dlcourse import params, progress, registry, tracking
 from dlcourse.claims import (GAN_TIMELINE, Results, evaluate_claims, gan_entries, gan_progress_table, pct,
                              slight_corruption_verdict, supported_claims)
 from dlcourse.document import document, unlisted_figures, write_report
@@ -237,6 +237,8 @@ def main() -> None:
             run.log_artifact(path)
         champions = registry.promote(results, supported_claims(claims))
         run.set_tags({f"champion.{dataset}": model for dataset, model in champions.items()})
+    progress.summary("report", f"{held} of {len(claims)} claims hold: {REPORTS / 'report.md'}, "
+                               f"{REPORTS / 'report.html'}")
 
 
 if __name__ == "__main__":

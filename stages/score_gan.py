@@ -12,26 +12,32 @@ import time
 import pandas as pd
 import torch
 
-from dlcourse import data, gan_eras, gan_metrics, generative, params, tracking
+from dlcourse import data, gan_eras, gan_metrics, generative, params, progress, tracking
 from dlcourse.files import load_torch, write_csv, write_json
 from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
 from dlcourse.training import resolve_device, seed_everything
 
 
 def score_checkpoints(generator: torch.nn.Module, checkpoints: list, judge: gan_metrics.Judge, samples: int,
-                      curve_samples: int, seed: int, num_classes: int, device) -> tuple[list[dict], dict]:
+                      curve_samples: int, seed: int, num_classes: int, device,
+                      label: str | None = None) -> tuple[list[dict], dict]:
     """The cheap scores of every checkpoint on `curve_samples` samples, and all the scores of the last
-    on `samples`; the same noise (and, when conditional, every class equally often) for each."""
+    on `samples`; the same noise (and, when conditional, every class equally often) for each. With a
+    `label`, the progress over the checkpoints on stderr."""
     noise = generative.fixed_noise(max(samples, curve_samples), generator.latent_dim, seed).to(device)
     asked = generative.sample_labels(len(noise), num_classes, device)
     curve = []
-    for checkpoint in checkpoints:
-        state = load_torch(checkpoint, map_location=device)
-        generator.load_state_dict(generative.sampler_weights(state))
-        scores = gan_metrics.score_generator(generator, noise[:curve_samples],
-                                             asked[:curve_samples] if num_classes else None, judge, full=False)
-        curve.append({"epoch": state["epoch"], **scores})
-    final = gan_metrics.score_generator(generator, noise[:samples], asked[:samples] if num_classes else None, judge)
+    with progress.bar(label or "", len(checkpoints) + 1, "checkpoint", enabled=label is not None) as bar:
+        for checkpoint in checkpoints:
+            state = load_torch(checkpoint, map_location=device)
+            generator.load_state_dict(generative.sampler_weights(state))
+            scores = gan_metrics.score_generator(generator, noise[:curve_samples],
+                                                 asked[:curve_samples] if num_classes else None, judge, full=False)
+            curve.append({"epoch": state["epoch"], **scores})
+            bar.update()
+        final = gan_metrics.score_generator(generator, noise[:samples], asked[:samples] if num_classes else None,
+                                            judge)
+        bar.update()
     return curve, final
 
 
@@ -55,7 +61,7 @@ def main(entry: str) -> None:
         if not checkpoints:
             raise SystemExit(f"{MODELS / 'gan' / entry}: no checkpoint; run `dvc repro train-gan@{entry}` first")
         curve, final = score_checkpoints(generator.to(device), checkpoints, judge, p.samples, p.curve_samples,
-                                         all_params.seed + 2, num_classes, device)
+                                         all_params.seed + 2, num_classes, device, label=stage)
 
         table = pd.DataFrame(curve).drop(columns="class_fractions")
         write_csv(table, PLOTS / "gan" / entry / "scores.csv")
@@ -74,6 +80,8 @@ def main(entry: str) -> None:
                             step=row["epoch"])
         run.log_metrics({f"generated.{k}": v for k, v in final.items() if k != "class_fractions"})
         run.log_metrics({f"real.{k}": v for k, v in judge.real.items() if k != "class_fractions"})
+    progress.summary(stage, f"{100 * final['confident_fraction']:.1f} % of {p.samples} samples confidently classified, "
+                            f"Fréchet distance {final['frechet_distance']:.2f}, {len(checkpoints)} epochs scored")
 
 
 if __name__ == "__main__":

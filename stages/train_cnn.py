@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from dlcourse import data, distributed, params, registry, tracking
+from dlcourse import data, distributed, params, progress, registry, tracking
 from dlcourse.files import write_csv, write_json
 from dlcourse.models import Classifier, parameter_count, save_classifier
 from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
@@ -23,12 +23,12 @@ from dlcourse.training import EpochRecord, resolve_device, seed_everything, trai
 
 def train_classifier(p: params.CnnRunParams, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
                      test_y: torch.Tensor, rng: torch.Generator, world: distributed.World = distributed.SINGLE,
-                     on_epoch=lambda record: None) -> tuple[Classifier, list[EpochRecord]]:
+                     on_epoch=lambda record: None, label: str | None = None) -> tuple[Classifier, list[EpochRecord]]:
     """The entry's network trained on uint8 images held on one device: the model, and one record per
     epoch (on the main process; none on the others)."""
     model = Classifier(p.architecture, p.model, channels=train_x.shape[1]).to(train_x.device)
     model.fit_input_statistics(train_x, p.normalize)
-    records = train_epochs(model, train_x, train_y, test_x, test_y, p, rng, on_epoch=on_epoch, world=world)
+    records = train_epochs(model, train_x, train_y, test_x, test_y, p, rng, on_epoch=on_epoch, world=world, label=label)
     return model, records
 
 
@@ -55,9 +55,11 @@ def main(name: str) -> None:
                 run.log_metrics({"curve.test_accuracy": record.test_accuracy, "curve.train_loss": record.train_loss,
                                  "curve.epoch_seconds": record.seconds}, step=record.epoch)
 
-            model, records = train_classifier(p, train_x, train_y, test_x, test_y, rng, world, log_epoch)
+            model, records = train_classifier(p, train_x, train_y, test_x, test_y, rng, world, log_epoch, label=stage)
             if world.is_main:
                 write_outputs(name, p, model, train.classes, records, len(train_y), test.images, device, world, run)
+        if world.is_main:
+            progress.summary(stage, f"{100 * records[-1].test_accuracy:.2f} % test accuracy, {p.epochs} epochs")
 
 
 def write_outputs(name: str, p: params.CnnRunParams, model: Classifier, classes: list[str],

@@ -21,7 +21,7 @@ import torch
 from torch.distributed.elastic.multiprocessing.errors import record
 from torchvision.utils import save_image
 
-from dlcourse import data, distributed, gan_eras, generative, params, registry, tracking
+from dlcourse import data, distributed, gan_eras, generative, params, progress, registry, tracking
 from dlcourse.files import atomic_path, load_torch, write_csv, write_json
 from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
 from dlcourse.training import resolve_device, seed_everything
@@ -110,7 +110,7 @@ def main(entry: str, resume: bool) -> None:
             history = generative.train_gan(generator, discriminator, opt_g, opt_d, train.images, train.labels,
                                            recipe=recipe(p), ema=ema, epochs=p.epochs, epoch_images=p.epoch_images,
                                            batch_size=p.batch_size, rng=rng, device=device, start_epoch=start_epoch,
-                                           history=history, on_epoch_end=end_of_epoch, progress=world.is_main,
+                                           history=history, on_epoch_end=end_of_epoch, progress=stage,
                                            world=world)
             if not world.is_main:
                 return  # rank 0 alone writes the outputs
@@ -140,6 +140,8 @@ def main(entry: str, resume: bool) -> None:
             run.log_artifact(sorted(checkpoints.glob("epoch_*.pt"))[-1], "checkpoints")
             registry.log_generator(run, sorted(checkpoints.glob("epoch_*.pt"))[-1], sampler, p.latent_dim, num_classes,
                                    tuple(train.images.shape[1:]))
+        progress.summary(stage, f"{p.era}, {p.epochs} epochs of {p.epoch_images} images ({len(steps)} generator "
+                                f"steps), final losses G {history.g_loss[-1]:.3f} D {history.d_loss[-1]:.3f}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from dlcourse import data, params, registry, tracking
+from dlcourse import data, params, progress, registry, tracking
 from dlcourse.files import write_csv, write_json
 from dlcourse.models import Classifier, save_classifier
 from dlcourse.paths import METRICS, MODELS, PLOTS, PREPARED
@@ -23,7 +23,7 @@ class LinearRun:
 
 
 def train_linear(p: params.LinearRunParams, seed: int, device: torch.device, train: data.Split,
-                 test: data.Split) -> LinearRun:
+                 test: data.Split, label: str | None = None) -> LinearRun:
     rng = seed_everything(seed)
     train_x, test_x = data.to_float(train.images, device), data.to_float(test.images, device)
     train_y, test_y = train.labels.to(device), test.labels.to(device)
@@ -42,7 +42,7 @@ def train_linear(p: params.LinearRunParams, seed: int, device: torch.device, tra
     curve, seconds = train_iterations(
         model, optimizer, lambda scores, y: LOSSES[p.loss](scores, y, p.reduction), train_x, train_y,
         iterations=p.iterations, batch_size=p.batch_size, rng=rng,
-        evaluate=lambda: accuracy(model, test_x, test_y), eval_every=p.eval_every,
+        evaluate=lambda: accuracy(model, test_x, test_y), eval_every=p.eval_every, label=label,
     )
     metrics = {
         "init_batch_accuracy": init_accuracy,
@@ -68,7 +68,7 @@ def main(name: str) -> None:
         train, test = (data.load_split(PREPARED, "mnist", split) for split in ("train", "test"))
         run.log_dataset(PREPARED / "mnist" / "train.pt", "training")
         run.log_dataset(PREPARED / "mnist" / "test.pt", "evaluation")
-        result = train_linear(p, all_params.seed, device, train, test)
+        result = train_linear(p, all_params.seed, device, train, test, label=stage)
 
         save_classifier(result.model, "mnist", train.classes, MODELS / "linear" / f"{name}.pt")
         write_json(METRICS / "linear" / f"{name}.json", result.metrics)
@@ -81,6 +81,8 @@ def main(name: str) -> None:
         run.log_curve("curve.test_accuracy", result.curve.steps, result.curve.test_accuracy)
         run.log_artifact(MODELS / "linear" / f"{name}.pt")
         registry.log_classifier(run, MODELS / "linear" / f"{name}.pt", test.images, result.metrics["test_accuracy"])
+    progress.summary(stage, f"{100 * result.metrics['test_accuracy']:.2f} % test accuracy, {p.iterations} iterations "
+                            f"({result.metrics['epochs']:.3g} epochs)")
 
 
 if __name__ == "__main__":
