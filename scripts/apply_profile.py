@@ -45,7 +45,8 @@ def read_profile(path: Path) -> dict:
     try:
         overrides = params.read_yaml(path)
     except FileNotFoundError:
-        raise ProfileError(f"{path}: no such profile (profiles: {', '.join(sorted(p.name for p in (ROOT / 'profiles').glob('*.yaml')))})") from None
+        known = ", ".join(sorted(p.name for p in (ROOT / "profiles").glob("*.yaml")))
+        raise ProfileError(f"{path}: no such profile (profiles/ holds {known})") from None
     except Exception as exc:  # ruamel's parser and constructor errors
         raise ProfileError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(overrides, dict) or not overrides:
@@ -69,7 +70,8 @@ def expand(tree, key: str, source: str) -> list[list[str]]:
                 following.append([*path, part])
             else:
                 where = ".".join(path) or "the top level"
-                raise ProfileError(f"{source}: {key}: params.yaml has no {part!r} in {where} (there: {', '.join(map(str, node))})")
+                raise ProfileError(f"{source}: {key}: params.yaml has no {part!r} in {where} "
+                                   f"(there: {', '.join(map(str, node))})")
         paths = following
     if not paths:
         raise ProfileError(f"{source}: {key}: `*` matches no entry in params.yaml")
@@ -153,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("profile", type=Path, help="a profile, e.g. profiles/quick.yaml")
     parser.add_argument("--flags", action="store_true",
                         help="print the equivalent `dvc exp run -S` flags instead of rewriting params.yaml")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="the params file (default: params.yaml)")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
+                        help="the params file (default: params.yaml)")
     args = parser.parse_args(argv)
     try:
         if not args.params.is_file():

@@ -68,7 +68,8 @@ def test_a_wildcard_sets_every_entry_and_a_later_key_wins(checkout):
     ("train_gan.gan-2014.widht: 8\n", "{profile}: train_gan.gan-2014.widht: params.yaml has no such key"),
     ("train_gan.gan-2104.width: 8\n", "{profile}: train_gan.gan-2104.width: params.yaml has no 'gan-2104' in train_gan"),
     ("train_cnn.*.epocs: 1\n", "{profile}: train_cnn.*.epocs: params.yaml has no such key"),
-    ("train_gan.*.width: 0\n", "with {profile} is invalid:\n  train_gan.conditional.width: Input should be greater than or equal to 1"),
+    ("train_gan.*.width: 0\n",
+     "with {profile} is invalid:\n  train_gan.conditional.width: Input should be greater than or equal to 1"),
     ("- seed\n", "{profile}: expected a mapping of dotted params.yaml keys to values"),
 ])
 def test_a_bad_profile_is_refused_naming_the_file_and_key_and_nothing_is_written(checkout, text, message):
