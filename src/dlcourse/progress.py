@@ -15,6 +15,7 @@ A bar never reads the device (no host sync), so the loops it follows run as fast
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from contextlib import contextmanager
@@ -25,6 +26,14 @@ from tqdm import tqdm
 
 def _on_terminal() -> bool:
     return sys.stderr.isatty()
+
+
+def _size() -> tuple[int, int]:
+    """The terminal's columns and rows; 0 where a pseudo-terminal does not say (tqdm would then draw nothing)."""
+    try:
+        return tuple(os.get_terminal_size(sys.stderr.fileno()))
+    except (OSError, ValueError):
+        return 0, 0
 
 
 def _numbers(values: dict) -> str:
@@ -39,7 +48,9 @@ class Bar:
         self.done = 0
         self.started = time.perf_counter()
         self._next_tenth = 1
-        self._bar = (tqdm(total=self.total, desc=label, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False)
+        sized = all(_size())
+        self._bar = (tqdm(total=self.total, desc=label, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=sized,
+                          ncols=None if sized else 100, nrows=None if sized else 24)
                      if enabled and _on_terminal() else None)
 
     def update(self, n: int = 1, **values) -> None:
