@@ -6,6 +6,7 @@ same document in one file, every image embedded. Its own MLflow run id goes to r
 outside `tracking/`, which it reads.
 """
 
+from dlcourse import progress
 from dlcourse.files import write_json
 from dlcourse.pipeline import registry
 from dlcourse.pipeline.layout import PLOTS, REPORTS
@@ -41,6 +42,8 @@ def main() -> None:
             run.log_artifact(path)
         champions = registry.promote(results, supported_claims(claims))
         run.set_tags({f"champion.{dataset}": model for dataset, model in champions.items()})
+    progress.summary(job.name, f"{held} of {len(claims)} claims hold: {REPORTS / 'report.md'}, "
+                               f"{REPORTS / 'report.html'}")
 
 
 if __name__ == "__main__":
