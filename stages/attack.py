@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
+from dlcourse import progress
 from dlcourse.course import attacks, corruptions, data
 from dlcourse.pipeline import layout, params
 from dlcourse.report.figures import image_grid, plot_columns
@@ -33,14 +34,15 @@ class Attacked:
 
 
 def attack(model: Classifier, x: torch.Tensor, y: torch.Tensor, eps: list[float], p: params.AttackParams,
-           rng: torch.Generator) -> Attacked:
+           rng: torch.Generator, label: str | None = None) -> Attacked:
     """The sweep on two halves of the attacked images: the claim's eps is chosen on the first
     (selection) and judged on the second (evaluation); the corruptions on all of them."""
     half = len(y) // 2
     halves = {"selection": (x[:half], y[:half]), "evaluation": (x[half:], y[half:])}
     methods = attacks.standard_methods(model, rng, p.pgd_steps, p.pgd_step_factor, p.pgd_random_start, p.bf16)
     eps_grid = sorted(set(eps) | {0.0})
-    tables = {part: attacks.sweep(model, xs, ys, eps_grid, methods) for part, (xs, ys) in halves.items()}
+    tables = {part: attacks.sweep(model, xs, ys, eps_grid, methods, label=label and f"{label} {part}")
+              for part, (xs, ys) in halves.items()}
     chosen_eps = attacks.choose_slight_eps(accuracy_by_eps(tables["selection"]))
     corruption_table = corruptions.sweep_corruptions(model, x, y, rng)
     clean_x, clean_y = halves["evaluation"][0][: p.examples], halves["evaluation"][1][: p.examples]
@@ -70,9 +72,10 @@ def main(name: str) -> None:
         p, settings, run, rng, device = job.params.attack, job.entry, job.run, job.rng, job.device
         model, checkpoint = load_classifier(layout.model(name), device)
         test = data.load_split(layout.PREPARED, checkpoint["dataset"], "test")
+        run.log_dataset(layout.prepared_split(checkpoint["dataset"], "test"), "evaluation")
         subset = torch.randperm(len(test), generator=rng)[: p.subset]
         result = attack(model, data.to_float(test.images[subset], device), test.labels[subset].to(device), settings.eps,
-                        p, rng)
+                        p, rng, label=job.name)
         metrics = summary(result, checkpoint["dataset"])
 
         out = layout.attack(name)
@@ -104,6 +107,9 @@ def main(name: str) -> None:
             run.log_metrics({f"curve.{method}": float(row[method]) for method in methods}, step=step)
         for figure in ("accuracy_vs_eps.png", "corruptions.png", "examples.png"):
             run.log_artifact(out / figure)
+    clean, attacked = (metrics["evaluation"]["accuracy"][key]["pgd"] for key in ("0", f"{eps:g}"))
+    progress.summary(job.name, f"{100 * clean:.1f} % accuracy clean, {100 * attacked:.1f} % under PGD at eps {eps:g} "
+                            f"({result.images['evaluation']} images judged)")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ outputs of the stage that reads the key.
 
 from pathlib import Path
 
+from dlcourse import progress
 from dlcourse.files import atomic_path
 from dlcourse.pipeline import params
 from dlcourse.pipeline.checks import check
@@ -24,6 +25,7 @@ def main() -> None:
         raise SystemExit(str(exc)) from None
     with atomic_path(VERDICT) as tmp:
         tmp.write_text("params.yaml is valid: the schema of src/dlcourse/params.py, every network built\n")
+    progress.summary("check-params", "params.yaml valid, every network built")
 
 
 if __name__ == "__main__":

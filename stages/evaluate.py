@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
+from dlcourse import progress
 from dlcourse.course import data
 from dlcourse.pipeline import layout, params
 from dlcourse.course.evaluation import Calibration, calibration, confusion_matrix, hardest_errors, per_class_accuracy
@@ -52,6 +53,7 @@ def main(name: str) -> None:
         p, run, device = job.params.evaluate, job.run, job.device
         model, checkpoint = load_classifier(layout.model(name), device)
         test = data.load_split(layout.PREPARED, checkpoint["dataset"], "test")
+        run.log_dataset(layout.prepared_split(checkpoint["dataset"], "test"), "evaluation")
         classes, images = test.classes, data.to_float(test.images, device)
         result = evaluate(model, images, test.labels, classes, p)
         metrics = {"dataset": checkpoint["dataset"], **result.metrics}
@@ -73,6 +75,8 @@ def main(name: str) -> None:
         run.log_metrics({key: metrics[key] for key in ("test_accuracy", "ece", "confidently_wrong")})
         for figure in ("confusion.png", "reliability.png", "hardest_errors.png"):
             run.log_artifact(out / figure)
+    progress.summary(job.name, f"{100 * metrics['test_accuracy']:.2f} % test accuracy, ECE {metrics['ece']:.3f}, "
+                            f"{metrics['confidently_wrong']} confidently wrong")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import time
 
 import torch
 
+from dlcourse import progress
 from dlcourse.course import cppn, fooling
 from dlcourse.pipeline import layout, params
 from dlcourse.report.figures import image_grid
@@ -21,13 +22,13 @@ from dlcourse.pipeline.stage import stage
 
 
 
-def fooling_by_cppn(model, shape, p: params.FoolingParams, rng: torch.Generator):
+def fooling_by_cppn(model, shape, p: params.FoolingParams, rng: torch.Generator, label: str | None = None):
     """The CPPN images, with each genome's size beside its image."""
     images, confidence, generations, genomes = cppn.fool_cppn(
         model, shape, rng, generations_max=p.cppn_generations_max, population=p.cppn_population,
         confidence=p.confidence, weight_rate=p.cppn_weight_rate, weight_sigma=p.cppn_weight_sigma,
         add_node_rate=p.cppn_add_node_rate, add_connection_rate=p.cppn_add_connection_rate,
-        activation_rate=p.cppn_activation_rate)
+        activation_rate=p.cppn_activation_rate, label=label)
     sizes = [{"hidden_nodes": len(g.hidden), "connections": len(g.weights)} for g in genomes]
     return images, confidence, generations, sizes
 
@@ -46,12 +47,12 @@ def main(dataset: str) -> None:
         methods = {
             "gradient": lambda: fooling.fool_gradient_ascent(
                 model, targets, shape, steps_max=p.gradient_steps_max, lr=p.gradient_lr, confidence=p.confidence,
-                rng=rng),
+                rng=rng, label=f"{job.name} gradient"),
             "evolution": lambda: fooling.fool_evolution(
                 model, targets, shape, generations_max=p.evolution_generations_max,
                 population=p.evolution_population, mutation_rate=p.evolution_mutation_rate,
-                confidence=p.confidence, rng=rng),
-            "cppn": lambda: fooling_by_cppn(model, shape, p, rng),
+                confidence=p.confidence, rng=rng, label=f"{job.name} evolution"),
+            "cppn": lambda: fooling_by_cppn(model, shape, p, rng, label=f"{job.name} cppn"),
         }
         metrics, timing = {"model": p.model, "transfer_model": p.transfer_model, "confidence_bar": p.confidence}, {}
         for method, fool in methods.items():
@@ -84,6 +85,10 @@ def main(dataset: str) -> None:
             run.log_artifact(layout.fooling(dataset, method))
         write_json(layout.fooling_metrics(dataset), metrics)
         job.write_timing({**timing, "device": str(device)})
+    fooled = {method: sum(c["confidence"] >= p.confidence for c in metrics[method]["per_class"].values())
+              for method in methods}
+    reached = ", ".join(f"{method} {count}/{len(classes)}" for method, count in fooled.items())
+    progress.summary(job.name, f"classes fooled at >= {p.confidence:g} confidence: {reached}")
 
 
 if __name__ == "__main__":

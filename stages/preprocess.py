@@ -1,9 +1,10 @@
 """Stage `preprocess`: the raw files, read by the project's own IDX and CIFAR-10 readers and
 validated, become uint8 image tensors and int64 label tensors."""
 
+from dlcourse import progress
 from dlcourse.course import data
 from dlcourse.files import write_json
-from dlcourse.pipeline.layout import DATA_SUMMARY, PREPARED, RAW
+from dlcourse.pipeline.layout import DATA_SUMMARY, RAW, prepared_split
 from dlcourse.pipeline.stage import stage
 
 
@@ -19,7 +20,7 @@ def main() -> None:
         for dataset, (read, classes) in readers.items():
             for split in ("train", "test"):
                 images, labels = read(split)
-                data.save_split(PREPARED / dataset / f"{split}.pt", images, labels, classes)
+                data.save_split(prepared_split(dataset, split), images, labels, classes)
                 pixels = images.astype("float32") / 255
                 summary[f"{dataset}.{split}"] = {
                     "count": len(labels),
@@ -31,6 +32,7 @@ def main() -> None:
         write_json(DATA_SUMMARY, summary)
         run.log_metrics({f"{name}.count": s["count"] for name, s in summary.items()})
         run.log_artifact(DATA_SUMMARY)
+    progress.summary(job.name, ", ".join(f"{name} {s['count']} images" for name, s in summary.items()))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ outside `tracking/`, which it reads.
 
 import sys
 
+from dlcourse import progress
 from dlcourse.files import write_json
 from dlcourse.pipeline import registry
 from dlcourse.pipeline.layout import PLOTS, REPORTS
@@ -47,6 +48,8 @@ def main() -> None:
             run.log_artifact(path)
         champions = registry.promote(results, supported_claims(claims))
         run.set_tags({f"champion.{dataset}": model for dataset, model in champions.items()})
+    progress.summary(job.name, f"{held} of {len(claims)} claims hold: {REPORTS / 'report.md'}, "
+                               f"{REPORTS / 'report.html'}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import time
 import pandas as pd
 import torch
 
+from dlcourse import progress
 from dlcourse.course import data
 from dlcourse.course.gans import eras as gan_eras, metrics as gan_metrics, generative
 from dlcourse.files import check_finite_tensors, load_torch, write_csv, write_json
@@ -21,21 +22,27 @@ from dlcourse.pipeline.stage import stage
 
 
 def score_checkpoints(generator: torch.nn.Module, checkpoints: list, judge: gan_metrics.Judge, samples: int,
-                      curve_samples: int, seed: int, num_classes: int, device) -> tuple[list[dict], dict]:
+                      curve_samples: int, seed: int, num_classes: int, device,
+                      label: str | None = None) -> tuple[list[dict], dict]:
     """The cheap scores of every checkpoint on `curve_samples` samples, and all the scores of the last
-    on `samples`; the same noise (and, when conditional, every class equally often) for each."""
+    on `samples`; the same noise (and, when conditional, every class equally often) for each. With a
+    `label`, the progress over the checkpoints on stderr."""
     noise = generative.fixed_noise(max(samples, curve_samples), generator.latent_dim, seed).to(device)
     asked = generative.sample_labels(len(noise), num_classes, device)
     curve = []
-    for checkpoint in checkpoints:
-        state = load_torch(checkpoint, map_location=device)
-        weights = generative.sampler_weights(state)
-        check_finite_tensors(weights, checkpoint)  # a diverged generator's samples would be scored as any other
-        generator.load_state_dict(weights)
-        scores = gan_metrics.score_generator(generator, noise[:curve_samples],
-                                             asked[:curve_samples] if num_classes else None, judge, full=False)
-        curve.append({"epoch": state["epoch"], **scores})
-    final = gan_metrics.score_generator(generator, noise[:samples], asked[:samples] if num_classes else None, judge)
+    with progress.bar(label or "", len(checkpoints) + 1, "checkpoint", enabled=label is not None) as bar:
+        for checkpoint in checkpoints:
+            state = load_torch(checkpoint, map_location=device)
+            weights = generative.sampler_weights(state)
+            check_finite_tensors(weights, checkpoint)  # a diverged generator's samples would be scored as any other
+            generator.load_state_dict(weights)
+            scores = gan_metrics.score_generator(generator, noise[:curve_samples],
+                                                 asked[:curve_samples] if num_classes else None, judge, full=False)
+            curve.append({"epoch": state["epoch"], **scores})
+            bar.update()
+        final = gan_metrics.score_generator(generator, noise[:samples], asked[:samples] if num_classes else None,
+                                            judge)
+        bar.update()
     return curve, final
 
 
@@ -44,6 +51,8 @@ def main(entry: str) -> None:
         all_params, run, rng, device = job.params, job.run, job.rng, job.device
         p, gan = all_params.score_gan, job.entry
         test, train = (data.load_split(layout.PREPARED, gan.dataset, split) for split in ("test", "train"))
+        for split, context in (("test", "evaluation"), ("train", "reference")):  # the real images compared to
+            run.log_dataset(layout.prepared_split(gan.dataset, split), context)
         judge = gan_metrics.load_judge(layout.model(p.classifier), p.feature_layer, test.images, train.images,
                                        p.samples, p.confident, p.nearest_neighbours, rng, device)
         era = gan_eras.ERAS[gan.era]
@@ -53,7 +62,7 @@ def main(entry: str) -> None:
         if not checkpoints:
             raise SystemExit(f"{layout.gan_checkpoints(entry)}: no checkpoint; run `dvc repro train-gan@{entry}` first")
         curve, final = score_checkpoints(generator.to(device), checkpoints, judge, p.samples, p.curve_samples,
-                                         all_params.seed + 2, num_classes, device)
+                                         all_params.seed + 2, num_classes, device, label=job.name)
 
         table = pd.DataFrame(curve).drop(columns="class_fractions")
         write_csv(table, layout.gan_plots(entry) / "scores.csv")
@@ -72,6 +81,9 @@ def main(entry: str) -> None:
                             step=row["epoch"])
         run.log_metrics({f"generated.{k}": v for k, v in final.items() if k != "class_fractions"})
         run.log_metrics({f"real.{k}": v for k, v in judge.real.items() if k != "class_fractions"})
+    progress.summary(job.name, f"{100 * final['confident_fraction']:.1f} % of {p.samples} samples confidently "
+                               f"classified, Fréchet distance {final['frechet_distance']:.2f}, "
+                               f"{progress.counted(len(checkpoints), 'epoch')} scored")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 from torch.distributed.elastic.multiprocessing.errors import record
 
+from dlcourse import progress
 from dlcourse.course import data
 from dlcourse.pipeline import distributed, layout, params, registry
 from dlcourse.files import write_csv, write_json
@@ -23,12 +24,12 @@ from dlcourse.pipeline.stage import Stage, stage
 
 def train_classifier(p: params.CnnRunParams, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
                      test_y: torch.Tensor, rng: torch.Generator, world: distributed.World = distributed.SINGLE,
-                     on_epoch=lambda record: None) -> tuple[Classifier, list[EpochRecord]]:
+                     on_epoch=lambda record: None, label: str | None = None) -> tuple[Classifier, list[EpochRecord]]:
     """The entry's network trained on uint8 images held on one device: the model, and one record per
     epoch (on the main process; none on the others)."""
     model = Classifier(p.architecture, p.model, channels=train_x.shape[1]).to(train_x.device)
     model.fit_input_statistics(train_x, p.normalize)
-    records = train_epochs(model, train_x, train_y, test_x, test_y, p, rng, on_epoch=on_epoch, world=world)
+    records = train_epochs(model, train_x, train_y, test_x, test_y, p, rng, on_epoch=on_epoch, world=world, label=label)
     return model, records
 
 
@@ -40,6 +41,9 @@ def main(name: str) -> None:
         if p.threads:
             torch.set_num_threads(p.threads)
         train, test = (data.load_split(layout.PREPARED, p.dataset, split) for split in ("train", "test"))
+        if world.is_main:
+            run.log_dataset(layout.prepared_split(p.dataset, "train"), "training")
+            run.log_dataset(layout.prepared_split(p.dataset, "test"), "evaluation")
         train_x, train_y = train.images.to(device), train.labels.to(device)
         test_x, test_y = test.images.to(device), test.labels.to(device)
 
@@ -49,9 +53,13 @@ def main(name: str) -> None:
 
         suspects = job.entry_params("lr", "optimizer", "momentum", "weight_decay", "bias_lr_scale")
         with divergence_explained(job.name, suspects):
-            model, records = train_classifier(p, train_x, train_y, test_x, test_y, job.rng, world, log_epoch)
+            model, records = train_classifier(p, train_x, train_y, test_x, test_y, job.rng, world, log_epoch,
+                                              label=job.name)
         if world.is_main:
             write_outputs(name, p, model, train.classes, records, len(train_y), test.images, job)
+    if job.is_main:
+        progress.summary(job.name, f"{100 * records[-1].test_accuracy:.2f} % test accuracy, "
+                                   f"{progress.counted(p.epochs, 'epoch')}")
 
 
 def write_outputs(name: str, p: params.CnnRunParams, model: Classifier, classes: list[str],

@@ -21,6 +21,7 @@ from torch import nn
 from torch.distributed.elastic.multiprocessing.errors import record
 from torchvision.utils import save_image
 
+from dlcourse import progress
 from dlcourse.course import data
 from dlcourse.course.gans import eras as gan_eras, generative
 from dlcourse.course.gans import resume as resume_
@@ -93,7 +94,7 @@ def train_networks(job: Stage, gan: Gan, train: data.Split, resumed: dict | None
                                        train.labels, recipe=recipe(p), ema=gan.ema, epochs=p.epochs,
                                        epoch_images=p.epoch_images, batch_size=p.batch_size, rng=rng, device=device,
                                        start_epoch=start_epoch, history=history, on_epoch_end=end_of_epoch,
-                                       progress=job.is_main, world=job.world)
+                                       progress=job.name, world=job.world)
     return history, start_epoch
 
 
@@ -102,9 +103,10 @@ def main(entry: str, resume: bool) -> None:
     tags = {"gan.resume": str(resume).lower()}
     with stage("train-gan", entry, entry="train_gan", seed=seed_everything, device=resolve_device, distributed=distributed,
                tags=tags) as job:
+        train = data.load_split(layout.PREPARED, job.entry.dataset, "train")
         if job.run is not None:
             job.run.set_tags({"gan.era": job.entry.era})
-        train = data.load_split(layout.PREPARED, job.entry.dataset, "train")
+            job.run.log_dataset(layout.prepared_split(job.entry.dataset, "train"), "training")
         gan = build(job.entry, job.params.seed, train, job.device)
         checkpoints, samples = layout.gan_checkpoints(entry), layout.gan_plots(entry) / "samples"
         fingerprint = resume_.run_fingerprint(job.entry.model_dump(), job.params.seed, train.images, train.labels,
@@ -126,6 +128,11 @@ def main(entry: str, resume: bool) -> None:
                                               draw_samples)
         if job.is_main:  # rank 0 alone writes the outputs
             write_outputs(job, entry, gan, train, history, start_epoch)
+    if job.is_main:
+        p = job.entry
+        progress.summary(job.name, f"{p.era}, {progress.counted(p.epochs, 'epoch')} of {p.epoch_images} images "
+                                   f"({progress.counted(len(history.g_loss), 'generator step')}), "
+                                   f"final losses G {history.g_loss[-1]:.3f} D {history.d_loss[-1]:.3f}")
 
 
 def write_outputs(job: Stage, entry: str, gan: Gan, train: data.Split, history: generative.GanHistory,

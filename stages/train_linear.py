@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
+from dlcourse import progress
 from dlcourse.course import data
 from dlcourse.pipeline import layout, params, registry
 from dlcourse.files import write_csv, write_json
@@ -25,7 +26,7 @@ class LinearRun:
 
 
 def train_linear(p: params.LinearRunParams, seed: int, device: torch.device, train: data.Split,
-                 test: data.Split) -> LinearRun:
+                 test: data.Split, label: str | None = None) -> LinearRun:
     rng = seed_everything(seed)
     train_x, test_x = data.to_float(train.images, device), data.to_float(test.images, device)
     train_y, test_y = train.labels.to(device), test.labels.to(device)
@@ -44,7 +45,7 @@ def train_linear(p: params.LinearRunParams, seed: int, device: torch.device, tra
     curve, seconds = train_iterations(
         model, optimizer, lambda scores, y: LOSSES[p.loss](scores, y, p.reduction), train_x, train_y,
         iterations=p.iterations, batch_size=p.batch_size, rng=rng,
-        evaluate=lambda: accuracy(model, test_x, test_y), eval_every=p.eval_every,
+        evaluate=lambda: accuracy(model, test_x, test_y), eval_every=p.eval_every, label=label,
     )
     metrics = {
         "init_batch_accuracy": init_accuracy,
@@ -66,8 +67,10 @@ def main(name: str) -> None:
         # than it saves, and ruins the timing whenever another process holds a core.
         torch.set_num_threads(1)
         train, test = (data.load_split(layout.PREPARED, "mnist", split) for split in ("train", "test"))
+        run.log_dataset(layout.prepared_split("mnist", "train"), "training")
+        run.log_dataset(layout.prepared_split("mnist", "test"), "evaluation")
         with divergence_explained(job.name, job.entry_params("lr", "momentum", "reduction")):
-            result = train_linear(job.entry, job.params.seed, device, train, test)
+            result = train_linear(job.entry, job.params.seed, device, train, test, label=job.name)
 
         save_classifier(result.model, "mnist", train.classes, layout.model(f"linear/{name}"))
         write_json(layout.training_metrics(f"linear/{name}"), result.metrics)
@@ -79,6 +82,9 @@ def main(name: str) -> None:
         run.log_curve("curve.test_accuracy", result.curve.steps, result.curve.test_accuracy)
         run.log_artifact(layout.model(f"linear/{name}"))
         registry.log_classifier(run, layout.model(f"linear/{name}"), test.images, result.metrics["test_accuracy"])
+    progress.summary(job.name, f"{100 * result.metrics['test_accuracy']:.2f} % test accuracy, "
+                               f"{progress.counted(job.entry.iterations, 'iteration')} "
+                               f"({progress.counted(result.metrics['epochs'], 'epoch', '.3g')})")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """The library's three layers: `dlcourse.course` (the course's machine learning) below
 `dlcourse.pipeline` (the machinery that runs it as DVC stages tracked in MLflow) below
 `dlcourse.report` (the claims and the document). A module imports only from its own layer or
-those below it; `dlcourse.files` (atomic writes, checked loads) is the base, below all three.
+those below it; `dlcourse.files` (atomic writes, checked loads) and `dlcourse.progress` (what a long
+stage prints on stderr, used by the course's training loops and by the stages) are the base, below
+all three.
 Imports inside functions count: they run as well."""
 
 import ast
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "dlcourse"
-LAYERS = {"files": 0, "course": 1, "pipeline": 2, "report": 3}
+LAYERS = {"files": 0, "progress": 0, "course": 1, "pipeline": 2, "report": 3}
 
 
 def layer(module: str) -> int | None:
@@ -68,7 +70,8 @@ def test_the_packages_initialisers_import_nothing():
 
 @pytest.mark.parametrize("module, line", [("course/models.py", "from ..pipeline import params"),
                                           ("pipeline/registry.py", "    from ..report.environment import x"),
-                                          ("files.py", "from dlcourse.course import data")])
+                                          ("files.py", "from dlcourse.course import data"),
+                                          ("progress.py", "from .pipeline import tracking")])
 def test_an_upward_import_is_caught(tmp_path, module, line):
     copy = tmp_path / "dlcourse"
     for path in PACKAGE.rglob("*.py"):

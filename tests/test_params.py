@@ -145,3 +145,43 @@ def test_a_model_read_by_a_stage_must_be_one_a_train_entry_produces(path, value,
     with pytest.raises(params.ParamsError) as err:
         params.validate(edited(path, value))
     assert message in str(err.value)
+
+
+def test_each_entry_merges_its_defaults_and_states_only_what_differs(tmp_path):
+    """params.yaml's `defaults` blocks reach every entry that does not state the key, as DVC reads it."""
+    text = (ROOT / "params.yaml").read_text()
+    shared = "    optimizer: sgd\n    momentum: 0.9\n"  # defaults.train_cnn's, stated once
+    assert text.count(shared) == 1
+    (tmp_path / "params.yaml").write_text(text.replace(shared, "    optimizer: sgd\n    momentum: 0.8\n"))
+    edited_params = params.load(tmp_path / "params.yaml")
+    assert {entry.momentum for entry in edited_params.train_cnn.values()} == {0.8}
+    assert params.load(ROOT / "params.yaml").train_cnn["mnist-course"].normalize is False  # an entry's own value wins
+
+
+def test_a_typo_in_defaults_is_named_there():
+    raw = edited("defaults.train_cnn.momentun", 0.9)
+    with pytest.raises(params.ParamsError) as err:
+        params.validate(raw)
+    assert "defaults.train_cnn: unknown key(s) ['momentun'] (a typo?)" in str(err.value)
+    with pytest.raises(params.ParamsError, match="defaults.train_cnnn: not a foreach section"):
+        params.validate(edited("defaults.train_cnnn", {}))
+
+
+def test_compare_params_tells_a_layout_change_from_a_value_change(tmp_path):
+    """scripts/compare_params.py: the same values in another layout pass; one changed value is named
+    with its stage, and so is an int written as a float."""
+    text = (ROOT / "params.yaml").read_text()
+    expanded = tmp_path / "expanded.yaml"
+    raw = params.read_yaml(ROOT / "params.yaml")
+    del raw["defaults"]
+    expanded.write_text(yaml.safe_dump(raw, sort_keys=True))  # every entry in full, keys sorted
+    changed = tmp_path / "changed.yaml"
+    assert text.count("    width: 8  #") == 1
+    changed.write_text(text.replace("    width: 8  #", "    width: 8.0  #"))
+    script = [sys.executable, str(ROOT / "scripts/compare_params.py")]
+    same = subprocess.run([*script, str(expanded)], capture_output=True, text=True, timeout=120)
+    assert same.returncode == 0 and "37 stages of dvc.yaml" in same.stdout, same.stdout + same.stderr
+    differ = subprocess.run([*script, str(expanded), str(changed)], capture_output=True, text=True, timeout=120)
+    assert differ.returncode == 1
+    assert sorted(line.split(":")[0] for line in differ.stdout.splitlines() if not line.startswith(" ")) == \
+        ["score-gan@wgan-gp-2017", "train-gan@wgan-gp-2017"]

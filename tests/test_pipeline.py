@@ -70,6 +70,30 @@ def test_mlflow_holds_one_finished_run_per_stage(built):
     assert sorted(m.step for m in history) == [0, 5, 10]
 
 
+def test_mlflow_opens_on_the_runs_and_each_run_names_the_datasets_it_read(built):
+    """MLflow 3's UI opens an experiment of this kind on its runs, not on its GenAI overview; each
+    run's Dataset column names the prepared split and its digest, the file's md5."""
+    import hashlib
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{built.path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("dl-course")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    md5 = {f"{d}/{s}": hashlib.md5((built.path / f"data/prepared/{d}/{s}.pt").read_bytes()).hexdigest()
+           for d in ("mnist", "cifar10") for s in ("train", "test")}
+    read = {run.data.tags["dvc.stage"]: sorted((i.dataset.name, i.dataset.digest, i.tags[0].value)
+                                               for i in run.inputs.dataset_inputs)
+            for run in client.search_runs([experiment.experiment_id])}
+    assert read["train-cnn@cifar10-cnn"] == [("cifar10/test", md5["cifar10/test"], "evaluation"),
+                                             ("cifar10/train", md5["cifar10/train"], "training")]
+    assert read["evaluate@linear/one_epoch"] == [("mnist/test", md5["mnist/test"], "evaluation")]
+    assert [name for name, _, _ in read["train-gan@dcgan-2015"]] == ["mnist/train"]
+    reading = [stage for stage in read if stage.split("@")[0] in
+               {"train-linear", "train-cnn", "train-gan", "evaluate", "attack", "score-gan"}]
+    assert len(reading) == 31 and all(read[stage] for stage in reading)
+
+
 def test_a_second_repro_runs_nothing(workspace):
     assert workspace.out_of_date() == []
     assert workspace.repro() == []

@@ -89,6 +89,45 @@ def test_the_recorded_store_names_nothing_particular_to_the_machine(tmp_path, ur
     assert store.recorded_tracking_uri(uri.format(root=root, elsewhere=elsewhere), root) == recorded
 
 
+def test_the_experiment_is_of_trained_models_and_a_run_names_the_dataset_it_read(monkeypatch, tmp_path):
+    """MLflow 3's UI opens the experiment on its runs (its kind set, also on one created before);
+    a dataset input names the split and carries the file's md5."""
+    import hashlib
+
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client.create_experiment("dl-course")  # as an earlier version of the project left it: no kind
+    split = tmp_path / "data/prepared/mnist/train.pt"
+    split.parent.mkdir(parents=True)
+    split.write_bytes(b"pixels")
+    with tracking.stage_run("train-linear@x", {"lr": 0.1}) as run:
+        run.log_dataset(split.relative_to(tmp_path), "training")
+    assert client.get_experiment_by_name("dl-course").tags["mlflow.experimentKind"] == "custom_model_development"
+    (dataset_input,) = client.get_run(tracking.read_run_record("train-linear@x")["run_id"]).inputs.dataset_inputs
+    assert dataset_input.dataset.name == "mnist/train"
+    assert dataset_input.dataset.digest == hashlib.md5(b"pixels").hexdigest()
+    assert [(tag.key, tag.value) for tag in dataset_input.tags] == [("mlflow.data.context", "training")]
+
+
+def test_the_stages_one_dvc_command_runs_share_a_tag_and_another_command_gets_another(tmp_path):
+    """Each stage is a process of its own: the tag names the `dvc` process above them all."""
+    stage = tmp_path / "stage.py"
+    stage.write_text("from dlcourse.pipeline import tracking\nprint(tracking.dvc_invocation())\n")
+    dvc = tmp_path / "bin" / "dvc"  # stands for DVC: runs two stages, as `dvc repro` would
+    dvc.parent.mkdir()
+    dvc.write_text(f"#!/bin/sh\n{sys.executable} {stage}\n{sys.executable} {stage}\n")
+    dvc.chmod(0o755)
+    runs = [subprocess.run([str(dvc)], capture_output=True, text=True, check=True).stdout.split() for _ in range(2)]
+    assert len(runs[0]) == 2 and runs[0][0] == runs[0][1] and runs[1][0] == runs[1][1] != runs[0][0]
+    assert runs[0][0].endswith(f"@{socket.gethostname()}")
+    by_hand = subprocess.run([sys.executable, str(stage)], capture_output=True, text=True, check=True).stdout
+    assert by_hand.strip() == "None"
+
+
 INTEL_CPUINFO = """processor\t: 0
 vendor_id\t: GenuineIntel
 cpu family\t: 6

@@ -7,6 +7,7 @@ store included, at the cost of copying a few megabytes instead of rerunning the 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -27,22 +28,7 @@ COMMITTED_RESULTS = ("dvc.lock", "metrics/", "plots/", "reports/", "tracking/") 
 # logged model's (MLflow 3) and each registered version's.
 ARTIFACT_LOCATIONS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
                       ("logged_models", "artifact_location"), ("model_versions", "storage_location"))
-
-
-def tiny_params(params: dict) -> dict:
-    for run in params["train_linear"].values():
-        run.update(iterations=30 if run["iterations"] > 1000 else 10, eval_every=5, init_trials=3, init_eval_size=100)
-    for entry in params["train_cnn"].values():  # float32: two processes then train the weights of one, to rounding
-        entry.update(epochs=1, batch_size=64, bf16=False)
-    params["attack"].update(subset=40, pgd_steps=2, examples=4)
-    for fooling in params["fooling"].values():
-        fooling.update(gradient_steps_max=5, evolution_generations_max=3, evolution_population=4,
-                       cppn_generations_max=3, cppn_population=4)
-    for entry in params["train_gan"].values():  # 2 epochs of 128 images (2 generator steps of 64) each
-        entry.update(epochs=2, epoch_images=128, width=4, grid_size=16, interpolation_steps=4, interpolation_rows=2)
-    params["score_gan"].update(samples=200, curve_samples=50)
-    params["download"].update(retries=0, backoff_s=0.0)
-    return params
+TINY_PROFILE = "profiles/tiny.yaml"  # every stage in seconds on the tiny mirror
 
 
 class Workspace:
@@ -87,8 +73,16 @@ class Workspace:
         return yaml.safe_load((self.path / "params.yaml").read_text())
 
     def edit_params(self, edit) -> None:
+        """Edit params.yaml as a person would: its comments, anchors and layout kept (ruamel's round
+        trip), so that a value put back gives back the same file."""
+        from ruamel.yaml import YAML
+
+        round_trip = YAML()
+        round_trip.width = 4096  # a long line stays one line
         path = self.path / "params.yaml"
-        path.write_text(yaml.safe_dump(edit(yaml.safe_load(path.read_text())), sort_keys=False))
+        edited = io.StringIO()
+        round_trip.dump(edit(round_trip.load(path.read_text())), edited)
+        path.write_text(edited.getvalue())
 
     def set_param(self, key: str, value) -> None:
         """Set one dotted key (`train_linear.one_epoch.lr`); it must exist and change."""
@@ -134,11 +128,12 @@ def copy_repository(destination: Path) -> None:
             shutil.copy2(source, destination / name)
 
 
-def tiny_workspace(path: Path, mirror: Path, edit=tiny_params) -> Workspace:
-    """A copy of the repository with tiny params (`edit`), committed to a fresh git repository."""
+def tiny_workspace(path: Path, mirror: Path, profile: str = TINY_PROFILE) -> Workspace:
+    """A copy of the repository with tiny params (the profile applied as a user applies one),
+    committed to a fresh git repository."""
     copy_repository(path)
     ws = Workspace(path, mirror)
-    ws.edit_params(edit)
+    ws.run("python", "scripts/apply_profile.py", profile)
     ws.run("git", "init", "-q")
     ws.commit("tiny")
     return ws

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import progress
+
 Perturb = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, y) -> perturbed x
 Method = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]  # (x, y, eps) -> perturbed x
 
@@ -176,13 +178,17 @@ def standard_methods(
 
 def sweep(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_list, methods: dict[str, Method],
-    batch_size: int = 1000,
+    batch_size: int = 1000, label: str | None = None,
 ) -> pd.DataFrame:
     """One row per (method, eps): accuracy, confidence, and the mean L-inf / L2 size applied. At eps
-    0 every method leaves the images as they are: they are not computed (nor random numbers drawn)."""
-    rows = [
-        {"method": name, "eps": eps, **accuracy_under(
-            model, x, y, (lambda xb, yb: xb) if eps == 0 else (lambda xb, yb: method(xb, yb, eps)), batch_size)}
-        for name, method in methods.items() for eps in eps_list
-    ]
+    0 every method leaves the images as they are: they are not computed (nor random numbers drawn).
+    With a `label`, the progress over the (method, eps) pairs on stderr."""
+    rows = []
+    with progress.bar(label or "", len(methods) * len(eps_list), "attack", enabled=label is not None) as bar:
+        for name, method in methods.items():
+            for eps in eps_list:
+                rows.append({"method": name, "eps": eps, **accuracy_under(
+                    model, x, y, (lambda xb, yb: xb) if eps == 0 else (lambda xb, yb: method(xb, yb, eps)),
+                    batch_size)})
+                bar.update()
     return pd.DataFrame(rows)

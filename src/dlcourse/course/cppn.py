@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import progress
+
 INPUTS = ("x", "y", "d", "bias")
 ACTIVATIONS = {  # the paper's set (sine, sigmoid, Gaussian, linear), with abs and tanh
     "sine": torch.sin,
@@ -153,7 +155,7 @@ def render(genomes: list[Genome], height: int, width: int, device: torch.device 
 @torch.no_grad()
 def map_elites(score, channels: int, height: int, width: int, classes: int, rng: torch.Generator,
                generations_max: int, population: int, confidence: float = 1.0,  # as a probability
-               device: torch.device | str = "cpu", **mutation,
+               device: torch.device | str = "cpu", label: str | None = None, **mutation,
                ) -> tuple[list[Genome], torch.Tensor, torch.Tensor, torch.Tensor]:
     """MAP-Elites over the classes (Nguyen et al. 2015): one elite per class. Each generation,
     `population` parents drawn at random among the elites are mutated; `score` (images -> N x classes
@@ -169,7 +171,9 @@ def map_elites(score, channels: int, height: int, width: int, classes: int, rng:
     images = torch.zeros(classes, channels, height, width, device=device)
     fitness = torch.full((classes,), -torch.inf)
     found = torch.zeros(classes, dtype=torch.long)
+    bar = progress.Bar(label or "", generations_max, "generation", "tenth", enabled=label is not None)  # on stderr
     for generation in range(generations_max + 1):
+        bar.update(int(generation > 0))
         if generation > 0:
             short = (fitness.exp() < confidence).nonzero().flatten()
             if len(short) == 0:
@@ -181,12 +185,14 @@ def map_elites(score, channels: int, height: int, width: int, classes: int, rng:
         best, which = scores.max(dim=0)
         for k in (best > fitness).nonzero().flatten().tolist():
             elites[k], images[k], fitness[k], found[k] = offspring[which[k]], rendered[which[k]], best[k], generation
+    bar.close()
     return elites, images, fitness, found
 
 
 @torch.no_grad()
 def fool_cppn(model: nn.Module, shape, rng: torch.Generator, generations_max: int = 300, population: int = 100,
-              confidence: float = 0.99, **mutation) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[Genome]]:
+              confidence: float = 0.99, label: str | None = None,
+              **mutation) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[Genome]]:
     """One fooling image per class of `model`, a CPPN evolved with MAP-Elites on its log-probabilities
     (`mutation`: the arguments of `mutate` but rng). Returns the images, their confidences, the
     generation at which each was found, and the genomes."""
@@ -196,5 +202,6 @@ def fool_cppn(model: nn.Module, shape, rng: torch.Generator, generations_max: in
     classes = model(torch.zeros(1, *shape, device=device)).shape[1]
     score = lambda images: F.log_softmax(model(images), dim=1)
     elites, images, log_confidences, found = map_elites(score, channels, height, width, classes, rng,
-                                                        generations_max, population, confidence, device, **mutation)
+                                                        generations_max, population, confidence, device, label,
+                                                        **mutation)
     return images, log_confidences.exp().to(device), found.to(device), elites

@@ -12,6 +12,7 @@ from PIL import Image
 import torch.nn.functional as F
 from torch import nn
 
+from .. import progress
 from .attacks import draw, model_device
 
 # --- fooling images ---------------------------------------------------------------------------
@@ -30,7 +31,7 @@ def transfer_confidence(
 
 def fool_gradient_ascent(
     model: nn.Module, target_classes, shape, steps_max: int = 1000, lr: float = 0.01,
-    confidence: float = 0.99, rng: torch.Generator | None = None,
+    confidence: float = 0.99, rng: torch.Generator | None = None, label: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One fooling image per target class, from uniform noise, by gradient ascent on the log-softmax
     of the target: signed steps of `lr` per pixel, clamped to [0, 1] (Nguyen et al. follow Simonyan
@@ -44,7 +45,9 @@ def fool_gradient_ascent(
     reached_conf = torch.zeros(len(targets), device=device)
     steps = torch.full((len(targets),), steps_max, dtype=torch.long, device=device)
     active = torch.arange(len(targets), device=device)
+    bar = progress.Bar(label or "", steps_max, "step", "tenth", enabled=label is not None)  # `label`: shown on stderr
     for step in range(steps_max + 1):
+        bar.update(int(step > 0))
         with torch.enable_grad():
             xa = x[active].requires_grad_(True)
             log_p = F.log_softmax(model(xa), dim=1).gather(1, targets[active, None]).squeeze(1)
@@ -56,6 +59,7 @@ def fool_gradient_ascent(
             break
         x[active[~done]] = (xa.detach() + lr * grad.sign()).clamp(0, 1)[~done]
         active = active[~done]
+    bar.close()
     return x, reached_conf, steps
 
 
@@ -73,7 +77,7 @@ def polynomial_mutation(
 def fool_evolution(
     model: nn.Module, target_classes, shape, generations_max: int = 1000, population: int = 50,
     mutation_rate: float = 0.1, confidence: float = 0.99, rng: torch.Generator | None = None,
-    eta: float = 15.0, batch_size: int = 4096,
+    eta: float = 15.0, batch_size: int = 4096, label: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One fooling image per target class, evolved from uniform noise with the direct encoding of
     Nguyen et al. (one gene per pixel, polynomial mutation of strength eta = 15 at rate 0.1).
@@ -92,7 +96,9 @@ def fool_evolution(
     fitness = transfer_confidence(
         model, pop.flatten(0, 1), targets.repeat_interleave(population), batch_size).view(n, -1)
     generations = torch.zeros(n, dtype=torch.long, device=device)
+    bar = progress.Bar(label or "", generations_max, "generation", "tenth", enabled=label is not None)
     for generation in range(1, generations_max + 1):
+        bar.update()
         active = (fitness.amax(dim=1) < confidence).nonzero().squeeze(1)
         if len(active) == 0:
             break
@@ -105,6 +111,7 @@ def fool_evolution(
         pop[active] = both[rows[: len(active)], survivors]
         fitness[active] = both_fitness.gather(1, survivors)
         generations[active] = generation
+    bar.close()
     best = fitness.argmax(dim=1)
     return pop[rows.squeeze(1), best], fitness[rows.squeeze(1), best], generations
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import progress
 from .data import to_float
 
 
@@ -136,30 +137,35 @@ def train_iterations(
     rng: torch.Generator,
     evaluate: Callable[[], float],
     eval_every: int,
+    label: str | None = None,
 ) -> tuple[Curve, float]:
     """The course's loop: draw a random batch, step on its loss, repeat; evaluate every `eval_every`.
 
     Returns the test-accuracy curve (step 0 = before training) and the training wall time in
-    seconds, evaluations excluded.
+    seconds, evaluations excluded. With a `label` (the stage's), its progress on stderr.
     """
     curve = Curve([0], [evaluate()])
     batches = random_batches(len(train_y), batch_size, rng)
     train_seconds = 0.0
     start = time.perf_counter()
     model.train()
-    for step in range(1, iterations + 1):
-        index = next(batches).to(train_x.device)
-        loss = loss_fn(model(train_x[index]), train_y[index])
-        _check_finite_loss(loss.item(), f"at step {step} of {iterations}")  # before it is stepped on
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if step % eval_every == 0 or step == iterations:
-            train_seconds += time.perf_counter() - start
-            curve.steps.append(step)
-            curve.test_accuracy.append(evaluate())
-            model.train()
-            start = time.perf_counter()
+    with progress.bar(label or "", iterations, "step", enabled=label is not None) as bar:
+        for step in range(1, iterations + 1):
+            index = next(batches).to(train_x.device)
+            loss = loss_fn(model(train_x[index]), train_y[index])
+            _check_finite_loss(loss.item(), f"at step {step} of {iterations}")  # before it is stepped on
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if step % eval_every == 0 or step == iterations:
+                train_seconds += time.perf_counter() - start
+                curve.steps.append(step)
+                curve.test_accuracy.append(evaluate())
+                model.train()
+                start = time.perf_counter()
+                bar.update(1, test_accuracy=curve.test_accuracy[-1])
+            else:
+                bar.update(1)
     check_finite_weights(model, f"after the last step ({iterations})")
     return curve, train_seconds
 
@@ -274,8 +280,10 @@ class EpochRecord:
 
 def train_epochs(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
                  test_y: torch.Tensor, p, rng: torch.Generator,
-                 on_epoch: Callable[[EpochRecord], None] = lambda record: None, world=None) -> list[EpochRecord]:
-    """Train on uint8 images held on the model's device; one test evaluation per epoch.
+                 on_epoch: Callable[[EpochRecord], None] = lambda record: None, world=None,
+                 label: str | None = None) -> list[EpochRecord]:
+    """Train on uint8 images held on the model's device; one test evaluation per epoch; with a
+    `label` (the stage's), the main process's progress on stderr.
 
     The loop never waits for the device inside an epoch: the loss is summed on the device and
     read once per epoch.
@@ -299,6 +307,8 @@ def train_epochs(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
         optimizer, lambda step: lr_factor(p.schedule, step, total, p.warmup, steps_per_epoch, p.gamma))
     lookahead = Lookahead(model, total) if p.lookahead else None
     records = []
+    shown = label is not None and (not distributed or world.is_main)
+    bar = progress.Bar(label or "", total, "batch", "epoch", enabled=shown)
     for epoch in range(1, p.epochs + 1):
         start = time.perf_counter()
         trained.train()
@@ -306,6 +316,7 @@ def train_epochs(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
         order = torch.randperm(len(train_y), generator=rng).to(device)
         loss_sum = torch.zeros((), device=device)
         for batch in order.split(p.batch_size):
+            bar.update()
             index = world.shard(batch) if distributed else batch
             images = to_float(augmented[index]).contiguous(memory_format=memory_format)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=p.bf16):
@@ -337,5 +348,7 @@ def train_epochs(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
             test_accuracy = accuracy_tta(model, test_x, test_y, p.tta if last else "none")
         record = EpochRecord(epoch, train_loss, test_accuracy, seconds)
         records.append(record)
+        bar.epoch_done(epoch, p.epochs, train_loss=train_loss, test_accuracy=test_accuracy)
         on_epoch(record)
+    bar.close()
     return records

@@ -19,6 +19,11 @@ FOOLING_METHODS = {"gradient": "gradient ascent", "evolution": "evolution of the
                    "cppn": "CPPN evolved with MAP-Elites"}
 
 
+def prepared_split(dataset: str, split: str) -> Path:
+    """A prepared split (`data/prepared/mnist/train.pt`): preprocess writes it, the other stages read it."""
+    return PREPARED / dataset / f"{split}.pt"
+
+
 def run_record(stage: str) -> Path:
     """A stage's MLflow run id and times (the report's own goes to `reports/run.json`)."""
     return TRACKING / f"{stage}.json"

@@ -209,6 +209,10 @@ class Params(Section):
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)]  # numpy's range
     device: Literal["auto", "cpu", "cuda", "mps"]
     download: DownloadParams
+    # The values a foreach section's entries share, each block a YAML anchor that the entries merge
+    # (`<<: *cnn`): the YAML loader (DVC's too) gives every entry in full, so the entries are checked
+    # below and a stage reads its entry alone. Absent: every entry states every key.
+    defaults: dict[str, dict[str, object]] = Field(default_factory=dict)
     train_linear: dict[EntryName, LinearRunParams] = Field(min_length=1)
     train_cnn: dict[EntryName, CnnRunParams] = Field(min_length=1)
     evaluate: EvaluateParams
@@ -231,6 +235,19 @@ class Params(Section):
         """Every model a train stage produces, by name, with the dataset it is trained on."""
         return {**{f"linear/{run}": "mnist" for run in self.train_linear},
                 **{f"cnn/{name}": entry.dataset for name, entry in self.train_cnn.items()}}
+
+    @model_validator(mode="after")
+    def _defaults_are_keys_of_their_section(self):
+        """A typo in `defaults` is named there, not once per entry that merges it."""
+        schemas = {"train_linear": LinearRunParams, "train_cnn": CnnRunParams, "fooling": FoolingParams,
+                   "train_gan": GanParams}
+        for block, values in self.defaults.items():
+            if block not in schemas:
+                raise ValueError(f"defaults.{block}: not a foreach section (sections: {', '.join(schemas)})")
+            unknown = sorted(set(values) - set(schemas[block].model_fields))
+            if unknown:
+                raise ValueError(f"defaults.{block}: unknown key(s) {unknown} (a typo?)")
+        return self
 
     @model_validator(mode="after")
     def _models_read_are_models_trained(self):

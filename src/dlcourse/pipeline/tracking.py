@@ -15,6 +15,7 @@ import os
 import socket
 import sys
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -29,6 +30,9 @@ from .store import (check_reachable, check_tracking_uri, locked_store_explained,
 from .versions import environment_versions
 
 EXPERIMENT = "dl-course"
+# MLflow 3's UI opens an experiment on its GenAI overview (traces) unless told its kind: this one
+# holds trained models, so it opens on its runs.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 TRACKING_DIR = Path("tracking")
 
 
@@ -63,6 +67,24 @@ class StageRun:
     def set_tags(self, tags: dict[str, str]) -> None:
         self._mlflow.set_tags(tags)
 
+    def log_dataset(self, path: str | Path, context: str) -> None:
+        """The prepared split the stage read (`data/prepared/mnist/train.pt`), as MLflow's Dataset
+        column shows it: its name (`mnist/train`) and its digest, the file's md5 (DVC's own hash of
+        a file); `context` is `training` or `evaluation`."""
+        import hashlib
+
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+
+        path = Path(path).resolve()
+        with path.open("rb") as file:
+            digest = hashlib.file_digest(file, "md5").hexdigest()
+        with warnings.catch_warnings():  # MLflow registers its local-file source twice, and says so
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(str(path))
+        dataset = MetaDataset(source, name=f"{path.parent.name}/{path.stem}", digest=digest)
+        self._mlflow.log_input(dataset, context=context)
+
 
 def end_dead_runs(client, experiment_id: str, stage: str) -> None:
     """Mark KILLED the runs of `stage` left RUNNING by a process of this host that is gone (SIGKILL,
@@ -76,6 +98,23 @@ def end_dead_runs(client, experiment_id: str, stage: str) -> None:
             client.set_terminated(run.info.run_id, "KILLED")
             print(f"{stage}: MLflow run {run.info.run_id} was left RUNNING by process {pid}, which is gone; "
                   "marked it KILLED", file=sys.stderr)
+
+
+def dvc_invocation() -> str | None:
+    """The `dvc repro` (or `dvc exp run`) that runs this stage, the same for all the stages it runs,
+    each a process of its own: the DVC process's start time, pid and host (`20261204T191500Z-4242@host`),
+    found among this process's ancestors. None for a stage run by hand."""
+    import psutil
+
+    for process in psutil.Process().parents():
+        try:
+            command = process.cmdline()
+            if "dvc" in {Path(part).name for part in command[:3]}:  # dvc, python .../dvc, python -m dvc
+                started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(process.create_time()))
+                return f"{started}-{process.pid}@{socket.gethostname()}"
+        except psutil.Error:  # an ancestor gone or hidden: look further up
+            continue
+    return None
 
 
 @contextmanager
@@ -109,6 +148,9 @@ def stage_run(stage: str, params: dict, record: Path | None = None,
                     raise
                 # else: created meanwhile by a stage logging to the same tracking server
         experiment = mlflow.set_experiment(experiment_name)
+        if any(experiment.tags.get(tag) != kind for tag, kind in EXPERIMENT_KIND.items()):
+            for tag, kind in EXPERIMENT_KIND.items():  # also an experiment created before, or by hand
+                mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, tag, kind)
     with locked_store_explained(uri):
         end_dead_runs(mlflow.MlflowClient(), experiment.experiment_id, stage)
 
@@ -117,6 +159,8 @@ def stage_run(stage: str, params: dict, record: Path | None = None,
             "process.cpu": cpu, **git_tags()}
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+    if (repro := dvc_invocation()) is not None:
+        tags["dvc.repro"] = repro
     for variable in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):  # a task of a Slurm sweep
         if os.environ.get(variable):
             tags[variable.lower().replace("_", ".", 1)] = os.environ[variable]

@@ -17,8 +17,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
+from ... import progress as progress_bar
 from .eras import discriminator_loss, generator_loss, gradient_penalty, r1_penalty
 
 
@@ -96,7 +96,7 @@ def train_gan(
     history: GanHistory | None = None,
     on_epoch_end: Callable[[int, GanHistory], None] | None = None,
     epoch_images: int | None = None,
-    progress: bool = False,
+    progress: bool | str = False,
     world=None,
 ) -> GanHistory:
     """Train from epoch `start_epoch` to `epochs`.
@@ -117,6 +117,7 @@ def train_gan(
     of the real images, and of the latent noise, labels and mixing weights drawn for the global batch
     from `rng` (the same in every process), so that the processes train the networks of one process.
     The history is the global batch's losses; only the main process calls `on_epoch_end`.
+    `progress`: the generator steps shown on stderr (`progress.bar`), labelled with it when a string.
     """
     history = history if history is not None else GanHistory()
     real_all = to_tanh_range(images, device)
@@ -138,6 +139,9 @@ def train_gan(
             generator.noise_shard = (world.rank, world.size)
         g, d = (world.wrap(net, torch.device(device), own_random_numbers=False) for net in (generator, discriminator))
         shard = world.shard
+    shown = bool(progress) and (not distributed or world.is_main)
+    bar = progress_bar.Bar(progress if isinstance(progress, str) else "gan", (epochs - start_epoch) * steps,
+                           "step", "epoch", enabled=shown)
     for epoch in range(start_epoch, epochs):
         start = time.perf_counter()
         generator.train()
@@ -145,7 +149,8 @@ def train_gan(
         g_losses, d_losses = [], []
         passes = [torch.randperm(len(real_all), generator=rng)[: steps * batch_size] for _ in range(recipe.critic_steps)]
         batches = torch.stack(passes, dim=1).view(steps, batch_size, recipe.critic_steps).permute(0, 2, 1)
-        for step_batches in tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not progress):
+        for step_batches in batches:
+            bar.update()
             for index in step_batches:
                 index = shard(index).to(device)
                 real = real_all[index]
@@ -183,8 +188,10 @@ def train_gan(
         history.g_loss += g_losses.tolist()  # one device sync per epoch
         history.d_loss += d_losses.tolist()
         history.epoch_seconds.append(time.perf_counter() - start)
+        bar.epoch_done(epoch + 1, epochs, generator_loss=history.g_loss[-1], discriminator_loss=history.d_loss[-1])
         if on_epoch_end is not None and (not distributed or world.is_main):
             on_epoch_end(epoch + 1, history)
+    bar.close()
     return history
 
 
