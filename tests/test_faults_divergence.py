@@ -4,18 +4,20 @@ metric, curve, run record or registered model version is left. Each stage runs a
 script, in a project folder), on tiny prepared MNIST data."""
 
 import copy
+import functools
 import os
 import re
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 from fakedata import digits
-from workspace import tiny_params
+from workspace import TINY_PROFILE
 
 from dlcourse.course import data
 from dlcourse.pipeline import params
@@ -23,9 +25,19 @@ from dlcourse.pipeline import params
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@functools.cache
+def tiny_params() -> dict:
+    """The repository's params with the tests' tiny profile applied, as a user applies it."""
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "params.yaml").write_bytes((ROOT / "params.yaml").read_bytes())
+        subprocess.run([sys.executable, str(ROOT / "scripts/apply_profile.py"), str(ROOT / TINY_PROFILE)], cwd=folder,
+                       check=True, capture_output=True)
+        return params.read_yaml(Path(folder) / "params.yaml")
+
+
 def project(folder: Path, key: str, value) -> dict:
     """A project folder: the repository's params made tiny, `key` set to `value`, prepared MNIST data."""
-    raw = tiny_params(copy.deepcopy(params.read_yaml(ROOT / "params.yaml")))
+    raw = copy.deepcopy(tiny_params())
     *parents, last = key.split(".")
     node = raw
     for part in parents:
