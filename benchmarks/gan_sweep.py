@@ -18,6 +18,7 @@ import torch
 
 from dlcourse.course import data
 from dlcourse.course.gans import eras as gan_eras, metrics as gan_metrics, generative
+from dlcourse.course.gans.setup import build_networks
 from dlcourse.pipeline import params
 from dlcourse.pipeline.layout import MODELS, PREPARED
 from dlcourse.course.training import resolve_device, seed_everything
@@ -44,12 +45,7 @@ def main() -> None:
                                    s.samples, s.confident, s.nearest_neighbours, torch.Generator().manual_seed(0),
                                    device)
     num_classes = len(train.classes) if gan_eras.ERAS[p.era].conditional else 0
-    generator, discriminator = gan_eras.build(p.era, p.latent_dim, p.width, tuple(train.images.shape[1:]), num_classes)
-    layout = torch.channels_last if p.channels_last else torch.contiguous_format
-    generator, discriminator = generator.to(device, memory_format=layout), discriminator.to(device, memory_format=layout)
-    opt_g, opt_d = generative.make_optimizers(generator, discriminator, (p.lr_g, p.lr_d), (p.beta1, p.beta2),
-                                              p.optimizer)
-    ema = generative.exponential_moving_average(generator, p.ema_decay) if p.ema_decay else None
+    generator, discriminator, opt_g, opt_d, ema = build_networks(p, tuple(train.images.shape[1:]), num_classes, device)
     noise = generative.fixed_noise(s.samples, p.latent_dim, all_params.seed + 2).to(device)
     asked = generative.sample_labels(s.samples, num_classes, device)
 

@@ -25,6 +25,7 @@ from dlcourse import progress
 from dlcourse.course import data
 from dlcourse.course.gans import eras as gan_eras, generative
 from dlcourse.course.gans import resume as resume_
+from dlcourse.course.gans.setup import build_networks
 from dlcourse.course.training import check_gan_epoch, divergence_explained, resolve_device, seed_everything
 from dlcourse.files import atomic_path, write_csv, write_json
 from dlcourse.pipeline import distributed, layout, params, registry
@@ -58,12 +59,7 @@ class Gan:
 
 def build(p: params.GanParams, seed: int, train: data.Split, device: torch.device) -> Gan:
     num_classes = len(train.classes) if gan_eras.ERAS[p.era].conditional else 0
-    generator, discriminator = gan_eras.build(p.era, p.latent_dim, p.width, tuple(train.images.shape[1:]), num_classes)
-    layout = torch.channels_last if p.channels_last else torch.contiguous_format
-    generator, discriminator = generator.to(device, memory_format=layout), discriminator.to(device, memory_format=layout)
-    opt_g, opt_d = generative.make_optimizers(generator, discriminator, (p.lr_g, p.lr_d), (p.beta1, p.beta2),
-                                              p.optimizer)
-    ema = generative.exponential_moving_average(generator, p.ema_decay) if p.ema_decay else None
+    generator, discriminator, opt_g, opt_d, ema = build_networks(p, tuple(train.images.shape[1:]), num_classes, device)
     return Gan(generator, discriminator, opt_g, opt_d, ema, ema.module if ema is not None else generator,
                generative.fixed_noise(p.grid_size, p.latent_dim, seed).to(device),
                generative.sample_labels(p.grid_size, num_classes, device), num_classes, 10 if num_classes else 8)

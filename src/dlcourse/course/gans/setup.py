@@ -1,0 +1,23 @@
+"""A GAN entry's networks, optimizers and moving average, built from its params: one place for the
+train-gan stage and the GAN sweep benchmark."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import eras as gan_eras, generative
+
+
+def build_networks(p, image_shape: tuple[int, ...], num_classes: int, device: torch.device
+                   ) -> tuple[nn.Module, nn.Module, torch.optim.Optimizer, torch.optim.Optimizer,
+                              torch.optim.swa_utils.AveragedModel | None]:
+    """`p`: a train_gan entry's params. The generator and discriminator on `device` (channels-last when
+    asked), their optimizers, and the generator's moving average when the entry keeps one."""
+    generator, discriminator = gan_eras.build(p.era, p.latent_dim, p.width, image_shape, num_classes)
+    layout = torch.channels_last if p.channels_last else torch.contiguous_format
+    generator, discriminator = generator.to(device, memory_format=layout), discriminator.to(device, memory_format=layout)
+    opt_g, opt_d = generative.make_optimizers(generator, discriminator, (p.lr_g, p.lr_d), (p.beta1, p.beta2),
+                                              p.optimizer)
+    ema = generative.exponential_moving_average(generator, p.ema_decay) if p.ema_decay else None
+    return generator, discriminator, opt_g, opt_d, ema
