@@ -5,6 +5,7 @@ import json
 import multiprocessing
 import os
 import re
+import subprocess
 import time
 
 import pytest
@@ -16,7 +17,7 @@ WRITERS = 6
 SWEPT = "train-linear@one_epoch"
 # None of them is the baseline's (0.001, 60): an experiment with nothing to rerun would log no MLflow run.
 GRID = {(lr, batch_size) for lr in (0.002, 0.003) for batch_size in (40,)}  # 2 side by side (-j 2)
-SWEEP_TIMEOUT_S = 1200
+SWEEP_TIMEOUT_S = 600
 
 
 def log_one_run(workdir: str, root: str, index: int) -> None:
@@ -84,6 +85,13 @@ def experiments(ws) -> dict[str, tuple[float, int]]:
     return shown
 
 
+def worker_logs(ws) -> str:
+    """The last lines of what DVC's queue workers wrote, for a sweep that does not end."""
+    logs = sorted((ws.path / ".dvc" / "tmp" / "exps").rglob("*.out"))
+    return "\n".join(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+                     for log in logs) or "(none)"
+
+
 @pytest.mark.slow
 def test_a_queued_sweep_lands_whole_in_dvc_and_mlflow(workspace):
     ws = workspace
@@ -93,13 +101,18 @@ def test_a_queued_sweep_lands_whole_in_dvc_and_mlflow(workspace):
            "-S", "train_linear.one_epoch.batch_size=40")
     assert queue_states(ws) == ["Queued"] * len(GRID)
     try:
-        ws.run("dvc", "queue", "start", "-j", "2")
+        # The workers are forks of `dvc queue start` and keep its standard streams open until they
+        # end: into a file, not a pipe, or the call would wait for the whole sweep, with no deadline of ours.
+        with open(ws.path.parent / "queue-start.log", "w") as log:
+            subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=ws.path, env=ws.env, check=True,
+                           stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, timeout=120)
         deadline = time.monotonic() + SWEEP_TIMEOUT_S
         while {"Queued", "Running"} & set(states := queue_states(ws)):
-            assert time.monotonic() < deadline, f"the sweep is still {states} after {SWEEP_TIMEOUT_S} s"
+            assert time.monotonic() < deadline, (f"the sweep is still {states} after {SWEEP_TIMEOUT_S} s; "
+                                                 f"its workers' logs:\n{worker_logs(ws)}")
             time.sleep(1)
     finally:
-        ws.run("dvc", "queue", "stop")
+        ws.run("dvc", "queue", "stop", "--kill", check=False)
     assert states == ["Success"] * len(GRID), ws.run("dvc", "queue", "status")
 
     shown = experiments(ws)
