@@ -1,6 +1,8 @@
 # `make setup`: the environment of uv.lock (every package pinned, with hashes) in .venv.
 # `make repro`: set everything up and rebuild every result (`dvc repro`).
-# `make test`:  set everything up, lint (ruff, configured in pyproject.toml) and run the tests.
+# `make test`:  set everything up, lint (ruff, configured in pyproject.toml) and run the tests, but
+#               those through another system (`make test-system`: Slurm, DVC's queue, torchrun, the
+#               team server, a browser, killed stages). CI runs both.
 # `make lock`:  refresh uv.lock after a change to pyproject.toml's dependencies (docs/reproducibility.md).
 VENV ?= .venv
 PYTHON ?= python3
@@ -10,7 +12,7 @@ UV := $(abspath $(VENV))/bin/uv
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 
-.PHONY: setup repro test lock
+.PHONY: setup repro test test-system lock
 
 setup: $(VENV)/.installed
 
@@ -32,4 +34,7 @@ repro: setup
 
 test: setup
 	ruff check .
-	python -m pytest
+	python -m pytest -m "not system"
+
+test-system: setup
+	python -m pytest -m system

@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from dlcourse import progress
-from dlcourse.course import attacks, corruptions, data
+from dlcourse.course import attacks, corruptions, data, robust
 from dlcourse.pipeline import layout, params
 from dlcourse.report.figures import image_grid, plot_columns
 from dlcourse.files import write_csv, write_json
@@ -67,6 +67,36 @@ def summary(result: Attacked, dataset: str) -> dict:
     }
 
 
+def robustness(model: Classifier, x: torch.Tensor, y: torch.Tensor, eps: float, p: params.AttackParams,
+               rng: torch.Generator, seed: int) -> dict:
+    """Beyond the course: the robust accuracy at `eps` under PGD with random restarts, under an independent
+    implementation (torchattacks' APGD), and under both (an image counts only if neither fools the network)."""
+    pgd = robust.robust_correct(model, x, y, eps, p.strong_pgd_steps, p.strong_pgd_step, p.strong_pgd_restarts, rng)
+    apgd = robust.apgd_correct(model, x, y, eps, p.apgd_steps, seed)
+    with torch.no_grad():
+        clean = (model(x).argmax(1) == y).float().mean().item()
+    return {"eps": eps, "images": len(y), "clean": clean, "pgd": pgd.float().mean().item(),
+            "apgd": apgd.float().mean().item(), "worst_case": (pgd & apgd).float().mean().item(),
+            "pgd_steps": p.strong_pgd_steps, "pgd_step": p.strong_pgd_step, "pgd_restarts": p.strong_pgd_restarts,
+            "apgd_steps": p.apgd_steps}
+
+
+def side_by_side(models: dict[str, Classifier], x: torch.Tensor, y: torch.Tensor, eps_list: list[float],
+                 classes: list[str], steps: int, path) -> None:
+    """The same test digits under PGD at growing eps, one row per (digit, model): where a standard
+    network sees noise, a robust one's attacks draw strokes of another digit (Tsipras et al. 2019)."""
+    images, captions = [], []
+    for i in range(len(y)):
+        for name, model in models.items():
+            for eps in eps_list:
+                xi, yi = x[i : i + 1], y[i : i + 1]
+                attacked = xi if eps == 0 else attacks.pgd(model, xi, yi, eps, steps, 2.5 * eps / steps, rng=None)
+                confidence, predicted = predict_proba(model, attacked).max(1)
+                images.append(attacked.cpu())
+                captions.append(f"{name} eps {eps:g}: {classes[predicted.item()]} ({confidence.item():.2f})")
+    image_grid(torch.cat(images), captions, path, "PGD at growing eps, each row one network", columns=len(eps_list))
+
+
 def main(name: str) -> None:
     with stage("attack", name, entry="attack.models", seed=seed_everything, device=resolve_device) as job:
         p, settings, run, rng, device = job.params.attack, job.entry, job.run, job.rng, job.device
@@ -74,8 +104,8 @@ def main(name: str) -> None:
         test = data.load_split(layout.PREPARED, checkpoint["dataset"], "test")
         run.log_dataset(layout.prepared_split(checkpoint["dataset"], "test"), "evaluation")
         subset = torch.randperm(len(test), generator=rng)[: p.subset]
-        result = attack(model, data.to_float(test.images[subset], device), test.labels[subset].to(device), settings.eps,
-                        p, rng, label=job.name)
+        x, y = data.to_float(test.images[subset], device), test.labels[subset].to(device)
+        result = attack(model, x, y, settings.eps, p, rng, label=job.name)
         metrics = summary(result, checkpoint["dataset"])
 
         out = layout.attack(name)
@@ -99,6 +129,13 @@ def main(name: str) -> None:
                    captions(clean_x) + captions(attacked) + [f"perturbation x{0.5 / eps:.0f}"] * len(clean_x),
                    out / "examples.png", f"{name}: clean (top), PGD eps = {eps:g} (middle), "
                    "perturbation amplified (bottom)", columns=len(clean_x))
+        if settings.robust_eps is not None:
+            metrics["robust"] = robustness(model, x, y, settings.robust_eps, p, rng, job.params.seed)
+        if settings.compare_with is not None:
+            other, _ = load_classifier(layout.model(settings.compare_with), device)
+            shown = slice(result.images["selection"], result.images["selection"] + p.examples // 2)  # evaluation half
+            side_by_side({settings.compare_with: other, name: model}, x[shown], y[shown], [0.0, *settings.eps],
+                         test.classes, p.strong_pgd_steps, out / "side_by_side.png")
         write_json(layout.attack_metrics(name), metrics)
 
         run.log_metrics({"chosen_eps": eps, **{f"evaluation.{method}": acc for method, acc in

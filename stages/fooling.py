@@ -33,13 +33,14 @@ def fooling_by_cppn(model, shape, p: params.FoolingParams, rng: torch.Generator,
     return images, confidence, generations, sizes
 
 
-def main(dataset: str) -> None:
-    with stage("fooling", dataset, entry="fooling", seed=seed_everything, device=resolve_device) as job:
+def main(entry: str) -> None:
+    with stage("fooling", entry, entry="fooling", seed=seed_everything, device=resolve_device) as job:
         p, run, rng, device = job.entry, job.run, job.rng, job.device
+        dataset = p.dataset or entry
         model, checkpoint = load_classifier(layout.model(p.model), device)
         second, second_checkpoint = load_classifier(layout.model(p.transfer_model), device)
         if not checkpoint["dataset"] == second_checkpoint["dataset"] == dataset:
-            raise SystemExit(f"params.yaml: fooling.{dataset}: {p.model} and {p.transfer_model} must both be "
+            raise SystemExit(f"params.yaml: fooling.{entry}: {p.model} and {p.transfer_model} must both be "
                              f"{dataset} models (found {checkpoint['dataset']}, {second_checkpoint['dataset']})")
         classes = checkpoint["classes"]
         targets = torch.arange(len(classes), device=device)
@@ -76,14 +77,14 @@ def main(dataset: str) -> None:
             unit = "steps" if method == "gradient" else "generations"
             captions = [f"{name}: {c:.4f}\n{int(s)} {unit}\nother net: {t:.2f}"
                         for name, c, s, t in zip(classes, confidence, steps, transfer)]
-            image_grid(images.cpu(), captions, layout.fooling(dataset, method),
-                       f"{dataset}: fooling images for {p.model}, {layout.FOOLING_METHODS[method]}", columns=5, scale=1.8)
+            image_grid(images.cpu(), captions, layout.fooling(entry, method),
+                       f"{entry}: fooling images for {p.model}, {layout.FOOLING_METHODS[method]}", columns=5, scale=1.8)
             run.log_metrics({f"{method}.reached": float((confidence >= p.confidence).float().mean()),
                              f"{method}.mean_transfer_confidence": float(transfer.mean()),
                              f"{method}.png_bytes_mean": metrics[method]["png_bytes_mean"],
                              f"{method}.total_variation_mean": metrics[method]["total_variation_mean"]})
-            run.log_artifact(layout.fooling(dataset, method))
-        write_json(layout.fooling_metrics(dataset), metrics)
+            run.log_artifact(layout.fooling(entry, method))
+        write_json(layout.fooling_metrics(entry), metrics)
         job.write_timing({**timing, "device": str(device)})
     fooled = {method: sum(c["confidence"] >= p.confidence for c in metrics[method]["per_class"].values())
               for method in methods}

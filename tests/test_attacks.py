@@ -115,7 +115,7 @@ def test_a_sweep_at_eps_zero_computes_no_attack_and_draws_no_random_number(model
 
 def test_bf16_gradients_point_where_float32_ones_do_and_attack_as_well(model, test_data):
     x, y = test_data
-    exact, rounded = (attacks._input_gradient(model, x, y, bf16) for bf16 in (False, True))
+    exact, rounded = (attacks.input_gradient(model, x, y, bf16) for bf16 in (False, True))
     agree = (exact.sign() == rounded.sign())[exact.abs() > 1e-3 * exact.abs().amax()]
     assert agree.float().mean() > 0.9
     fp32, bf16 = (attacks.accuracy_under(model, x, y, lambda xb, yb: attacks.pgd(

@@ -227,6 +227,7 @@ def stage_runs(ws, stage: str = STAGE) -> list:
 
 
 @pytest.mark.slow
+@pytest.mark.system
 def test_two_processes_train_the_weights_of_one(workspace, built):
     one = weights(built.path / f"models/cnn/{ENTRY}.pt")
     workspace.set_param(f"train_cnn.{ENTRY}.processes", 2)
@@ -252,6 +253,7 @@ def torchrun(ws, *options: str, script: str = "stages/train_cnn.py", arguments=(
 
 
 @pytest.mark.slow
+@pytest.mark.system
 def test_two_nodes_meet_at_a_rendezvous_and_train_the_weights_of_one(workspace, built):
     """Two `torchrun` commands, as on two machines, meeting at a c10d rendezvous on 127.0.0.1."""
     endpoint = f"127.0.0.1:{free_port()}"
@@ -283,6 +285,7 @@ runpy.run_path("stages/train_cnn.py", run_name="__main__")
 
 
 @pytest.mark.slow
+@pytest.mark.system
 def test_a_failing_rank_fails_the_whole_job_with_its_error(workspace, tmp_path):
     model = workspace.path / f"models/cnn/{ENTRY}.pt"
     before, runs_before = model.read_bytes(), len(stage_runs(workspace))
@@ -308,6 +311,7 @@ def gan_checkpoint(ws, epoch: int = 2) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.system
 def test_a_gan_stage_on_two_processes_trains_the_networks_of_one_and_logs_one_run(workspace, built):
     one, runs_before = gan_checkpoint(built), len(stage_runs(built, GAN_STAGE))
     workspace.set_param(f"train_gan.{GAN_ENTRY}.processes", 2)
@@ -342,6 +346,7 @@ runpy.run_path("stages/train_gan.py", run_name="__main__")
 
 
 @pytest.mark.slow
+@pytest.mark.system
 def test_only_rank_0_of_a_gan_run_writes_and_every_rank_resumes_from_its_checkpoint(workspace, built, tmp_path):
     (tmp_path / "only_rank_0_writes.py").write_text(ONLY_RANK_0_WRITES)
 

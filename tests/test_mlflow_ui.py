@@ -33,7 +33,7 @@ LR = "train_cnn.cifar10-linear.lr"  # the MLflow param: the key dvc.yaml declare
 UI_WAIT_S = 60
 
 # One worker for the module: its workspace and UI server, module fixtures, are then made once.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("mlflow-ui")]
+pytestmark = [pytest.mark.slow, pytest.mark.system, pytest.mark.xdist_group("mlflow-ui")]
 
 
 @pytest.fixture(scope="module", autouse=True)

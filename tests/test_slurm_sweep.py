@@ -90,6 +90,7 @@ def test_the_grid_is_every_combination_of_the_swept_values():
 
 
 @pytest.mark.slow
+@pytest.mark.system
 def test_a_grid_runs_as_a_job_array_and_lands_in_git_dvc_and_mlflow(slurm, server, built, tmp_path):
     from mlflow.tracking import MlflowClient
 

@@ -93,6 +93,7 @@ def worker_logs(ws) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.system
 def test_a_queued_sweep_lands_whole_in_dvc_and_mlflow(workspace):
     ws = workspace
     ws.run("git", "config", "user.name", "t")

@@ -150,6 +150,7 @@ def commit(ws: Workspace, message: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.system
 def test_a_stage_logs_to_the_tracking_server(workspace, server, postgres, tmp_path, monkeypatch):
     import mlflow
     import psycopg2
@@ -214,6 +215,7 @@ def api(server: Server, method: str, path: str, auth: tuple[str, str] | None, **
 
 
 @pytest.mark.slow
+@pytest.mark.system
 def test_the_api_needs_a_password(server):
     from dlcourse.pipeline.store import check_reachable
 
@@ -225,6 +227,7 @@ def test_the_api_needs_a_password(server):
     assert api(server, "POST", "experiments/search", ADMIN, max_results=1).status_code == 200
 
 
+@pytest.mark.system
 def test_a_stage_without_credentials_is_told_which_variables_to_set(server, monkeypatch, tmp_path):
     from dlcourse.pipeline import store, tracking
 
@@ -239,6 +242,7 @@ def test_a_stage_without_credentials_is_told_which_variables_to_set(server, monk
 
 
 @pytest.mark.slow
+@pytest.mark.system
 def test_a_user_without_permission_cannot_write(server):
     reader = ("reader", "reader-password-0123")
     assert api(server, "POST", "users/create", ADMIN, username=reader[0], password=reader[1]).status_code == 200
@@ -277,6 +281,7 @@ def session_of(pid: int) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.system
 def test_the_server_keeps_its_files_private_and_passwords_out_of_argv(server, postgres):
     assert stat.S_IMODE(server.state.stat().st_mode) == 0o700
     for name in ("server.log", "server.pid", "auth.ini", "secret-key", "auth.db"):
@@ -291,6 +296,7 @@ def test_the_server_keeps_its_files_private_and_passwords_out_of_argv(server, po
 
 
 @pytest.mark.slow
+@pytest.mark.system
 def test_a_restart_needs_no_admin_password_and_reads_pgpass(server, postgres, tmp_path):
     """Stop, and start at once again: the admin exists already, PostgreSQL's password is in a pgpass file."""
     url = make_url(postgres)
@@ -343,6 +349,7 @@ def test_a_password_on_the_command_line_is_refused(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.system
 def test_a_wrong_password_is_a_clear_error(postgres, tmp_path):
     wrong = postgres.replace(":s3cret@", ":wrong@")
     result = tracking_server("start", script_env(tmp_path / "state", MLFLOW_BACKEND_STORE_URI=wrong))
@@ -407,6 +414,7 @@ def digest(path: Path) -> str | dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.system
 def test_a_clone_pulls_every_output_from_the_remote(workspace, mirror, tmp_path):
     workspace.repro()  # brings back up to date whatever an earlier test reran
     workspace.run("dvc", "remote", "add", "--default", "storage", str(tmp_path / "remote"))

@@ -33,7 +33,7 @@ def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters(), torch.empty(0)).device
 
 
-def _input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: bool = False) -> torch.Tensor:
+def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: bool = False) -> torch.Tensor:
     """Gradient of the cross-entropy with respect to the images only: no .grad left on the model.
     With `bf16`, the forward pass is autocast to bfloat16: the attacks use only the gradient's sign."""
     with torch.enable_grad():
@@ -43,7 +43,7 @@ def _input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: bo
         return torch.autograd.grad(F.cross_entropy(scores, y, reduction="sum"), x)[0]
 
 
-def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     """Back into the L-infinity ball of radius eps around x, then into [0, 1]."""
     return torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp(0, 1)
 
@@ -54,7 +54,7 @@ def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, bf16: bool = False) -> torch.Tensor:
     """Fast gradient sign method: one step of size eps along the sign of the loss gradient."""
     model.eval()
-    return (x + eps * _input_gradient(model, x, y, bf16).sign()).clamp(0, 1).detach()
+    return (x + eps * input_gradient(model, x, y, bf16).sign()).clamp(0, 1).detach()
 
 
 def pgd(
@@ -69,9 +69,9 @@ def pgd(
     step_size = 2.5 * eps / steps if step_size is None else step_size
     x_adv = x.detach()
     if random_start:
-        x_adv = _project(x_adv + eps * (2 * draw(torch.rand, x.shape, rng, x.device) - 1), x, eps)
+        x_adv = project(x_adv + eps * (2 * draw(torch.rand, x.shape, rng, x.device) - 1), x, eps)
     for _ in range(steps):
-        x_adv = _project(x_adv + step_size * _input_gradient(model, x_adv, y, bf16).sign(), x, eps)
+        x_adv = project(x_adv + step_size * input_gradient(model, x_adv, y, bf16).sign(), x, eps)
     return x_adv.detach()
 
 

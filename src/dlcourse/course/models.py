@@ -126,6 +126,21 @@ class MnistNet(nn.Module):
         return self.head(self.features(x))
 
 
+class StridedNet(nn.Module):
+    """The MNIST network of Wong, Rice and Kolter 2020 (and Wong and Kolter 2018) for adversarial
+    training: two strided 4x4 convolutions, one hidden layer, no batch norm, no pooling."""
+
+    def __init__(self, widths=(16, 32), hidden: int = 100, num_classes: int = 10):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, widths[0], 4, stride=2, padding=1), nn.ReLU(),
+                                      nn.Conv2d(widths[0], widths[1], 4, stride=2, padding=1), nn.ReLU())
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(widths[1] * 7 * 7, hidden), nn.ReLU(),
+                                  nn.Linear(hidden, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
 class MLP(nn.Module):
     """Dense layers with ReLU; `hidden=[]` is the linear softmax classifier."""
 
@@ -161,6 +176,7 @@ class SmallCNN(nn.Module):
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "reseau1": Reseau1, "reseau2": Reseau2, "airnet": AirNet, "mnistnet": MnistNet, "mlp": MLP, "smallcnn": SmallCNN,
+    "stridednet": StridedNet,
 }
 
 

@@ -276,12 +276,13 @@ class EpochRecord:
     train_loss: float
     test_accuracy: float
     seconds: float  # training time of this epoch, evaluation excluded
+    robust_accuracy: float | None = None  # adversarial training: the held-out check (robust.OverfittingWatch)
 
 
 def train_epochs(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
                  test_y: torch.Tensor, p, rng: torch.Generator,
                  on_epoch: Callable[[EpochRecord], None] = lambda record: None, world=None,
-                 label: str | None = None) -> list[EpochRecord]:
+                 label: str | None = None, perturb=None) -> list[EpochRecord]:
     """Train on uint8 images held on the model's device; one test evaluation per epoch; with a
     `label` (the stage's), the main process's progress on stderr.
 
@@ -292,6 +293,8 @@ def train_epochs(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
     processes do not depend on that module): each process trains on its shard of every global batch
     of `p.batch_size`; the same global batch, learning rate and gradient as one process. Only the main
     process evaluates, calls `on_epoch` and gets the records; the others get none.
+
+    `perturb` (adversarial training, `robust.perturbation`): each batch is replaced by perturb(model, x, y).
     """
     device = train_y.device
     memory_format = torch.channels_last if p.channels_last else torch.contiguous_format
@@ -319,6 +322,8 @@ def train_epochs(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
             bar.update()
             index = world.shard(batch) if distributed else batch
             images = to_float(augmented[index]).contiguous(memory_format=memory_format)
+            if perturb is not None:
+                images = perturb(model, images, train_y[index])
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=p.bf16):
                 scores = trained(images).float()
             loss = F.cross_entropy(scores, train_y[index], label_smoothing=p.label_smoothing)

@@ -14,6 +14,8 @@ file system reads specially.
 
 from __future__ import annotations
 
+import typing
+
 import inspect
 from pathlib import Path
 from typing import Annotated, Literal
@@ -67,11 +69,23 @@ class LinearRunParams(Section):
     init_trials: Annotated[int, Field(ge=1, le=10_000)]  # fresh initialisations averaged for the "about 10 % at init" check
 
 
+class AdversarialParams(Section):
+    """Adversarial training (course/robust.py): each batch replaced by its adversarial examples."""
+
+    method: Literal["fgsm_rs", "pgd"]  # FGSM from a random start (Wong et al. 2020) or PGD (Madry et al. 2018)
+    eps: Annotated[float, Field(gt=0, le=1)]  # L-inf radius, in pixel units
+    step_factor: PositiveFloat  # the step, in units of eps (fgsm_rs: 1.25 in the paper; pgd: about 2.5 / steps)
+    steps: Annotated[int, Field(ge=1, le=100)]  # pgd's steps (fgsm_rs takes one)
+    holdout: Annotated[int, Field(ge=10, le=10_000)]  # training images left out, for the per-epoch PGD check
+    check_steps: Annotated[int, Field(ge=1, le=100)]  # that check's PGD steps, of 2.5 eps / check_steps
+    overfit_drop: Annotated[float, Field(gt=0, lt=1)]  # a fall of the check this far below its best: overfitting
+
+
 class CnnRunParams(Section):
     """One entry of `train-cnn`: a dataset, an architecture and how to train it."""
 
     dataset: Dataset
-    architecture: Literal["reseau2", "mnistnet", "mlp", "smallcnn", "airnet"]
+    architecture: Literal["reseau2", "mnistnet", "mlp", "smallcnn", "airnet", "stridednet"]
     model: dict[str, int | float | str | bool | list[int]]  # the architecture's constructor arguments
     normalize: bool  # per-channel mean/std of the training set (False: pixels / 255, as ToTensor)
     epochs: Epochs
@@ -98,6 +112,13 @@ class CnnRunParams(Section):
     # processes on this machine, each a shard of every batch (DistributedDataParallel under torchrun);
     # 1: one plain process. The global batch_size and lr stay those of one process.
     processes: Annotated[int, Field(ge=1, le=1024)]
+    adversarial: AdversarialParams | None = None  # absent: standard training
+
+    @model_validator(mode="after")
+    def _adversarial_on_one_process(self):
+        if self.adversarial is not None and self.processes > 1:
+            raise ValueError("adversarial: trains on one process only (processes: 1)")
+        return self
 
     @model_validator(mode="after")
     def _model_arguments_exist(self):
@@ -126,6 +147,9 @@ class EvaluateParams(Section):
 class AttackModelParams(ModelRef):
     # the L-inf sweep, in pixel units; the claim's eps is chosen among them on half of the images
     eps: list[Annotated[float, Field(gt=0, le=1)]] = Field(min_length=1, max_length=100)
+    # the robust accuracy at this eps under the strong attacks (attack.strong_*, and torchattacks' APGD)
+    robust_eps: Annotated[float, Field(gt=0, le=1)] | None = None
+    compare_with: str | None = None  # another attacked model: the same digits attacked at every eps, side by side
 
 
 class AttackParams(Section):
@@ -136,9 +160,14 @@ class AttackParams(Section):
     pgd_random_start: bool
     bf16: bool  # the attacks' gradients in bfloat16 (sign only is used); the accuracy judged stays float32
     examples: GridImages  # images in the clean / perturbed / amplified grid
+    strong_pgd_steps: Annotated[int, Field(ge=1, le=10_000)]  # the robust accuracy's PGD (a model's robust_eps)
+    strong_pgd_step: PositiveFloat  # its step, in pixel units
+    strong_pgd_restarts: Annotated[int, Field(ge=1, le=100)]  # an image counts if no restart fools the network
+    apgd_steps: Annotated[int, Field(ge=1, le=10_000)]  # the independent check: torchattacks' APGD (cross-entropy)
 
 
 class FoolingParams(Section):
+    dataset: Dataset | None = None  # the models' dataset; absent: the entry's name is the dataset's
     model: str  # the network fooled, models/<model>.pt
     transfer_model: str  # a second, independently trained network of the same data
     confidence: Annotated[float, Field(gt=0, lt=1)]
@@ -217,7 +246,7 @@ class Params(Section):
     train_cnn: dict[EntryName, CnnRunParams] = Field(min_length=1)
     evaluate: EvaluateParams
     attack: AttackParams
-    fooling: dict[Dataset, FoolingParams] = Field(min_length=1)
+    fooling: dict[EntryName, FoolingParams] = Field(min_length=1)  # by dataset, unless the entry names its dataset
     train_gan: dict[EntryName, GanParams] = Field(min_length=1)
     score_gan: ScoreGanParams
 
@@ -250,14 +279,22 @@ class Params(Section):
         return self
 
     @model_validator(mode="after")
+    def _fooling_entries_name_their_dataset(self):
+        for name, entry in self.fooling.items():
+            if entry.dataset is None and name not in typing.get_args(Dataset):
+                raise ValueError(f"fooling.{name}: not a dataset's name ({', '.join(typing.get_args(Dataset))}): "
+                                 "say which with `dataset:`")
+        return self
+
+    @model_validator(mode="after")
     def _models_read_are_models_trained(self):
         """A model named by a stage that reads it must be one a train entry produces, on the dataset
         said: checked here, before DVC looks for a models/<name>.pt that no stage writes."""
         trained = self.trained_models()
         read = {**{f"evaluate.models.{name}": (name, ref.dataset) for name, ref in self.evaluate.models.items()},
                 **{f"attack.models.{name}": (name, ref.dataset) for name, ref in self.attack.models.items()},
-                **{f"fooling.{dataset}.{role}": (getattr(entry, role), dataset)
-                   for dataset, entry in self.fooling.items() for role in ("model", "transfer_model")},
+                **{f"fooling.{name}.{role}": (getattr(entry, role), entry.dataset or name)
+                   for name, entry in self.fooling.items() for role in ("model", "transfer_model")},
                 "score_gan.classifier": (self.score_gan.classifier, next(iter(self.train_gan.values())).dataset)}
         for key, (name, dataset) in read.items():
             if name not in trained:

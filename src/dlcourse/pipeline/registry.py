@@ -161,7 +161,8 @@ def log_model(run: StageRun, model: torch.nn.Module, example: torch.Tensor, outp
     return client.get_model_version(name, version)
 
 
-def log_classifier(run: StageRun, path: str | Path, test_images: torch.Tensor, test_accuracy: float):
+def log_classifier(run: StageRun, path: str | Path, test_images: torch.Tensor, test_accuracy: float,
+                   tags: dict[str, str] | None = None):
     """The classifier saved at `path` (a DVC output), as a model returning class probabilities.
     `test_images`: uint8 test images, the first EXAMPLES of which become the input example."""
     import torch
@@ -176,7 +177,7 @@ def log_classifier(run: StageRun, path: str | Path, test_images: torch.Tensor, t
                    f"{test_accuracy:.4f}. Input: float32 images in [0, 1], N x {' x '.join(map(str, example.shape[1:]))}; "
                    f"output: the probabilities of the {classes} classes ({', '.join(checkpoint['classes'])}).")
     return log_model(run, Probabilities(classifier), example, (classes,), Path(path), description,
-                     {"dataset": checkpoint["dataset"], "test_accuracy": f"{test_accuracy:.4f}"})
+                     {"dataset": checkpoint["dataset"], "test_accuracy": f"{test_accuracy:.4f}", **(tags or {})})
 
 
 def log_generator(run: StageRun, checkpoint_path: str | Path, generator, latent_dim: int, num_classes: int,
