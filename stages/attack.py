@@ -81,20 +81,20 @@ def robustness(model: Classifier, x: torch.Tensor, y: torch.Tensor, eps: float, 
             "apgd_steps": p.apgd_steps}
 
 
-def side_by_side(models: dict[str, Classifier], x: torch.Tensor, y: torch.Tensor, eps_list: list[float],
-                 classes: list[str], steps: int, path) -> None:
-    """The same test digits under PGD at growing eps, one row per (digit, model): where a standard
-    network sees noise, a robust one's attacks draw strokes of another digit (Tsipras et al. 2019)."""
+def eps_grid(model: Classifier, x: torch.Tensor, y: torch.Tensor, eps_list: list[float], classes: list[str],
+             steps: int, name: str, path) -> None:
+    """The same test digits under PGD at growing eps, one row per digit. Every attack entry of a dataset
+    attacks the same images (one seed, one draw), so two models' grids show the same digits: where a
+    standard network's attacks are noise, a robust one's draw strokes of another digit (Tsipras et al. 2019)."""
     images, captions = [], []
     for i in range(len(y)):
-        for name, model in models.items():
-            for eps in eps_list:
-                xi, yi = x[i : i + 1], y[i : i + 1]
-                attacked = xi if eps == 0 else attacks.pgd(model, xi, yi, eps, steps, 2.5 * eps / steps, rng=None)
-                confidence, predicted = predict_proba(model, attacked).max(1)
-                images.append(attacked.cpu())
-                captions.append(f"{name} eps {eps:g}: {classes[predicted.item()]} ({confidence.item():.2f})")
-    image_grid(torch.cat(images), captions, path, "PGD at growing eps, each row one network", columns=len(eps_list))
+        for eps in eps_list:
+            xi, yi = x[i : i + 1], y[i : i + 1]
+            attacked = xi if eps == 0 else attacks.pgd(model, xi, yi, eps, steps, 2.5 * eps / steps)
+            confidence, predicted = predict_proba(model, attacked).max(1)
+            images.append(attacked.cpu())
+            captions.append(f"eps {eps:g}: {classes[predicted.item()]} ({confidence.item():.2f})")
+    image_grid(torch.cat(images), captions, path, f"{name}: PGD at growing eps", columns=len(eps_list))
 
 
 def main(name: str) -> None:
@@ -131,18 +131,18 @@ def main(name: str) -> None:
                    "perturbation amplified (bottom)", columns=len(clean_x))
         if settings.robust_eps is not None:
             metrics["robust"] = robustness(model, x, y, settings.robust_eps, p, rng, job.params.seed)
-        if settings.compare_with is not None:
-            other, _ = load_classifier(layout.model(settings.compare_with), device)
-            shown = slice(result.images["selection"], result.images["selection"] + p.examples // 2)  # evaluation half
-            side_by_side({settings.compare_with: other, name: model}, x[shown], y[shown], [0.0, *settings.eps],
-                         test.classes, p.strong_pgd_steps, out / "side_by_side.png")
+        shown = slice(result.images["selection"], result.images["selection"] + p.examples // 2)  # evaluation half
+        eps_grid(model, x[shown], y[shown], [0.0, *(settings.grid_eps or settings.eps)], test.classes,
+                 p.strong_pgd_steps, name, out / "eps_grid.png")
         write_json(layout.attack_metrics(name), metrics)
 
         run.log_metrics({"chosen_eps": eps, **{f"evaluation.{method}": acc for method, acc in
                                                 metrics["evaluation"]["accuracy"][f"{eps:g}"].items()}})
         for step, (_, row) in enumerate(accuracy.iterrows()):
             run.log_metrics({f"curve.{method}": float(row[method]) for method in methods}, step=step)
-        for figure in ("accuracy_vs_eps.png", "corruptions.png", "examples.png"):
+        if "robust" in metrics:
+            run.log_metrics({f"robust.{key}": metrics["robust"][key] for key in ("clean", "pgd", "apgd", "worst_case")})
+        for figure in ("accuracy_vs_eps.png", "corruptions.png", "examples.png", "eps_grid.png"):
             run.log_artifact(out / figure)
     clean, attacked = (metrics["evaluation"]["accuracy"][key]["pgd"] for key in ("0", f"{eps:g}"))
     progress.summary(job.name, f"{100 * clean:.1f} % accuracy clean, {100 * attacked:.1f} % under PGD at eps {eps:g} "

@@ -18,7 +18,7 @@ from dlcourse.report.document import document, unlisted_figures, write_report
 from dlcourse.report.environment import environment, pipeline_stages
 from dlcourse.report.results import Results, leftover_warning
 from dlcourse.report.sections import (cnn_section, draw_figures, evaluation_section, gan_section, linear_section,
-                                      other_figures_section, robustness_section)
+                                      other_figures_section, robust_training_section, robustness_section)
 
 
 def main() -> None:
@@ -32,7 +32,8 @@ def main() -> None:
         claims = evaluate_claims(results)
         draw_figures(results)
         sections = [linear_section(results), cnn_section(results), evaluation_section(results),
-                    robustness_section(results), gan_section(results)]
+                    robustness_section(results), robust_training_section(results), gan_section(results)]
+        sections = [section for section in sections if section]
         unlisted = [path for path in unlisted_figures("\n".join(sections), REPORTS, PLOTS) if path not in leftovers]
         if unlisted:
             sections.append(other_figures_section(unlisted))

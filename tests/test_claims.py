@@ -26,6 +26,17 @@ def attack_metrics(pgd: float, noise: float, selection_pgd: float | None = None)
             "evaluation": {"accuracy": half(pgd), "psnr_db": psnr}}
 
 
+def robust_metrics(worst_case: float = 0.88, pgd: float = 0.89, apgd: float = 0.885) -> dict:
+    return {"eps": 0.3, "images": 1000, "clean": 0.985, "pgd": pgd, "apgd": apgd, "worst_case": worst_case,
+            "pgd_steps": 50, "pgd_step": 0.01, "pgd_restarts": 10, "apgd_steps": 100}
+
+
+def robust_attack_metrics() -> dict:
+    """The adversarially trained network: PGD costs 9 points at eps 0.1 (not wrecked), and it is attacked
+    at eps 0.3 by the strong attacks."""
+    return {**attack_metrics(pgd=0.9, noise=0.98), "robust": robust_metrics()}
+
+
 def epoch_scores(epoch: int, frechet: float, confident: float) -> dict:
     return {"epoch": epoch, "frechet_distance": frechet, "confident_fraction": confident, "inception_score": 9.0,
             "label_agreement": 0.99, "mean_confidence": 0.95, "class_fractions": [0.1] * 10,
@@ -60,15 +71,25 @@ HOLDING = {
     "timing/train-linear@one_epoch": {"train_seconds": 1.0, "device": "cpu"},
     "timing/train-cnn@mnist-course": {"train_seconds": 100.0, "device": "cpu"},
     "cnn/mnist-course": {"dataset": "mnist", "epochs": 2, "test_accuracy": 0.98},
+    "cnn/mnist": {"dataset": "mnist", "epochs": 2, "test_accuracy": 0.994},
+    "cnn/mnist-robust": {"dataset": "mnist", "epochs": 10, "test_accuracy": 0.985,
+                         "adversarial": {"method": "fgsm_rs", "eps": 0.3, "holdout_robust_accuracy": [0.8, 0.9],
+                                         "overfitting_epoch": None, "kept_epoch": 2, "robust_accuracy": 0.9}},
     "cnn/cifar10-airnet": {"dataset": "cifar10", "epochs": 9, "test_accuracy": 0.89},
     "cnn/cifar10-linear": {"dataset": "cifar10", "epochs": 5, "test_accuracy": 0.40},
     "evaluate/cnn/mnist": {"confidently_wrong": 7, "confident_threshold": 0.9},
     "evaluate/linear/one_epoch": {"confidently_wrong": 100, "confident_threshold": 0.9},
     "attack/cnn/mnist": attack_metrics(pgd=0.1, noise=0.98),
+    "attack/cnn/mnist-robust": robust_attack_metrics(),
     "fooling/mnist": {"model": "cnn/mnist", "transfer_model": "cnn/mnist-course", "confidence_bar": 0.999,
                       "gradient": fooling_method(0.9995, png_bytes=700.0),
                       "evolution": fooling_method(0.5, png_bytes=690.0),
                       "cppn": fooling_method(0.99, png_bytes=200.0)},
+    # beyond the course: the robust network, fooled by none of the methods (not judged by the fooling claim)
+    "fooling/mnist-robust": {"model": "cnn/mnist-robust", "transfer_model": "cnn/mnist", "confidence_bar": 0.999,
+                             "gradient": fooling_method(0.6, png_bytes=700.0),
+                             "evolution": fooling_method(0.5, png_bytes=690.0),
+                             "cppn": fooling_method(0.5, png_bytes=200.0)},
     "gan/conditional/scores": {**gan_scores("dcgan-conditional", 2015, 1.2, 0.95, 0.09, 300000, conditional=True),
                                "entry": "conditional"},
     "gan/gan-2014/scores": gan_scores("gan-2014", 2014, 40.0),
@@ -181,6 +202,18 @@ CASES = [
     # the CPPN's images must be more regular (fewer PNG bytes) than the direct encoding's
     ("fooling", setter("fooling/mnist", "cppn.png_bytes_mean", 690.0), False),
     ("fooling", setter("fooling/mnist", "cppn.png_bytes_mean", 689.9), True),
+    ("robust-training", setter("attack/cnn/mnist-robust", "robust.worst_case", 0.8501), True),
+    ("robust-training", setter("attack/cnn/mnist-robust", "robust.worst_case", 0.8499), False),
+    ("robust-training", setter("cnn/mnist-robust", "test_accuracy", 0.9801), True),
+    ("robust-training", setter("cnn/mnist-robust", "test_accuracy", 0.9799), False),
+    ("robust-training", setter("attack/cnn/mnist-robust", "robust.apgd", 0.9099), True),  # 1.99 points from PGD
+    ("robust-training", setter("attack/cnn/mnist-robust", "robust.apgd", 0.9101), False),  # 2.01: not confirmed
+    ("robust-training", setter("attack/cnn/mnist-robust", "robust.apgd", 0.8701), True),
+    ("robust-training", setter("attack/cnn/mnist-robust", "robust.apgd", 0.8699), False),
+    # the slight-corruption rule, applied to the robust network, must no longer hold; that network is not
+    # one of the course's, so the slight-corruption claim itself does not judge it
+    ("robust-training", setter("attack/cnn/mnist-robust", "evaluation", attack_metrics(0.1, 0.98)["evaluation"]),
+     False),
     ("gan-digits", setter("gan/conditional/scores", "last_epoch", epoch_scores(5, 10.0, 0.95)), False),  # no better
     ("gan-digits", setter("gan/conditional/scores", "generated.confident_fraction", 0.8999), False),
     ("gan-digits", setter("gan/conditional/scores", "generated.confident_fraction", 0.9001), True),
@@ -204,6 +237,18 @@ def test_each_claim_at_its_bar(tmp_path, claim, edit, holds):
     verdicts = evaluate_claims(results(tmp_path, edit))
     assert verdicts[claim]["holds"] is holds, verdicts[claim]["measured"]
     assert [c for c, v in verdicts.items() if not v["holds"]] == ([] if holds else [claim])
+
+
+def test_robust_training_needs_an_adversarially_trained_network_attacked_at_the_literatures_eps(tmp_path):
+    verdict = evaluate_claims(results(tmp_path))["robust-training"]
+    assert verdict["values"]["cnn/mnist-robust"]["slight_corruption_holds"] is False
+    assert "88.00 % robust at eps 0.3 on 1000 test images" in verdict["measured"]
+    assert list(evaluate_claims(results(tmp_path / "a"))["slight-corruption"]["values"]) == ["cnn/mnist"]
+    with pytest.raises(ClaimError, match="the bars are the literature's at eps 0.3"):
+        evaluate_claims(results(tmp_path / "b", setter("attack/cnn/mnist-robust", "robust.eps", 0.1)))
+    unattacked = evaluate_claims(results(tmp_path / "c", lambda m, c: m.pop("attack/cnn/mnist-robust")))
+    assert unattacked["robust-training"]["holds"] is False
+    assert unattacked["robust-training"]["measured"].startswith("no attacked model was trained on adversarial")
 
 
 def test_the_slight_corruption_verdict_names_the_chosen_eps_and_the_range(tmp_path):

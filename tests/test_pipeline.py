@@ -9,7 +9,8 @@ import yaml
 pytestmark = pytest.mark.slow
 
 CLAIM_IDS = ["mnist-size", "linear-init", "linear-one-epoch", "linear-plateau", "cnn-mnist", "cnn-slower",
-             "cifar10-50", "hard-errors", "slight-corruption", "fooling", "gan-digits", "gan-progress"]
+             "cifar10-50", "hard-errors", "slight-corruption", "fooling", "robust-training", "gan-digits",
+             "gan-progress"]
 GAN_ENTRIES = ["conditional", "gan-2014", "dcgan-2015", "wgan-gp-2017", "sngan-2018", "stylegan-2019"]
 
 
@@ -91,7 +92,7 @@ def test_mlflow_opens_on_the_runs_and_each_run_names_the_datasets_it_read(built)
     assert [name for name, _, _ in read["train-gan@dcgan-2015"]] == ["mnist/train"]
     reading = [stage for stage in read if stage.split("@")[0] in
                {"train-linear", "train-cnn", "train-gan", "evaluate", "attack", "score-gan"}]
-    assert len(reading) == 31 and all(read[stage] for stage in reading)
+    assert len(reading) == 33 and all(read[stage] for stage in reading)
 
 
 def test_a_second_repro_runs_nothing(workspace):

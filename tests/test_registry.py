@@ -178,7 +178,10 @@ def lock_md5(built, path: str) -> str:
 @pytest.mark.slow
 def test_every_classifier_registers_a_version_built_from_its_dvc_output(built, client):
     stages = classifier_stages(built)
-    assert len(stages) == 9
+    assert len(stages) == 10
+    [robust] = client.search_model_versions(f"name = '{registry.registered_name('train-cnn@mnist-robust')}'")
+    assert robust.tags["adversarial_training"] == "fgsm_rs, eps 0.3"
+    assert 0 <= float(robust.tags["holdout_robust_accuracy"]) <= 1
     for stage, output in stages.items():
         run_id = json.loads((built.path / "tracking" / f"{stage}.json").read_text())["run_id"]
         [version] = client.search_model_versions(f"name = '{registry.registered_name(stage)}'")

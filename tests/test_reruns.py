@@ -16,12 +16,12 @@ pytestmark = pytest.mark.slow
 
 LINEAR = ["train-linear@one_epoch", "train-linear@slide_code_loss", "train-linear@long"]
 CNN = ["train-cnn@mnist-course", "train-cnn@mnist", "train-cnn@cifar10-linear", "train-cnn@cifar10-mlp",
-       "train-cnn@cifar10-cnn", "train-cnn@cifar10-airnet"]
+       "train-cnn@cifar10-cnn", "train-cnn@cifar10-airnet", "train-cnn@mnist-robust"]
 EVALUATE = ["evaluate@linear/one_epoch", "evaluate@cnn/mnist-course", "evaluate@cnn/mnist",
             "evaluate@cnn/cifar10-linear", "evaluate@cnn/cifar10-mlp", "evaluate@cnn/cifar10-cnn",
             "evaluate@cnn/cifar10-airnet"]
-ATTACK = ["attack@cnn/mnist", "attack@linear/one_epoch", "attack@cnn/cifar10-airnet"]
-FOOLING = ["fooling@mnist", "fooling@cifar10"]
+ATTACK = ["attack@cnn/mnist", "attack@cnn/mnist-robust", "attack@linear/one_epoch", "attack@cnn/cifar10-airnet"]
+FOOLING = ["fooling@mnist", "fooling@mnist-robust", "fooling@cifar10"]
 GAN_ENTRIES = ["conditional", "gan-2014", "dcgan-2015", "wgan-gp-2017", "sngan-2018", "stylegan-2019"]
 SCORE_GAN = [f"score-gan@{entry}" for entry in GAN_ENTRIES]
 GAN = [f"train-gan@{entry}" for entry in GAN_ENTRIES] + SCORE_GAN
@@ -38,9 +38,10 @@ EDITS = {
     # mnist-course is the second network that fooling@mnist measures transfer on
     "train_cnn": ("train_cnn.mnist-course.lr", 0.02, ["train-cnn@mnist-course"],
                   ["train-cnn@mnist-course", "evaluate@cnn/mnist-course", "fooling@mnist"]),
-    # cnn/mnist is evaluated, attacked, fooled and judges the GAN's samples
+    # cnn/mnist is evaluated, attacked, fooled, shown the robust network's fooling images, and judges the GAN's samples
     "train_cnn.mnist": ("train_cnn.mnist.lr", 0.2, ["train-cnn@mnist"],
-                        ["train-cnn@mnist", "evaluate@cnn/mnist", "attack@cnn/mnist", "fooling@mnist", *SCORE_GAN]),
+                        ["train-cnn@mnist", "evaluate@cnn/mnist", "attack@cnn/mnist", "fooling@mnist",
+                         "fooling@mnist-robust", *SCORE_GAN]),
     "evaluate": ("evaluate.confident", 0.8, EVALUATE, EVALUATE),
     "attack": ("attack.models.linear/one_epoch.eps", [0.0, 0.1, 0.2], ["attack@linear/one_epoch"],
                ["attack@linear/one_epoch"]),

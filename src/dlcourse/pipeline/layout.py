@@ -109,7 +109,7 @@ def outputs(stage: str, key: str | None = None) -> list[Path]:
         figures = [evaluation(key) / f"{figure}.png" for figure in ("confusion", "reliability", "hardest_errors")]
         return figures + [evaluation(key) / "predictions.csv", evaluation_metrics(key)] + record
     if stage == "attack":
-        files = ("accuracy_vs_eps.png", "corruptions.png", "examples.png", "eps.csv", "corruptions.csv")
+        files = ("accuracy_vs_eps.png", "corruptions.png", "examples.png", "eps_grid.png", "eps.csv", "corruptions.csv")
         return [attack(key) / file for file in files] + [attack_metrics(key)] + record
     if stage == "fooling":
         figures = [fooling(key, method) for method in FOOLING_METHODS]

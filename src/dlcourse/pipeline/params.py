@@ -149,7 +149,8 @@ class AttackModelParams(ModelRef):
     eps: list[Annotated[float, Field(gt=0, le=1)]] = Field(min_length=1, max_length=100)
     # the robust accuracy at this eps under the strong attacks (attack.strong_*, and torchattacks' APGD)
     robust_eps: Annotated[float, Field(gt=0, le=1)] | None = None
-    compare_with: str | None = None  # another attacked model: the same digits attacked at every eps, side by side
+    # the eps of the figure of a few digits attacked at growing eps (absent: those of the sweep)
+    grid_eps: list[Annotated[float, Field(gt=0, le=1)]] | None = Field(None, min_length=1, max_length=10)
 
 
 class AttackParams(Section):

@@ -209,8 +209,8 @@ def _slight_corruption(r: Results):
 def _robust_training(r: Results):
     robust = [name for name in r.names("attack") if adversarially_trained(r, name)]
     if not robust:
-        raise ClaimError("robust-training: no attacked model was trained on adversarial examples "
-                         "(params.yaml: a train_cnn entry with `adversarial`, in attack.models with robust_eps)")
+        return ("no attacked model was trained on adversarial examples (params.yaml: a train_cnn entry with "
+                "`adversarial`, in attack.models with robust_eps)", {}, False)
     verdicts, parts = {}, []
     for name in robust:
         attacked, trained = r.metrics(f"attack/{name}"), r.metrics(name)

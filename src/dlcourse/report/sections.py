@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..pipeline.layout import FOOLING_METHODS, PLOTS, REPORTS
-from .claims import GAN_TIMELINE, gan_entries, gan_progress_table, pct, slight_corruption_verdict
+from .claims import (GAN_TIMELINE, adversarially_trained, gan_entries, gan_progress_table, pct,
+                     slight_corruption_verdict)
 from .figures import image_columns, plot_curves
 from .results import Results
 
@@ -150,6 +151,54 @@ def robustness_section(results: Results) -> str:
                      "variation (mean absolute difference of neighbouring pixels), averaged over the classes; "
                      "lower is more regular.\n\n" + pd.DataFrame(rows).to_markdown(index=False) + "\n\n"
                      + images + "\n")
+    return "\n".join(parts)
+
+
+def robust_training_section(results: Results) -> str:
+    """Beyond the course: each adversarially trained network beside the course's networks of its dataset,
+    under the same strong attacks, on the same test digits, with the same fooling methods."""
+    robust = [name for name in results.names("attack") if adversarially_trained(results, name)]
+    if not robust:
+        return ""
+    attacked = results.per_model("attack")
+    rows = [{"model": f"`{name}`", "training": results.metrics(name)["adversarial"]["method"]
+             if adversarially_trained(results, name) else "standard",
+             "clean (test set)": pct(results.metrics(name)["test_accuracy"]),
+             **{f"{label} at eps {m['robust']['eps']:g}": pct(m["robust"][key])
+                for key, label in (("pgd", f"PGD-{m['robust']['pgd_steps']} x {m['robust']['pgd_restarts']}"),
+                                   ("apgd", f"APGD-{m['robust']['apgd_steps']}"), ("worst_case", "both"))}}
+            for name, m in attacked.items() if "robust" in m]
+    parts = ["## Beyond the course: a network that a slight corruption does not fool\n",
+             "Trained on its own adversarial examples (Wong, Rice and Kolter 2020: FGSM from a random start; "
+             "Madry et al. 2018: PGD), a network keeps most of its accuracy under the attacks that wreck the "
+             "course's networks. Robust accuracy: the attacked test images that neither a PGD with random restarts "
+             "nor an independent implementation of APGD (torchattacks) fools.\n",
+             pd.DataFrame(rows).to_markdown(index=False) + "\n"]
+    for name in robust:
+        a = results.metrics(name)["adversarial"]
+        checks = ", ".join(f"{pct(acc)}" for acc in a["holdout_robust_accuracy"])
+        caught = (f"catastrophic overfitting caught at epoch {a['overfitting_epoch']}: the weights of epoch "
+                  f"{a['kept_epoch']} kept" if a["overfitting_epoch"] else "no catastrophic overfitting")
+        dataset = attacked[name]["dataset"]
+        standard = [other for other in attacked if other != name and not adversarially_trained(results, other)
+                    and attacked[other]["dataset"] == dataset and other.startswith("cnn/")]
+        grids = [f"../plots/attack/{model}/eps_grid.png" for model in [*standard, name]]
+        parts.append(f"### `{name}`\n\nHeld-out robust accuracy after each epoch (PGD-{a['check_steps']} at eps "
+                     f"{a['eps']:g} on {a['holdout']} training images left out): {checks}; {caught}.\n\n"
+                     "The same test digits under PGD at growing eps: "
+                     + ", ".join(f"`{model}`" for model in [*standard, name]) + ".\n\n"
+                     + "| " + " | ".join(f"`{model}`" for model in [*standard, name]) + " |\n"
+                     + "| --- " * len(grids) + "|\n| " + " | ".join(f"![]({g})" for g in grids) + " |\n")
+        fooled = [entry for entry in results.names("fooling")
+                  if results.metrics(f"fooling/{entry}")["model"] in [*standard, name]]
+        if fooled:
+            parts.append("Fooling images by gradient ascent, from noise, for each network (the transfer: the mean "
+                         "confidence of the other network in the class asked for):\n\n"
+                         + "| " + " | ".join(f"`{results.metrics(f'fooling/{e}')['model']}` (transfer "
+                                             f"{pct(results.metrics(f'fooling/{e}')['gradient']['transfer_confidence_mean'])})"
+                                             for e in fooled) + " |\n"
+                         + "| --- " * len(fooled) + "|\n| "
+                         + " | ".join(f"![](../plots/fooling/{e}/gradient.png)" for e in fooled) + " |\n")
     return "\n".join(parts)
 
 
