@@ -22,6 +22,7 @@ NOT_DEPENDENCIES = {
     "src/dlcourse/pipeline/tracking.py",  # MLflow logging: run records are written by it, results are not
     "src/dlcourse/pipeline/dvc_params.py",  # the declared params a stage's MLflow run logs
     "src/dlcourse/pipeline/registry.py",  # MLflow models and the Model Registry: logged beside the outputs, never into them
+    "src/dlcourse/pipeline/guards.py",  # what the logged MLflow models refuse: shipped in them, never in an output
     "src/dlcourse/pipeline/params.py",  # the schema of params.yaml: refuses bad params, passes good ones unchanged
     "src/dlcourse/pipeline/layout.py",  # where outputs go: a change there breaks dvc.yaml's outs loudly
 }

@@ -4,10 +4,12 @@ Each train stage logs, beside its DVC output, an MLflow model built from that ou
 (the `.pt` under `models/` stays the source of truth): the `mlflow.pytorch` flavour, exported with
 `torch.export` (a traced graph that loads without this package's code), a signature, an input
 example and explicit pip requirements, so that `mlflow.pyfunc.load_model(uri).predict(batch)` and
-`mlflow models serve` work. A classifier takes float images in [0, 1] (N x C x H x W, its dataset's
-shape) and returns class probabilities; a generator takes latent vectors and returns images in
-[0, 1]. The run records which DVC output the model came from (tags `dvc.output.path`,
-`dvc.output.md5`), and the model is registered as a new version of `dl-course-<entry>`.
+`mlflow models serve` work; its pyfunc loader is `guards.py`, shipped in the model (it too needs
+none of this package), which refuses the batches the network would answer with nonsense. A
+classifier takes float images in [0, 1] (N x C x H x W, its dataset's shape) and returns class
+probabilities; a generator takes latent vectors and returns images in [0, 1]. The run records
+which DVC output the model came from (tags `dvc.output.path`, `dvc.output.md5`), and the model is
+registered as a new version of `dl-course-<entry>`.
 
 The `report` stage then tags each classifier's version with the claims it supports and gives the
 alias `champion` to the best classifier of each dataset.
@@ -24,8 +26,10 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Iterator
 
+from . import guards
 from .store import TrackingError
 from .tracking import TRACKING_DIR, read_run_record
 
@@ -38,6 +42,7 @@ PREFIX = "dl-course-"
 CHAMPION = "champion"
 MODEL_NAME = "model"  # the logged model's name within its run
 EXAMPLES = 2  # images in the input example: > 1, so that torch.export leaves the batch size free
+GUARDS_MODULE = "dlcourse_guards"  # guards.py's name inside a logged model, its pyfunc loader
 # What the logged model needs to load and predict, and no more: a torch.export graph runs without
 # the project's code. Pinned to this environment's versions (local tags such as +cu130 dropped).
 # Each requirement as the distributions that provide it (MLflow also comes as mlflow-skinny).
@@ -124,11 +129,39 @@ def prediction_device(device: str) -> Iterator[None]:
             os.environ["MLFLOW_DEFAULT_PREDICTION_DEVICE"] = previous
 
 
-def log_model(run: StageRun, model: torch.nn.Module, example: torch.Tensor, outputs: tuple[int, ...], source: Path,
-              description: str, tags: dict[str, str] | None = None):
-    """Log `model` (on the CPU, in eval mode) to the stage's run, built from the DVC output `source`,
-    and register it as a new version of the stage's registered model; its ModelVersion."""
+def save_guarded_pytorch(path, mlflow_model, checks: dict, **kwargs) -> None:
+    """The `save_model` of a flavour for MLflow's `Model.log`: `mlflow.pytorch.save_model(**kwargs)`,
+    then its pyfunc flavour loaded through `guards.py` (shipped in the model's `code/` folder as the
+    module GUARDS_MODULE) with the settings `checks`, so that a batch the network would answer with
+    nonsense is refused. The `pytorch` flavour stays the plain exported graph."""
+    import shutil
+    import tempfile
+
     import mlflow.pytorch
+    from mlflow.models.model import MLMODEL_FILE_NAME, MODEL_CONFIG
+    from mlflow.pyfunc import FLAVOR_NAME, MAIN
+
+    with tempfile.TemporaryDirectory() as tmp:
+        code = Path(tmp) / f"{GUARDS_MODULE}.py"
+        shutil.copyfile(guards.__file__, code)
+        mlflow.pytorch.save_model(path=path, mlflow_model=mlflow_model, code_paths=[str(code)], **kwargs)
+    pyfunc = mlflow_model.flavors[FLAVOR_NAME]  # present: the input example is a numpy array
+    pyfunc[MAIN] = GUARDS_MODULE
+    pyfunc[MODEL_CONFIG] = {**(pyfunc.get(MODEL_CONFIG) or {}), **checks}
+    mlflow_model.save(os.path.join(path, MLMODEL_FILE_NAME))
+
+
+GUARDED_PYTORCH = SimpleNamespace(save_model=save_guarded_pytorch)
+
+
+def log_model(run: StageRun, model: torch.nn.Module, example: torch.Tensor, outputs: tuple[int, ...], source: Path,
+              description: str, checks: dict, tags: dict[str, str] | None = None):
+    """Log `model` (on the CPU, in eval mode) to the stage's run, built from the DVC output `source`,
+    and register it as a new version of the stage's registered model; its ModelVersion. `checks`:
+    the checks of its input when loaded with `mlflow.pyfunc` (`guards.check_batch`'s settings)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
 
     start = time.perf_counter()
     source_tags = {"dvc.output.path": Path(source).as_posix(), "dvc.output.md5": file_md5(source)}
@@ -141,11 +174,12 @@ def log_model(run: StageRun, model: torch.nn.Module, example: torch.Tensor, outp
         # CUDA when it is available, which an exported CPU graph refuses: the check runs on the CPU.
         pins = pip_requirements()
         with requirements_known_to_mlflow(pins), prediction_device("cpu"):
-            info = mlflow.pytorch.log_model(
-                model, name=MODEL_NAME, signature=tensor_signature(tuple(example.shape[1:]), outputs),
-                input_example=example.numpy(), pip_requirements=pins, tags=source_tags,
-                registered_model_name=name, await_registration_for=0)
-    except mlflow.exceptions.MlflowException as exc:
+            info = Model.log(
+                flavor=GUARDED_PYTORCH, flavor_name="mlflow.pytorch", checks=checks, pytorch_model=model,
+                serialization_format="pt2", artifact_path=None, name=MODEL_NAME,
+                signature=tensor_signature(tuple(example.shape[1:]), outputs), input_example=example.numpy(),
+                pip_requirements=pins, tags=source_tags, registered_model_name=name, await_registration_for=0)
+    except MlflowException as exc:
         if "403" not in str(exc):
             raise
         user = os.environ.get("MLFLOW_TRACKING_USERNAME", "this user")
@@ -177,6 +211,7 @@ def log_classifier(run: StageRun, path: str | Path, test_images: torch.Tensor, t
                    f"{test_accuracy:.4f}. Input: float32 images in [0, 1], N x {' x '.join(map(str, example.shape[1:]))}; "
                    f"output: the probabilities of the {classes} classes ({', '.join(checkpoint['classes'])}).")
     return log_model(run, Probabilities(classifier), example, (classes,), Path(path), description,
+                     {"max_batch": guards.MAX_BATCH, "input_range": list(guards.CLASSIFIER_RANGE), "rows": "images"},
                      {"dataset": checkpoint["dataset"], "test_accuracy": f"{test_accuracy:.4f}", **(tags or {})})
 
 
@@ -205,7 +240,8 @@ def log_generator(run: StageRun, checkpoint_path: str | Path, generator, latent_
                    f"N x {size}, standard normal noise ({latent_dim} columns){digit}; output: images in [0, 1], "
                    f"N x {shape}.")
     model = generative.ImagesFromNoise(generator, latent_dim, num_classes)
-    return log_model(run, model, noise, image_shape, Path(checkpoint_path), description)
+    return log_model(run, model, noise, image_shape, Path(checkpoint_path), description,
+                     {"max_batch": guards.MAX_BATCH, "rows": "latent vectors"})
 
 
 # --- the report: claims and champions -----------------------------------------------------------
