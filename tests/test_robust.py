@@ -36,16 +36,22 @@ def test_training_examples_stay_in_the_ball_and_in_the_pixel_range_and_raise_the
         assert F.cross_entropy(model(x_adv), y) > F.cross_entropy(model(x), y)
 
 
-def test_fgsm_random_start_is_one_signed_step_from_a_random_start_kept_in_the_ball():
-    """Against the formula of Wong et al. 2020 written out by hand, the same random start drawn."""
+def test_fgsm_random_start_is_the_papers_step_from_an_unclipped_random_start():
+    """Against Wong et al. 2020's code written out by hand, the same random start drawn: the gradient
+    is taken at x + delta before any clipping to [0, 1]; only the final image is clipped."""
     x, y = tiny_batch(8)
+    x[:, :, :10] = 0.0  # a black background, as MNIST's: there a clipped start would differ
     model = network()
     got = robust.fgsm_random_start(model, x, y, EPS, 0.375, torch.Generator().manual_seed(3))
-    start = x + EPS * (2 * torch.rand(x.shape, generator=torch.Generator().manual_seed(3)) - 1)
-    start = torch.minimum(torch.maximum(start, x - EPS), x + EPS).clamp(0, 1).requires_grad_(True)
-    F.cross_entropy(model(start), y, reduction="sum").backward()
-    expected = torch.minimum(torch.maximum(start + 0.375 * start.grad.sign(), x - EPS), x + EPS).clamp(0, 1)
-    torch.testing.assert_close(got, expected.detach())
+    delta = EPS * (2 * torch.rand(x.shape, generator=torch.Generator().manual_seed(3)) - 1)
+    delta.requires_grad_(True)
+    F.cross_entropy(model(x + delta), y, reduction="sum").backward()
+    delta = (delta + 0.375 * delta.grad.sign()).clamp(-EPS, EPS)
+    torch.testing.assert_close(got, (x + delta).clamp(0, 1).detach())
+    # the start clipped first, as PGD's is, gives other examples
+    start = robust.project(x + EPS * (2 * torch.rand(x.shape, generator=torch.Generator().manual_seed(3)) - 1), x, EPS)
+    clipped_first = robust.project(start + 0.375 * robust.input_gradient(model, start, y).sign(), x, EPS)
+    assert not torch.equal(clipped_first, got)
 
 
 def test_a_step_on_adversarial_examples_lowers_their_loss():

@@ -2,7 +2,8 @@
 
 Each training batch is replaced by its adversarial examples inside the L-infinity ball of radius eps:
 - "fgsm_rs", Wong, Rice and Kolter 2020 ("Fast is better than free"): one FGSM step of size `step`
-  (1.25 eps in the paper) from a uniform random start in the ball; one extra forward and backward
+  (1.25 eps in the paper) from a uniform random start in the ball (not clipped to the pixel range
+  before the step, as in the paper's code: see `fgsm_random_start`); one extra forward and backward
   pass per batch. Its known failure, catastrophic overfitting (within an epoch the network stops
   resisting multi-step attacks while still resisting FGSM), is watched for with a PGD check on held-out
   training images after every epoch (`overfitting_epoch`), and the last good epoch is kept.
@@ -27,10 +28,16 @@ Perturbation = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]  
 
 def fgsm_random_start(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step: float,
                       rng: torch.Generator | None = None) -> torch.Tensor:
-    """Wong et al. 2020's training example: a uniform random start in the eps-ball, one signed-gradient
-    step of `step`, projected back into the ball and [0, 1]. The model stays in its current mode."""
-    start = project(x + eps * (2 * draw(torch.rand, x.shape, rng, x.device) - 1), x, eps)
-    return project(start + step * input_gradient(model, start, y).sign(), x, eps).detach()
+    """Wong et al. 2020's training example, as their code makes it: a uniform random start in the
+    eps-ball, the gradient taken there (the start is not clipped to [0, 1]), one signed step of `step`,
+    kept in the ball, then the image clipped to [0, 1]. The model stays in its current mode.
+
+    Clipping the start to [0, 1] first, as PGD does, halves the noise on MNIST's black background
+    (every negative draw becomes 0): trained that way the network learnt to beat FGSM alone (3.9 %
+    held-out robust accuracy under PGD after 10 epochs, 82 % clean), while the paper's start gave 93.5 %."""
+    delta = eps * (2 * draw(torch.rand, x.shape, rng, x.device) - 1)
+    delta = (delta + step * input_gradient(model, x + delta, y).sign()).clamp(-eps, eps)
+    return (x + delta).clamp(0, 1).detach()
 
 
 def pgd_training_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step: float, steps: int,
