@@ -2,8 +2,8 @@
 
     python benchmarks/model_logging.py [--runs N]
 
-Logs every classifier of `models/linear` and `models/cnn` and the last GAN checkpoint of
-`models/gan`, as the train stages do (`registry.log_classifier`, `registry.log_generator`: export,
+Logs every classifier of `models/linear` and `models/cnn` and the last checkpoint of each GAN entry
+(`models/gan/<entry>/`), as the train stages do (`registry.log_classifier`, `registry.log_generator`: export,
 signature, input example, registration), into a throwaway MLflow store (SQLite, in a temporary
 folder), each inside a stage run of its own, and prints the wall and CPU seconds of each call.
 The workspace's own `mlflow.db` is left alone. Run it from the repository root after `dvc pull`
@@ -33,7 +33,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from dlcourse.course import data
-    from dlcourse.pipeline import params, registry, tracking
+    from dlcourse.course.gans import eras as gan_eras
+    from dlcourse.pipeline import layout, params, registry, tracking
     from dlcourse.pipeline.layout import MODELS, PREPARED
 
     p = params.load()
@@ -43,19 +44,23 @@ def main() -> None:
             if path.stem in p.train_linear}
     jobs.update({f"train-cnn@{path.stem}": (path, p.train_cnn[path.stem].dataset)
                  for path in sorted((MODELS / "cnn").glob("*.pt")) if path.stem in p.train_cnn})
-    gan = sorted((MODELS / "gan").glob("epoch_*.pt"))
+    gans = {f"train-gan@{entry}": checkpoints[-1] for entry in p.train_gan
+            if (checkpoints := sorted(layout.gan_checkpoints(entry).glob("epoch_*.pt")))}
     with tempfile.TemporaryDirectory() as folder:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(folder) / 'mlflow.db'}"
         os.environ["MLFLOW_EXPERIMENT_NAME"] = "model-logging-benchmark"
         rows = []
-        for stage in [*jobs, *(["train-gan"] if gan else [])]:
+        for stage in [*jobs, *gans]:
             walls, cpus = [], []
             for _ in range(args.runs):
                 with tracking.stage_run(stage, {}, record=Path(folder) / f"{stage}.json") as run:
                     wall, cpu = time.perf_counter(), cpu_seconds()
-                    if stage == "train-gan":
-                        g = p.train_gan
-                        registry.log_generator(run, gan[-1], g.latent_dim, g.width, 10 if g.conditional else 0)
+                    if stage in gans:
+                        g = p.train_gan[stage.partition("@")[2]]
+                        shape = tuple(tests[g.dataset].shape[1:])
+                        num_classes = 10 if gan_eras.ERAS[g.era].conditional else 0
+                        generator = gan_eras.build(g.era, g.latent_dim, g.width, shape, num_classes)[0]
+                        registry.log_generator(run, gans[stage], generator, g.latent_dim, num_classes, shape)
                     else:
                         path, dataset = jobs[stage]
                         registry.log_classifier(run, path, tests[dataset], 0.0)
