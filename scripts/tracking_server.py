@@ -10,8 +10,11 @@ every request authenticated (MLflow's basic-auth app).
 Every option also reads the environment variable named in its help. `start` checks that PostgreSQL
 answers, creates the database when it does not exist yet, starts `mlflow server --app-name basic-auth`
 in the background and returns once its /health answers. The state folder (mode 0700) holds the
-server's pid, log, auth config, Flask secret key and its users' database (auth.db, SQLite), all 0600.
-Without auth (--no-auth) it listens on loopback only.
+server's pid, log, auth config, Flask secret key, its users' database (auth.db, SQLite) and the counts
+of wrong passwords (lockout.db, SQLite), all 0600. Every user's password must have 12 characters or
+more and differ from the user name; past too many wrong passwords, a user or a client address is
+refused (429) until the window ends (dlcourse.pipeline.team_auth). Without auth (--no-auth) it listens
+on loopback only.
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from dlcourse.pipeline import store
+from dlcourse.pipeline import store, team_auth
 
 try:
     import psycopg2
@@ -116,16 +121,21 @@ def check_auth(args: argparse.Namespace) -> None:
         raise ServerError("MLflow's basic auth needs its `auth` extra: .venv/bin/pip install 'mlflow[auth]'")
 
 
-PASSWORD_MIN_LENGTH = 12  # MLflow's own minimum for the users it creates
-
-
 def check_password_policy(username: str, password: str, where: str) -> None:
-    """The README's policy: 12 characters or more, and not the user name."""
-    if len(password) < PASSWORD_MIN_LENGTH:
-        raise ServerError(f"{where}: the password of {username!r} has {len(password)} characters; "
-                          f"{PASSWORD_MIN_LENGTH} or more are needed")
-    if password.strip().lower() == username.strip().lower():
-        raise ServerError(f"{where}: the password of {username!r} is its user name; choose another")
+    """The policy that the server applies to every user (team_auth.password_problem): 12 characters or
+    more, and not the user name."""
+    if (problem := team_auth.password_problem(username, password)) is not None:
+        raise ServerError(f"{where}: {problem}")
+
+
+def check_lockout(args: argparse.Namespace) -> None:
+    for option, variable, value in (("--lockout-per-user", "MLFLOW_AUTH_LOCKOUT_PER_USER", args.lockout_per_user),
+                                    ("--lockout-per-address", "MLFLOW_AUTH_LOCKOUT_PER_ADDRESS",
+                                     args.lockout_per_address)):
+        try:
+            team_auth.parse_limit(value)
+        except ValueError as error:
+            raise ServerError(f"{option} ({variable}): {error}") from None
 
 
 def admin_password(args: argparse.Namespace) -> str | None:
@@ -166,15 +176,22 @@ def write_private(path: Path, text: str) -> None:
 
 
 def auth_environment(args: argparse.Namespace, password: str | None) -> dict[str, str]:
-    """Write the basic-auth app's config (its users in <state>/auth.db) and return the variables that
-    hand it, the admin's name and password and a stable Flask secret key to `mlflow server`."""
+    """Write the basic-auth app's config (its users in <state>/auth.db; each request checked by
+    team_auth.authenticate, its counts of wrong passwords in <state>/lockout.db) and return the
+    variables that hand it, the admin's name and password and a stable Flask secret key to `mlflow server`."""
     state = args.state_dir.resolve()
     config = state / "auth.ini"
+    lockout = state / "lockout.db"
+    team_auth.SQLiteStorage(lockout)  # created now, 0600, rather than by the first worker that needs it
     write_private(config, "[mlflow]\n"
                           f"default_permission = {args.default_permission}\n"
                           f"database_uri = sqlite:///{state / 'auth.db'}\n"
                           f"admin_username = {args.admin_username}\n"
-                          "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+                          f"authorization_function = {team_auth.__name__}:{team_auth.authenticate.__name__}\n"
+                          "\n[lockout]\n"
+                          f"per_user = {args.lockout_per_user}\n"
+                          f"per_address = {args.lockout_per_address}\n"
+                          f"database = {lockout}\n")
     key_file = state / "secret-key"  # signs the UI's CSRF tokens; must stay the same across workers and restarts
     if not key_file.exists():
         write_private(key_file, secrets.token_urlsafe(32))
@@ -195,6 +212,19 @@ def server_address(host: str, port: int) -> str:
 
 def healthy(url: str) -> bool:
     return store.health(url, timeout_s=2) is None
+
+
+def auth_problem(url: str) -> str | None:
+    """None when the API asks a request without a password for one (401), as the auth app, its
+    authorization function (team_auth.authenticate) and its config loaded; else what it answered.
+    /health, open to all, says none of this."""
+    try:
+        urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=30).close()
+        return "answered a request without a password (200), instead of asking for one (401)"
+    except urllib.error.HTTPError as error:
+        return None if error.code == 401 else f"answered {error.code} to a request without a password, not 401"
+    except (urllib.error.URLError, OSError) as error:
+        return f"did not answer a request to its API ({error})"
 
 
 def is_tracking_server(pid: int) -> bool:
@@ -234,6 +264,8 @@ def check_port_free(host: str, port: int) -> None:
 
 def start(args: argparse.Namespace) -> None:
     check_auth(args)
+    if args.auth:
+        check_lockout(args)
     url = postgres_url(args.backend_store_uri or os.environ.get("MLFLOW_BACKEND_STORE_URI"),
                        on_command_line=bool(args.backend_store_uri))
     password = admin_password(args) if args.auth else None
@@ -268,6 +300,8 @@ def start(args: argparse.Namespace) -> None:
 
     address = server_address(args.host, args.port)
     reason = store.wait_until_healthy(address, args.timeout, server)
+    if reason is None and args.auth:
+        reason = auth_problem(address)
     if reason is not None:
         stop_session(server.pid)
         server.wait()
@@ -279,7 +313,9 @@ def start(args: argparse.Namespace) -> None:
           f"  artifacts in {artifacts}\n"
           f"  log          {log_path}\n"
           + (f"  users in     {args.state_dir / 'auth.db'} (admin: {args.admin_username}, "
-             f"default permission: {args.default_permission})\n" if args.auth else "  no authentication\n")
+             f"default permission: {args.default_permission})\n"
+             f"  lockout      past {args.lockout_per_user} wrong passwords for a user, "
+             f"{args.lockout_per_address} from an address\n" if args.auth else "  no authentication\n")
           + f"export MLFLOW_TRACKING_URI={address}")
 
 
@@ -353,6 +389,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--default-permission", choices=PERMISSIONS, default=env("MLFLOW_AUTH_DEFAULT_PERMISSION", "READ"),
                         help="what a user may do with an experiment that nobody gave them a permission on "
                              "[MLFLOW_AUTH_DEFAULT_PERMISSION, default READ]")
+    parser.add_argument("--lockout-per-user", default=env("MLFLOW_AUTH_LOCKOUT_PER_USER", team_auth.DEFAULT_PER_USER),
+                        help="wrong passwords for one user, per window, past which the server refuses (429) every "
+                             "request of that user, a right password too, until the window ends "
+                             f"[MLFLOW_AUTH_LOCKOUT_PER_USER, default '{team_auth.DEFAULT_PER_USER}']")
+    parser.add_argument("--lockout-per-address", default=env("MLFLOW_AUTH_LOCKOUT_PER_ADDRESS",
+                                                             team_auth.DEFAULT_PER_ADDRESS),
+                        help="the same for the wrong passwords from one client address, whatever the user "
+                             f"[MLFLOW_AUTH_LOCKOUT_PER_ADDRESS, default '{team_auth.DEFAULT_PER_ADDRESS}']")
     parser.add_argument("--state-dir", type=Path, default=Path(env("MLFLOW_SERVER_DIR", "mlflow-server")),
                         help="where the server's pid, log and users go [MLFLOW_SERVER_DIR, default mlflow-server]")
     parser.add_argument("--timeout", type=float, default=120.0,

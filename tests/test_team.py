@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,8 @@ from workspace import ROOT, Workspace, free_port
 
 SCRIPT = ROOT / "scripts" / "tracking_server.py"
 ADMIN = ("admin", "admin-password-0123")  # MLflow wants 12 characters or more
+# The server's lockout, small enough for a test to reach and to wait out: wrong passwords per window.
+LOCKOUT_PER_USER, LOCKOUT_PER_ADDRESS, LOCKOUT_WINDOW_S = 3, 8, 10
 
 
 def tracking_server(command: str, env: dict[str, str], *options: str) -> subprocess.CompletedProcess:
@@ -124,6 +127,8 @@ def server(postgres, tmp_path_factory):
     env = script_env(folder / "state", MLFLOW_BACKEND_STORE_URI=postgres, MLFLOW_SERVER_PORT=str(port),
                      MLFLOW_ARTIFACTS_DESTINATION=str(folder / "artifacts"), MLFLOW_SERVER_WORKERS="1",
                      MLFLOW_AUTH_ADMIN_PASSWORD_FILE=str(folder / "admin-password"),
+                     MLFLOW_AUTH_LOCKOUT_PER_USER=f"{LOCKOUT_PER_USER} per {LOCKOUT_WINDOW_S} seconds",
+                     MLFLOW_AUTH_LOCKOUT_PER_ADDRESS=f"{LOCKOUT_PER_ADDRESS} per {LOCKOUT_WINDOW_S} seconds",
                      MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")  # MLflow's GenAI job runner: a dozen idle processes
     del env["MLFLOW_AUTH_ADMIN_PASSWORD"]
     started = tracking_server("start", env)
@@ -207,11 +212,28 @@ def test_a_stage_logs_to_the_tracking_server(workspace, server, postgres, tmp_pa
         assert cursor.fetchall() == [(version.name, run.info.run_id)]
 
 
-def api(server: Server, method: str, path: str, auth: tuple[str, str] | None, **body) -> requests.Response:
+def api(server: Server, method: str, path: str, auth: tuple[str, str] | None, session=requests, **body) -> requests.Response:
     """One call of MLflow's REST API (GET: body as the query) as the user `auth`, or anonymously."""
     url = f"{server.url}/api/{path if path[0].isdigit() else '2.0/mlflow/' + path}"
     query = {"params": body} if method == "GET" else {"json": body}
-    return requests.request(method, url, auth=auth, timeout=60, **query)
+    return session.request(method, url, auth=auth, timeout=60, **query)
+
+
+class FromAddress(requests.adapters.HTTPAdapter):
+    """Connections from another address of the loopback range (127.0.0.0/8), a client of its own to the server."""
+
+    def __init__(self, address: str):
+        self.address = address
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, source_address=(self.address, 0), **kwargs)
+
+
+def session_from(address: str) -> requests.Session:
+    session = requests.Session()
+    session.mount("http://", FromAddress(address))
+    return session
 
 
 @pytest.mark.slow
@@ -268,6 +290,88 @@ def test_a_user_without_permission_cannot_write(server):
     assert requests.get(artifact, auth=reader, timeout=60).content == b"admin"
 
 
+POLICY_REFUSALS = {  # for the user teammate-dan
+    "short-pw": "the password of 'teammate-dan' has 8 characters; 12 or more are needed",
+    "Teammate-Dan": "the password of 'teammate-dan' is its user name; choose another",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.system
+def test_every_password_follows_the_policy(server, monkeypatch):
+    from mlflow.exceptions import MlflowException
+    from mlflow.server import get_app_client
+
+    dan = ("teammate-dan", "dan-password-0123")
+    for password, reason in POLICY_REFUSALS.items():
+        refused = api(server, "POST", "users/create", ADMIN, username=dan[0], password=password)
+        body = refused.json()
+        assert (refused.status_code, body["error_code"], body["message"]) == (400, "INVALID_PARAMETER_VALUE", reason)
+    assert api(server, "GET", "users/get", ADMIN, username=dan[0]).status_code == 404  # not created
+    assert api(server, "POST", "users/create", ADMIN, username=dan[0], password=dan[1]).status_code == 200
+
+    for password, reason in POLICY_REFUSALS.items():  # a new password: set by the admin, or by dan himself
+        by_admin = api(server, "PATCH", "users/update-password", ADMIN, username=dan[0], password=password)
+        by_dan = api(server, "PATCH", "users/update-password", dan, username=dan[0], password=password,
+                     current_password=dan[1])
+        for refused in (by_admin, by_dan):
+            assert (refused.status_code, refused.json()["message"]) == (400, reason)
+    assert api(server, "POST", "experiments/search", dan, max_results=1).status_code == 200  # still his password
+
+    # What the client of docs/team.md says.
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN[1])
+    auth = get_app_client("basic-auth", tracking_uri=server.url)
+    with pytest.raises(MlflowException, match="the password of 'teammate-erin' has 8 characters; 12 or more"):
+        auth.create_user("teammate-erin", "short-pw")
+    with pytest.raises(MlflowException, match="the password of 'teammate-dan' is its user name"):
+        auth.update_user_password(dan[0], "TEAMMATE-DAN")
+    auth.update_user_password(dan[0], "dan-new-password-0123")
+    assert api(server, "POST", "experiments/search", (dan[0], "dan-new-password-0123"), max_results=1).status_code == 200
+
+
+@pytest.mark.slow
+@pytest.mark.system
+def test_wrong_passwords_lock_out_a_user_then_an_address_until_the_window_ends(server):
+    """The fixture's lockout: LOCKOUT_PER_USER wrong passwords for a user, LOCKOUT_PER_ADDRESS from an
+    address, per LOCKOUT_WINDOW_S seconds."""
+    frank = ("teammate-frank", "frank-password-0123")
+    assert api(server, "POST", "users/create", ADMIN, username=frank[0], password=frank[1]).status_code == 200
+
+    def search(auth, session=requests):
+        return api(server, "POST", "experiments/search", auth, session, max_results=1)
+
+    for _ in range(LOCKOUT_PER_USER):
+        assert search((frank[0], "not-his-password")).status_code == 401
+        last_counted = time.monotonic()
+    locked = search(frank)  # his right password: refused, unchecked
+    wait = int(locked.headers.get("Retry-After", 0))
+    assert locked.status_code == 429 and 1 <= wait <= LOCKOUT_WINDOW_S, (locked.status_code, locked.headers)
+    body = locked.json()
+    assert (body["error_code"], body["message"]) == (
+        "REQUEST_LIMIT_EXCEEDED", f"too many wrong passwords for the user 'teammate-frank': try again in {wait} s")
+    artifact = f"{server.url}/api/2.0/mlflow-artifacts/artifacts/0/run/artifacts/note.txt"  # a route FastAPI serves
+    assert requests.get(artifact, auth=frank, timeout=60).status_code == 429
+    assert search(ADMIN).status_code == 200  # the other users are not locked out
+
+    # Guesses at the passwords of several users from one address (not 127.0.0.1, where the other tests
+    # ask from): past its limit, nobody gets in from there, and everybody still does from elsewhere.
+    guesser = session_from("127.0.0.3")
+    statuses = [search((f"nobody-{attempt}", "a-guessed-password"), guesser).status_code
+                for attempt in range(LOCKOUT_PER_ADDRESS + 1)]
+    last_counted = time.monotonic()
+    assert statuses == [401] * LOCKOUT_PER_ADDRESS + [429], statuses
+    locked = search(ADMIN, guesser)
+    assert locked.status_code == 429
+    assert locked.json()["message"].startswith("too many wrong passwords for the address 127.0.0.3: try again in ")
+    assert search(ADMIN).status_code == 200
+
+    # Every window started at a counted wrong password; once the last has ended, all get in again.
+    time.sleep(max(0.0, last_counted + LOCKOUT_WINDOW_S + 0.5 - time.monotonic()))
+    assert search(ADMIN, guesser).status_code == 200
+    assert search(frank).status_code == 200
+
+
 def session_of(pid: int) -> list[str]:
     """The command lines of every process in the process group that pid leads."""
     commands = []
@@ -284,7 +388,7 @@ def session_of(pid: int) -> list[str]:
 @pytest.mark.system
 def test_the_server_keeps_its_files_private_and_passwords_out_of_argv(server, postgres):
     assert stat.S_IMODE(server.state.stat().st_mode) == 0o700
-    for name in ("server.log", "server.pid", "auth.ini", "secret-key", "auth.db"):
+    for name in ("server.log", "server.pid", "auth.ini", "secret-key", "auth.db", "lockout.db"):
         assert stat.S_IMODE((server.state / name).stat().st_mode) == 0o600, name
 
     commands = session_of(int((server.state / "server.pid").read_text()))
