@@ -5,7 +5,6 @@ without this package's code."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -23,7 +22,7 @@ from dlcourse.course.gans import eras as gan_eras
 from dlcourse.course.models import Classifier, Probabilities, save_classifier
 from dlcourse.files import save_torch
 from dlcourse.pipeline import guards, registry, store, tracking
-from workspace import free_port
+from workspace import free_port, stop_group
 
 SERVE_WAIT_S = 120
 MNIST = (1, 28, 28)
@@ -242,12 +241,7 @@ def test_mlflow_models_serve_answers_400_with_the_reason(logged, tmp_path):
             "0-255": np.round(images(20) * 255), "nan": with_nan(),
             "too many": np.zeros((guards.MAX_BATCH + 1, *MNIST), np.float32)}.items()}
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_group(server)
     status, body = answers["good"]
     assert status == 200, body
     expected = mlflow.pyfunc.load_model(logged["classifier"]).predict(images(20))

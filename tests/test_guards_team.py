@@ -40,12 +40,18 @@ def test_a_password_against_the_policy_stops_the_first_start(tmp_path, user, pas
     assert not (tmp_path / "state").exists()
 
 
-def test_a_password_within_the_policy_goes_on_to_the_next_check(tmp_path):
+def start_against_no_database(tmp_path, **variables) -> subprocess.CompletedProcess:
+    """`tracking_server.py start` with a good admin password and `variables`, its database unreachable:
+    it stops at the first check that fails."""
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "PYTHONPATH": str(ROOT / "src"),
            "MLFLOW_BACKEND_STORE_URI": "postgresql://mlflow@127.0.0.1:1/mlflow",
-           "MLFLOW_AUTH_ADMIN_PASSWORD": "a-long-enough-password"}
-    result = subprocess.run([sys.executable, str(SCRIPT), "start", "--state-dir", str(tmp_path / "state")],
-                            env=env, capture_output=True, text=True, timeout=120)
+           "MLFLOW_AUTH_ADMIN_PASSWORD": "a-long-enough-password", **variables}
+    return subprocess.run([sys.executable, str(SCRIPT), "start", "--state-dir", str(tmp_path / "state")],
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_a_password_within_the_policy_goes_on_to_the_next_check(tmp_path):
+    result = start_against_no_database(tmp_path)
     assert result.returncode == 1 and "password" not in result.stderr.lower(), result.stderr
 
 
@@ -70,11 +76,7 @@ def test_a_lockout_limit_must_read_as_one(text):
 
 @pytest.mark.parametrize("variable", ["MLFLOW_AUTH_LOCKOUT_PER_USER", "MLFLOW_AUTH_LOCKOUT_PER_ADDRESS"])
 def test_a_bad_lockout_limit_stops_the_start(tmp_path, variable):
-    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "PYTHONPATH": str(ROOT / "src"),
-           "MLFLOW_BACKEND_STORE_URI": "postgresql://mlflow@127.0.0.1:1/mlflow",
-           "MLFLOW_AUTH_ADMIN_PASSWORD": "a-long-enough-password", variable: "lots"}
-    result = subprocess.run([sys.executable, str(SCRIPT), "start", "--state-dir", str(tmp_path / "state")],
-                            env=env, capture_output=True, text=True, timeout=120)
+    result = start_against_no_database(tmp_path, **{variable: "lots"})
     assert result.returncode == 1
     assert f"({variable}): 'lots' is not a limit" in result.stderr, result.stderr
     assert not (tmp_path / "state").exists()

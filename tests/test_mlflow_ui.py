@@ -8,7 +8,6 @@ last page shown goes to $TEST_ARTIFACTS (default: test-artifacts/ in the reposit
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 from dlcourse.pipeline import registry, store
-from workspace import ROOT, Workspace, free_port
+from workspace import ROOT, Workspace, free_port, stop_group
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -97,12 +96,7 @@ def mlflow_ui(workspace, tmp_path_factory):
         assert problem is None, f"mlflow ui {problem}:\n{log_path.read_text()}"
         yield url
     finally:
-        os.killpg(server.pid, signal.SIGTERM)  # uvicorn runs in a child process of `mlflow ui`
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_group(server)  # uvicorn runs in a child process of `mlflow ui`
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ report, loaded with `mlflow.pyfunc` and served with `mlflow models serve` as the
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -20,7 +19,7 @@ from dlcourse.course.gans import eras as gan_eras, generative
 from dlcourse.pipeline import registry, store, tracking
 from dlcourse.report.claims import CLAIMS, supported_claims
 from dlcourse.course.models import Classifier, Probabilities, load_classifier
-from workspace import free_port
+from workspace import free_port, stop_group
 
 SERVE_WAIT_S = 120
 
@@ -288,12 +287,7 @@ def test_mlflow_models_serve_answers_a_posted_batch(built, client, tmp_path):
         with urllib.request.urlopen(request, timeout=60) as response:
             predictions = np.array(json.loads(response.read())["predictions"])
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_group(server)
     import mlflow as mlflow_module
 
     expected = mlflow_module.pyfunc.load_model(uri).predict(images)

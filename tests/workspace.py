@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -147,6 +148,18 @@ def built_workspace(path: Path, mirror: Path) -> Workspace:
     ws.commit("tiny results")
     (path.parent / "first_run.json").write_text(json.dumps(ran))
     return ws
+
+
+def stop_group(server: subprocess.Popen, timeout: float = 30) -> None:
+    """End a server started in a process group of its own (`start_new_session=True`): SIGTERM to the
+    group (`mlflow ui` and `mlflow models serve` run their server in a child process), SIGKILL if it
+    is still there after `timeout` seconds."""
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
 
 
 def free_port() -> int:
