@@ -60,7 +60,8 @@ def test_the_script_checks_and_rewrites_the_table(tmp_path):
     assert run_script(*args).returncode == 0
     rows = readme_claim_rows(readme.read_text())
     assert rows["mnist-size"] == ("599 / 10,000 images | a pipe (bar: 60,000 / 10,000)", "**FAILS**")
-    assert "10 of 12 of the course's claims hold" in readme.read_text()
+    held = sum(claim["holds"] for claim in claims.values())  # one fewer than the committed run's
+    assert f"{held} of {len(claims)} of the course's claims hold" in readme.read_text()
     assert run_script("--check", *args).returncode == 0
     # what lies outside the markers is kept as it was
     outside = re.sub(r"<!-- claims table.*?<!-- end of claims table -->", "", readme.read_text(), flags=re.DOTALL)
