@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlcourse.course import robust
+from dlcourse.course import attacks, robust
 from dlcourse.course.models import Classifier, StridedNet
 
 EPS = 0.3
@@ -115,6 +115,26 @@ def test_an_image_is_robust_only_if_no_restart_fools_the_network():
     many = robust.robust_correct(model, x, y, EPS, 3, 0.1, 4, torch.Generator().manual_seed(0))
     assert bool((many <= one).all())  # the first restart is the single run's: more restarts only fool more
     assert robust.robust_accuracy(model, x, y, 0.0, 3, 0.0, 2) == 1.0  # eps 0: nothing moves
+
+
+def test_restarts_that_attack_only_the_standing_images_give_every_image_its_own_verdict():
+    """The reference: every restart attacks every image from its random start; an image is robust only if
+    none fools it. Attacking only the images still standing must give the same verdicts, image by image."""
+    x, y = tiny_batch(64)
+    model = network()
+    model.eval()
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    eps, steps, step, restarts = 0.15, 3, 0.06, 4
+    rng = torch.Generator().manual_seed(1)
+    reference = torch.ones(len(y), dtype=torch.bool)
+    for _ in range(restarts):
+        attacked = attacks.pgd(model, x, y, eps, steps, step, random_start=True, rng=rng)
+        with torch.no_grad():
+            reference &= model(attacked).argmax(1) == y
+    assert 0 < int(reference.sum()) < len(y)  # a case where restarts matter, both ways
+    assert torch.equal(robust.robust_correct(model, x, y, eps, steps, step, restarts, torch.Generator().manual_seed(1)),
+                       reference)
 
 
 def test_apgd_fools_a_standard_network_and_counts_the_clean_errors():

@@ -60,16 +60,18 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, bf16: b
 def pgd(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 10,
     step_size: float | None = None, random_start: bool = True, rng: torch.Generator | None = None,
-    bf16: bool = False,
+    bf16: bool = False, start: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Projected gradient descent (on the loss, i.e. ascent): `steps` FGSM steps of `step_size`
     (default 2.5 eps / steps, Madry et al.), each projected back into the eps-ball and [0, 1],
-    from a uniform random start in the ball. Returns the last iterate."""
+    from a uniform random start in the ball (`start`, uniform in [0, 1) per pixel, when the caller
+    drew it). Returns the last iterate."""
     model.eval()
     step_size = 2.5 * eps / steps if step_size is None else step_size
     x_adv = x.detach()
     if random_start:
-        x_adv = project(x_adv + eps * (2 * draw(torch.rand, x.shape, rng, x.device) - 1), x, eps)
+        uniform = draw(torch.rand, x.shape, rng, x.device) if start is None else start
+        x_adv = project(x_adv + eps * (2 * uniform - 1), x, eps)
     for _ in range(steps):
         x_adv = project(x_adv + step_size * input_gradient(model, x_adv, y, bf16).sign(), x, eps)
     return x_adv.detach()

@@ -67,13 +67,20 @@ def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor
 def robust_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, step: float,
                    restarts: int = 1, rng: torch.Generator | None = None, batch_size: int = 1000) -> torch.Tensor:
     """Per image: classified correctly clean and after PGD (`steps` steps of `step`) from each of
-    `restarts` random starts, in eval mode."""
+    `restarts` random starts, in eval mode. As in AutoAttack, each restart attacks only the images no
+    earlier one has fooled; its random starts are drawn for the whole batch all the same, so that every
+    image starts where it would if every image were attacked (the rng's draws do not depend on the model)."""
     model.eval()
     correct = []
     for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
         still = _correct(model, xb, yb)
         for _ in range(restarts):
-            still &= _correct(model, pgd(model, xb, yb, eps, steps, step, random_start=True, rng=rng), yb)
+            start = draw(torch.rand, xb.shape, rng, xb.device)
+            standing = still.nonzero().flatten()
+            if len(standing):
+                xs, ys = xb[standing], yb[standing]
+                attacked = pgd(model, xs, ys, eps, steps, step, random_start=True, start=start[standing])
+                still[standing] = _correct(model, attacked, ys)
         correct.append(still)
     return torch.cat(correct)
 
