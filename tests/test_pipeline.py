@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 
 CLAIM_IDS = ["mnist-size", "linear-init", "linear-one-epoch", "linear-plateau", "cnn-mnist", "cnn-slower",
              "cifar10-50", "hard-errors", "slight-corruption", "fooling", "robust-training", "gan-digits",
-             "gan-progress"]
+             "gan-progress", "gan-slides"]
 GAN_ENTRIES = ["conditional", "gan-2014", "dcgan-2015", "wgan-gp-2017", "sngan-2018", "stylegan-2019"]
 
 

@@ -35,6 +35,10 @@ GAN_RECOGNISABLE = 0.9  # of the samples
 GAN_AGREEMENT = 0.9  # a conditional GAN's samples read as the digit asked for
 # "les images générées s'améliorent", 2014 -> 2019: the eras whose Fréchet distances must decrease, oldest first
 GAN_TIMELINE = ("gan-2014", "dcgan-2015", "stylegan-2019")
+# ... and the five systems of the slides' own figure ("GAN progress on face generation"): 2014 Goodfellow et
+# al., 2015 Radford et al., 2016 Liu and Tuzel (coupled GANs: judged on its first domain, the digits), 2017
+# Karras et al. (progressive growing), 2019 Karras et al.; each year's Fréchet distance below the year before
+GAN_SLIDES = ("gan-2014", "dcgan-2015", "cogan-2016", "progan-2017", "stylegan-2019")
 # Beyond the course, the adversarially trained MNIST network (`robust-training`), its bars from the
 # literature at L-inf eps 0.3: Madry et al. 2018 (PGD training), about 89 % under a strong white-box
 # attack, 98.8 % clean; Wong, Rice and Kolter 2020 (FGSM from a random start), 88.8 % under PGD-50 with
@@ -326,31 +330,42 @@ def gan_progress_table(entries: dict[str, dict]) -> list[dict]:
     return rows
 
 
-def _gan_progress(r: Results):
-    entries = gan_entries(r)
+def timeline_verdict(entries: dict[str, dict], timeline: tuple[str, ...]) -> dict:
+    """The unconditional entries' rows (`gan_progress_table`), and for the eras of `timeline`: their Fréchet
+    distances, whether they decrease along it, whether every unconditional entry saw the same images
+    (dataset, images per generator, samples scored); `missing`: the eras of `timeline` not scored."""
     rows = gan_progress_table(entries)
     by_era = {row["era"]: row for row in rows}
-    missing = [era for era in GAN_TIMELINE if era not in by_era]
-    if missing:
-        return f"no scores for the era(s) {', '.join(missing)}", {"eras": rows}, False
+    missing = [era for era in timeline if era not in by_era]
     for m in entries.values():
         floor(m["confident_threshold"], GAN_CONFIDENT_MIN, "score_gan.confident")
     budgets = {(m["dataset"], m["generator_images"], m["samples"]) for m in entries.values() if not m["conditional"]}
-    same_budget = len(budgets) == 1
-    distances = [by_era[era]["frechet_distance"] for era in GAN_TIMELINE]
-    ordered = all(later < earlier for earlier, later in zip(distances, distances[1:]))
-    best = min(rows, key=lambda row: row["frechet_distance"])
-    goal = {row["entry"]: row["confident_fraction"] >= GAN_GOAL_CONFIDENT
-            and row["rarest_class_share"] >= GAN_GOAL_RAREST_DIGIT for row in rows}
-    steps = "; ".join(
+    distances = [by_era[era]["frechet_distance"] for era in timeline if era in by_era]
+    return {"rows": rows, "missing": missing, "budgets": budgets, "same_budget": len(budgets) == 1,
+            "distances": distances, "ordered": not missing and all(b < a for a, b in zip(distances, distances[1:]))}
+
+
+def _timeline_steps(rows: list[dict]) -> str:
+    return "; ".join(
         f"{row['year']} {row['method']} {row['frechet_distance']:.2f} (precision {row['precision']:.2f}, recall "
         f"{row['recall']:.2f}, confident {pct(row['confident_fraction'])}, rarest digit "
         f"{pct(row['rarest_class_share'])})" + ("" if row["improved_on_previous"] is None else
                                                  " improved" if row["improved_on_previous"] else " did not improve")
         for row in rows)
+
+
+def _gan_progress(r: Results):
+    entries = gan_entries(r)
+    t = timeline_verdict(entries, GAN_TIMELINE)
+    rows, budgets, same_budget, distances, ordered = t["rows"], t["budgets"], t["same_budget"], t["distances"], t["ordered"]
+    if t["missing"]:
+        return f"no scores for the era(s) {', '.join(t['missing'])}", {"eras": rows}, False
+    best = min(rows, key=lambda row: row["frechet_distance"])
+    goal = {row["entry"]: row["confident_fraction"] >= GAN_GOAL_CONFIDENT
+            and row["rarest_class_share"] >= GAN_GOAL_RAREST_DIGIT for row in rows}
     real = next(iter(entries.values()))["real"]
     measured = (f"Fréchet distance by era ({', '.join(sorted({str(b[1]) for b in budgets}))} images seen by each "
-                f"generator; real train vs test: {real['frechet_distance']:.2f}): {steps}. "
+                f"generator; real train vs test: {real['frechet_distance']:.2f}): {_timeline_steps(rows)}. "
                 + ("" if same_budget else "The eras' budgets differ: the comparison does not hold. ")
                 + f"Beyond the course, the best entry ({best['entry']}): {pct(best['confident_fraction'])} of samples "
                 f"confident, rarest digit {pct(best['rarest_class_share'])} (goal: >= {100 * GAN_GOAL_CONFIDENT:g} % "
@@ -359,6 +374,25 @@ def _gan_progress(r: Results):
     values = {"eras": rows, "timeline": list(GAN_TIMELINE), "frechet_distances": dict(zip(GAN_TIMELINE, distances)),
               "ordered": ordered, "same_budget": same_budget, "goal_met_by": [e for e, met in goal.items() if met]}
     return measured, values, ordered and same_budget
+
+
+def _gan_slides(r: Results):
+    entries = gan_entries(r)
+    t = timeline_verdict(entries, GAN_SLIDES)
+    if t["missing"]:
+        return f"no scores for the era(s) {', '.join(t['missing'])}", {"eras": t["rows"]}, False
+    by_era = {row["era"]: row for row in t["rows"]}
+    steps = "; ".join(f"{by_era[era]['year']} {by_era[era]['method']} {d:.2f}"
+                      + ("" if i == 0 else " improved" if d < t["distances"][i - 1] else " did not improve")
+                      for i, (era, d) in enumerate(zip(GAN_SLIDES, t["distances"])))
+    real = next(iter(entries.values()))["real"]
+    measured = (f"Fréchet distance along the slides' years ({', '.join(sorted({str(b[1]) for b in t['budgets']}))} "
+                f"images seen by each generator; real train vs test: {real['frechet_distance']:.2f}): {steps}"
+                + ("" if t["same_budget"] else ". The eras' budgets differ: the comparison does not hold"))
+    values = {"timeline": list(GAN_SLIDES), "frechet_distances": dict(zip(GAN_SLIDES, t["distances"])),
+              "ordered": t["ordered"], "same_budget": t["same_budget"],
+              "best": min(GAN_SLIDES, key=lambda era: by_era[era]["frechet_distance"])}
+    return measured, values, t["ordered"] and t["same_budget"]
 
 
 CLAIMS = [
@@ -440,6 +474,11 @@ CLAIMS = [
           f"set's classifier features decreases along {' → '.join(GAN_TIMELINE)}; every era's scores and whether "
           "each step of the timeline improved are in `values`).",
           "GANs [...] 2014, 2015, 2016, 2017, 2019 (les images générées s'améliorent)", _gan_progress),
+    Claim("gan-slides", "The slides' own five systems improved year by year (checked as gan-progress, on the "
+          f"systems of the slides' figure: the Fréchet distance decreases along {' → '.join(GAN_SLIDES)}; the "
+          "coupled GAN of 2016 judged on its first domain, the digits; same data, same number of images seen by "
+          "each generator, scored the same way).",
+          "GANs [...] 2014, 2015, 2016, 2017, 2019 (les images générées s'améliorent)", _gan_slides),
 ]
 
 
@@ -503,6 +542,7 @@ SUMMARIES: dict[str, Callable[[dict], str]] = {
         f"{100 * ROBUST_CONFIRMATION:g} points)" for m in v.values()),
     "gan-digits": _summary_gan_digits,
     "gan-progress": _summary_gan_progress,
+    "gan-slides": _summary_gan_progress,
 }
 
 
