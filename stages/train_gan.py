@@ -39,7 +39,8 @@ def save_grid(images: torch.Tensor, path, columns: int) -> None:
 
 
 def recipe(p: params.GanParams) -> generative.Recipe:
-    return generative.Recipe(p.loss, p.critic_steps, p.penalty, p.penalty_weight, p.penalty_every)
+    return generative.Recipe(p.loss, p.critic_steps, p.penalty, p.penalty_weight, p.penalty_every, p.drift_weight,
+                             p.sgd_schedule)
 
 
 @dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from ..course.data import IMAGE_SHAPES
-from ..course.gans.eras import build, check_gan_buildable
+from ..course.gans.eras import ERAS, build, check_gan_buildable
 from ..course.models import check_buildable
 from . import params
 
@@ -35,5 +35,6 @@ def check(p: params.Params) -> None:
         labels = torch.zeros(2, dtype=torch.long, device="meta")
         params.check_network_budget(key, f"the {entry.era} generator (latent_dim {entry.latent_dim}, width {entry.width})",
                                     generator, torch.zeros(2, entry.latent_dim, device="meta"), labels)
+        channels, *size = IMAGE_SHAPES[entry.dataset]  # a coupled GAN's images: its domains' channels, one by one
         params.check_network_budget(key, f"the {entry.era} discriminator (width {entry.width})", discriminator,
-                                    torch.zeros(2, *IMAGE_SHAPES[entry.dataset], device="meta"), labels)
+                                    torch.zeros(2, ERAS[entry.era].domains * channels, *size, device="meta"), labels)

@@ -186,13 +186,25 @@ class FoolingParams(Section):
     cppn_activation_rate: Probability  # chance per offspring: a hidden node's activation changed
 
 
+class SgdSchedule(Section):
+    """The 2014 GAN's SGD schedule (Goodfellow et al.'s code): after every update the learning rate is divided
+    by `lr_decay` down to `lr_min`, and the momentum (beta1 at the start) rises linearly to `momentum_final`
+    over the first `momentum_ramp_images` images seen by the generator."""
+
+    lr_decay: Annotated[float, Field(ge=1, le=2)]
+    lr_min: Annotated[float, Field(ge=0, le=1)]
+    momentum_final: Annotated[float, Field(ge=0, lt=1)]
+    momentum_ramp_images: Annotated[int, Field(ge=1, le=10**12)]
+
+
 class GanParams(Section):
     """One entry of `train-gan`: a milestone of the GAN timeline (gan_eras.ERAS) and its recipe."""
 
-    era: Literal["gan-2014", "dcgan-2015", "wgan-gp-2017", "sngan-2018", "stylegan-2019", "dcgan-conditional"]
+    era: Literal["gan-2014", "dcgan-2015", "cogan-2016", "wgan-gp-2017", "progan-2017", "sngan-2018",
+                 "stylegan-2019", "dcgan-conditional"]
     dataset: Dataset
     latent_dim: NetworkSize
-    width: NetworkSize  # base channels (hidden units / 8 for the 2014 MLPs) of the generator and discriminator
+    width: NetworkSize  # base channels (hidden units / 16 for the 2014 MLPs) of the generator and discriminator
     ema_decay: Annotated[float, Field(ge=0, lt=1)]  # moving average of the generator's weights; 0: none
     epochs: Epochs
     epoch_images: TrainImages  # images the generator sees per epoch (the budget: epochs x epoch_images)
@@ -207,6 +219,8 @@ class GanParams(Section):
     penalty: Literal["none", "gradient", "r1"]  # on the critic's input gradients: WGAN-GP's, or StyleGAN's R1
     penalty_weight: Annotated[float, Field(ge=0)]  # WGAN-GP's lambda, or R1's gamma
     penalty_every: Annotated[int, Field(ge=1, le=1000)]  # R1 applied lazily, every this many critic steps
+    drift_weight: Annotated[float, Field(ge=0, le=1)] = 0.0  # ProGAN's epsilon_drift: E[D(real)^2] kept small
+    sgd_schedule: SgdSchedule | None = None  # the 2014 GAN's learning-rate decay and momentum ramp (optimizer sgd)
     grid_size: GridImages  # samples from the fixed noise, after every epoch
     interpolation_steps: Annotated[int, Field(ge=2, le=100)]
     interpolation_rows: Annotated[int, Field(ge=1, le=100)]
@@ -223,6 +237,8 @@ class GanParams(Section):
             raise ValueError(f"penalty_weight: 0 with penalty {self.penalty}; give its weight, or penalty none")
         if self.epoch_images < self.batch_size:
             raise ValueError(f"epoch_images: {self.epoch_images}, fewer than one batch of {self.batch_size}")
+        if self.sgd_schedule is not None and self.optimizer != "sgd":
+            raise ValueError(f"sgd_schedule: set with optimizer {self.optimizer}; it schedules SGD only")
         return self
 
 

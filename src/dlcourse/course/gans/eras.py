@@ -1,7 +1,7 @@
 """The GAN timeline of the course's last slide, one short implementation per milestone, and the
 losses and penalties their papers train with.
 
-    gan-2014            Goodfellow et al.: fully connected G and D, the non-saturating loss
+    gan-2014            Goodfellow et al.: fully connected G, a maxout D with dropout, the non-saturating loss
     dcgan-2015          Radford et al.: transposed / strided convolutions with batch norm
     wgan-gp-2017        Gulrajani et al.: a critic without batch norm, Wasserstein loss, gradient penalty
     sngan-2018          Miyato et al.: spectral normalisation of every critic layer, the hinge loss
@@ -30,32 +30,59 @@ from ..data import IMAGE_SHAPES
 MNIST_SHAPE = (1, 28, 28)
 
 
-# --- 2014: the original GAN -----------------------------------------------------------------
+# --- 2014: the original GAN ------------------------------------------------------------------
 
 class MlpGenerator(nn.Module):
-    """z -> 8w -> 16w -> C*H*W: fully connected layers, ReLU, Tanh."""
+    """z -> 16w -> 16w -> C*H*W: fully connected, ReLU, Tanh (Goodfellow et al.'s MNIST generator at
+    width 75: two layers of 1200 rectified units; their sigmoid output is this Tanh, rescaled). Weights
+    uniform in +-0.05, biases 0, as in the paper's code."""
 
     def __init__(self, latent_dim: int = 64, width: int = 32, image_shape=MNIST_SHAPE):
         super().__init__()
         self.latent_dim, self.num_classes, self.image_shape = latent_dim, 0, tuple(image_shape)
-        self.net = nn.Sequential(nn.Linear(latent_dim, 8 * width), nn.ReLU(True),
-                                 nn.Linear(8 * width, 16 * width), nn.ReLU(True),
+        self.net = nn.Sequential(nn.Linear(latent_dim, 16 * width), nn.ReLU(True),
+                                 nn.Linear(16 * width, 16 * width), nn.ReLU(True),
                                  nn.Linear(16 * width, math.prod(image_shape)), nn.Tanh())
+        uniform_init(self, 0.05)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(z).view(z.shape[0], *self.image_shape)
 
 
-class MlpDiscriminator(nn.Module):
-    """C*H*W -> 16w -> 8w -> one logit: fully connected layers, LeakyReLU."""
+class Maxout(nn.Module):
+    """A maxout layer (Goodfellow et al. 2013): `units` outputs, each the largest of `pieces` linear units."""
 
-    def __init__(self, width: int = 32, image_shape=MNIST_SHAPE):
+    def __init__(self, inputs: int, units: int, pieces: int = 5):
         super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(image_shape), 16 * width), nn.LeakyReLU(0.2, True),
-                                 nn.Linear(16 * width, 8 * width), nn.LeakyReLU(0.2, True), nn.Linear(8 * width, 1))
+        self.units, self.pieces = units, pieces
+        self.linear = nn.Linear(inputs, units * pieces)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x).view(x.shape[0], self.units, self.pieces).amax(2)
+
+
+class MlpDiscriminator(nn.Module):
+    """C*H*W -> maxout -> maxout -> one logit, with dropout: Goodfellow et al.'s MNIST discriminator at
+    width 75 (two maxout layers of 240 units of 5 pieces; inputs kept with probability 0.8, hidden units
+    with 0.5, as in the paper's code). Weights uniform in +-0.005, biases 0."""
+
+    def __init__(self, width: int = 32, image_shape=MNIST_SHAPE, pieces: int = 5):
+        super().__init__()
+        units = max(1, 16 * width // pieces)
+        self.net = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), Maxout(math.prod(image_shape), units, pieces),
+                                 nn.Dropout(0.5), Maxout(units, units, pieces), nn.Dropout(0.5), nn.Linear(units, 1))
+        uniform_init(self, 0.005)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x).flatten()
+
+
+def uniform_init(module: nn.Module, bound: float) -> None:
+    """pylearn2's `irange`: every weight uniform in [-bound, bound], every bias 0."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.uniform_(layer.weight, -bound, bound)
+            nn.init.zeros_(layer.bias)
 
 
 # --- 2015: DCGAN (and its conditional variant); the 2017 and 2018 critics reuse its layout ---
@@ -287,12 +314,15 @@ class Era:
     method: str
     paper: str
     conditional: bool = False
+    domains: int = 1  # images per latent vector: 2 for a coupled GAN (its generator's channels, domain by domain)
 
 
 ERAS = {
     "gan-2014": Era(2014, "GAN", "Goodfellow et al. 2014"),
     "dcgan-2015": Era(2015, "DCGAN", "Radford et al. 2016"),
+    "cogan-2016": Era(2016, "CoGAN", "Liu and Tuzel 2016", domains=2),
     "wgan-gp-2017": Era(2017, "WGAN-GP", "Gulrajani et al. 2017"),
+    "progan-2017": Era(2017, "ProGAN", "Karras et al. 2018"),
     "sngan-2018": Era(2018, "SNGAN", "Miyato et al. 2018"),
     "stylegan-2019": Era(2019, "StyleGAN-like", "Karras et al. 2019, 2020"),
     "dcgan-conditional": Era(2015, "conditional DCGAN", "Radford et al. 2016; Mirza and Osindero 2014", True),
@@ -315,6 +345,12 @@ def build(era: str, latent_dim: int, width: int, image_shape=MNIST_SHAPE, num_cl
     if era == "dcgan-conditional":
         return (Generator(latent_dim, width, num_classes, image_shape),
                 Discriminator(width, num_classes, image_shape, "batch"))
+    if era == "cogan-2016":
+        from .cogan import CoupledDiscriminator, CoupledGenerator
+        return CoupledGenerator(latent_dim, width, image_shape), CoupledDiscriminator(width, image_shape)
+    if era == "progan-2017":
+        from .progan import ProgressiveDiscriminator, ProgressiveGenerator
+        return ProgressiveGenerator(latent_dim, width, image_shape), ProgressiveDiscriminator(width, image_shape)
     raise ValueError(f"unknown GAN era {era!r} (one of {', '.join(ERAS)})")
 
 
@@ -323,7 +359,8 @@ def build(era: str, latent_dim: int, width: int, image_shape=MNIST_SHAPE, num_cl
 def check_gan_buildable(name: str, era: str, latent_dim: int, width: int, dataset: str) -> None:
     """A train_gan entry's generator and discriminator built and run on two latent vectors, so that
     an era whose networks do not fit the dataset's images is refused, naming the entry, before any training."""
-    shape = IMAGE_SHAPES[dataset]
+    domains = ERAS[era].domains
+    shape = (domains * IMAGE_SHAPES[dataset][0], *IMAGE_SHAPES[dataset][1:])  # a coupled GAN's: domain by domain
     try:
         generator, discriminator = build(era, latent_dim, width, shape)
         labels = torch.zeros(2, dtype=torch.long)
@@ -333,6 +370,6 @@ def check_gan_buildable(name: str, era: str, latent_dim: int, width: int, datase
     except Exception as exc:  # noqa: BLE001 - any failure means the params do not describe a GAN
         raise ValueError(f"{name}: the {era} networks (latent_dim {latent_dim}, width {width}) do not build or run "
                          f"on {dataset} images {shape}: {exc}") from None
-    if images.shape != (2, *shape) or scores.shape != (2,):
+    if images.shape != (2, *shape) or scores.shape != (2 * domains,):
         raise ValueError(f"{name}: the {era} generator gives images of shape {tuple(images.shape[1:])}, not {shape}, "
-                         f"or its discriminator {tuple(scores.shape)} scores for 2 images")
+                         f"or its discriminator {tuple(scores.shape)} scores for 2 images of {domains} domain(s)")

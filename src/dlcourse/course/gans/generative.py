@@ -61,6 +61,31 @@ class Recipe:
     penalty: str = "none"
     penalty_weight: float = 0.0
     penalty_every: int = 1
+    drift_weight: float = 0.0  # ProGAN: + drift_weight * E[D(real)^2], keeping the critic's scores near 0
+    sgd_schedule: object | None = None  # params.SgdSchedule: the 2014 GAN's (see `schedule_step`)
+
+
+def schedule_step(generator: nn.Module, discriminator: nn.Module, optimizers: tuple[torch.optim.Optimizer, ...],
+                  recipe: Recipe, step: int, total_steps: int, batch_size: int) -> None:
+    """What changes as training goes, set before generator step `step` (0-based) of `total_steps`, from the
+    step alone (a resumed run sets the same values): a network with `set_progress` (ProGAN's growing
+    resolution and fade-in) is told the fraction of training done; with an SGD schedule (Goodfellow et al.'s
+    code), each optimizer's learning rate is its initial one divided by lr_decay per update before this one
+    (down to lr_min) and its momentum rises linearly from its initial one to momentum_final over
+    momentum_ramp_images images seen by the generator."""
+    for network in (generator, discriminator):
+        if hasattr(network, "set_progress"):
+            network.set_progress(step / total_steps)
+    s = recipe.sgd_schedule
+    if s is None:
+        return
+    ramp = min(1.0, step * batch_size / s.momentum_ramp_images)
+    for optimizer in optimizers:
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+            group.setdefault("initial_momentum", group["momentum"])
+            group["lr"] = max(s.lr_min, group["initial_lr"] / s.lr_decay ** step)
+            group["momentum"] = group["initial_momentum"] + (s.momentum_final - group["initial_momentum"]) * ramp
 
 
 def make_optimizers(generator: nn.Module, discriminator: nn.Module, lr: float | tuple[float, float],
@@ -149,8 +174,9 @@ def train_gan(
         g_losses, d_losses = [], []
         passes = [torch.randperm(len(real_all), generator=rng)[: steps * batch_size] for _ in range(recipe.critic_steps)]
         batches = torch.stack(passes, dim=1).view(steps, batch_size, recipe.critic_steps).permute(0, 2, 1)
-        for step_batches in batches:
+        for step, step_batches in enumerate(batches, start=epoch * steps):
             bar.update()
+            schedule_step(generator, discriminator, (opt_g, opt_d), recipe, step, epochs * steps, batch_size)
             for index in step_batches:
                 index = shard(index).to(device)
                 real = real_all[index]
@@ -160,7 +186,10 @@ def train_gan(
                                if num_classes else None)
                 fake = g(z, fake_labels)
 
-                d_loss = discriminator_loss(recipe.loss, d(real, real_labels), d(fake.detach(), fake_labels))
+                real_scores = d(real, real_labels)
+                d_loss = discriminator_loss(recipe.loss, real_scores, d(fake.detach(), fake_labels))
+                if recipe.drift_weight:
+                    d_loss = d_loss + recipe.drift_weight * real_scores.square().mean()
                 if recipe.penalty == "gradient":
                     epsilon = shard(torch.rand(batch_size, generator=rng)).to(device)
                     d_loss = d_loss + recipe.penalty_weight * gradient_penalty(
