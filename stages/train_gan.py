@@ -60,7 +60,8 @@ class Gan:
 
 def build(p: params.GanParams, seed: int, train: data.Split, device: torch.device) -> Gan:
     num_classes = len(train.classes) if gan_eras.ERAS[p.era].conditional else 0
-    generator, discriminator, opt_g, opt_d, ema = build_networks(p, tuple(train.images.shape[1:]), num_classes, device)
+    generator, discriminator, opt_g, opt_d, ema = build_networks(p, tuple(train.images.shape[1:]), num_classes, device,
+                                                                 train.images)
     return Gan(generator, discriminator, opt_g, opt_d, ema, ema.module if ema is not None else generator,
                generative.fixed_noise(p.grid_size, p.latent_dim, seed).to(device),
                generative.sample_labels(p.grid_size, num_classes, device), num_classes, 10 if num_classes else 8)

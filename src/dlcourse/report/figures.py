@@ -81,16 +81,24 @@ def image_grid(images: torch.Tensor, captions: list[str], path: Path, title: str
     save_figure(fig, path)
 
 
-def image_columns(columns: list[tuple[str, Path, str]], path: Path, title: str = "", scale: float = 2.6) -> None:
-    """Images side by side (PNG files, e.g. sample grids), each with a title above and a caption under:
-    the slides' GAN timeline, one column per era."""
-    fig, axes = plt.subplots(1, len(columns), figsize=(scale * len(columns), scale + 1.6), squeeze=False)
-    for ax, (heading, image_path, caption) in zip(axes.flat, columns):
-        ax.imshow(plt.imread(image_path), cmap="gray")
-        ax.set_title(heading, fontsize=10, fontweight="bold")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_xlabel(caption, fontsize=8)
+def image_columns(rows: list[list[tuple[str, Path, str]]], path: Path, title: str = "", scale: float = 2.6,
+                  row_titles: list[str] | None = None) -> None:
+    """Rows of images side by side (PNG files, e.g. sample grids), each with a title above and a caption
+    under: the slides' GAN timeline, one column per era; a shorter row leaves its last cells blank."""
+    width = max(len(row) for row in rows)
+    fig, axes = plt.subplots(len(rows), width, figsize=(scale * width, (scale + 1.6) * len(rows)), squeeze=False)
+    for r, row in enumerate(rows):
+        for ax, (heading, image_path, caption) in zip(axes[r], row):
+            ax.imshow(plt.imread(image_path), cmap="gray")
+            ax.set_title(heading, fontsize=10, fontweight="bold")
+            ax.set_xlabel(caption, fontsize=8)
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        for ax in axes[r][len(row):]:
+            ax.axis("off")
+        if row_titles:
+            axes[r][0].set_ylabel(row_titles[r], fontsize=10)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -33,20 +33,29 @@ MNIST_SHAPE = (1, 28, 28)
 # --- 2014: the original GAN ------------------------------------------------------------------
 
 class MlpGenerator(nn.Module):
-    """z -> 16w -> 16w -> C*H*W: fully connected, ReLU, Tanh (Goodfellow et al.'s MNIST generator at
-    width 75: two layers of 1200 rectified units; their sigmoid output is this Tanh, rescaled). Weights
-    uniform in +-0.05, biases 0, as in the paper's code."""
+    """z -> 16w -> 16w -> C*H*W: fully connected, ReLU, a sigmoid output (Goodfellow et al.'s MNIST
+    generator at width 75: two layers of 1200 rectified units), given in [-1, 1] as 2 sigmoid - 1 (=
+    tanh(a / 2)): the paper's images exactly, in the project's range. Weights uniform in +-0.05, biases 0,
+    as in the paper's code."""
 
     def __init__(self, latent_dim: int = 64, width: int = 32, image_shape=MNIST_SHAPE):
         super().__init__()
         self.latent_dim, self.num_classes, self.image_shape = latent_dim, 0, tuple(image_shape)
         self.net = nn.Sequential(nn.Linear(latent_dim, 16 * width), nn.ReLU(True),
                                  nn.Linear(16 * width, 16 * width), nn.ReLU(True),
-                                 nn.Linear(16 * width, math.prod(image_shape)), nn.Tanh())
+                                 nn.Linear(16 * width, math.prod(image_shape)))
         uniform_init(self, 0.05)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(z).view(z.shape[0], *self.image_shape)
+        return self.net(z).sigmoid().mul(2).sub(1).view(z.shape[0], *self.image_shape)
+
+    @torch.no_grad()
+    def init_from_data(self, images: torch.Tensor) -> None:
+        """The paper's output biases (pylearn2's init_sigmoid_bias_from_marginals): each pixel's log-odds
+        of its mean over the training images (uint8, clipped to [0.001, 0.999]), so that training starts
+        from the mean image rather than from grey."""
+        mean = images.flatten(1).double().mean(0).div(255).clamp(1e-3, 1 - 1e-3)
+        self.net[-1].bias.copy_(torch.logit(mean).to(self.net[-1].bias))
 
 
 class Maxout(nn.Module):
@@ -62,7 +71,7 @@ class Maxout(nn.Module):
 
 
 class MlpDiscriminator(nn.Module):
-    """C*H*W -> maxout -> maxout -> one logit, with dropout: Goodfellow et al.'s MNIST discriminator at
+    """C*H*W in [0, 1] -> maxout -> maxout -> one logit, with dropout: Goodfellow et al.'s MNIST discriminator at
     width 75 (two maxout layers of 240 units of 5 pieces; inputs kept with probability 0.8, hidden units
     with 0.5, as in the paper's code). Weights uniform in +-0.005, biases 0."""
 
@@ -74,7 +83,8 @@ class MlpDiscriminator(nn.Module):
         uniform_init(self, 0.005)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(x).flatten()
+        # the paper's pixels are in [0, 1]: the same inputs, so that its learning rate means the same steps
+        return self.net((x + 1) / 2).flatten()
 
 
 def uniform_init(module: nn.Module, bound: float) -> None:
