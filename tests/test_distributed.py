@@ -124,7 +124,7 @@ def test_gloo_batch_norm_over_two_processes_is_one_batch_norm_of_the_whole_batch
 
 # --- train-gan ---------------------------------------------------------------------------------
 
-GAN_ENTRIES = ["dcgan-2015", "wgan-gp-2017", "stylegan-2019", "sngan-2018", "conditional", "gan-2014"]
+GAN_ENTRIES = ["dcgan-2015", "wgan-gp-2017", "stylegan-2019", "sngan-2018", "conditional", "gan-2014", "progan-2017"]
 # Two processes sum each batch's gradients (and batch-norm statistics) in halves, then average them,
 # where one process sums them at once: the same numbers up to the rounding of float sums in another
 # order. In float32 (1e-7 of each sum), Adam amplifies that rounding where a gradient is near zero:
@@ -161,7 +161,7 @@ def _train_tiny_gan(rank: int | None, entry: str) -> dict:
     opt_g, opt_d = generative.make_optimizers(generator, discriminator, (p.lr_g, p.lr_d), (p.beta1, p.beta2),
                                               p.optimizer)
     ema = generative.exponential_moving_average(generator, p.ema_decay) if p.ema_decay else None
-    recipe = generative.Recipe(p.loss, p.critic_steps, p.penalty, p.penalty_weight, p.penalty_every)
+    recipe = generative.Recipe(p.loss, p.critic_steps, p.penalty, p.penalty_weight, p.penalty_every, p.drift_weight)
     generative.train_gan(generator, discriminator, opt_g, opt_d, images, labels, recipe=recipe, ema=ema, epochs=2,
                          epoch_images=128, batch_size=32, rng=torch.Generator().manual_seed(0), device="cpu",
                          world=World(rank, 2) if rank is not None else None)
@@ -185,7 +185,8 @@ def gans_in_two_processes() -> dict:
 def test_two_processes_train_the_gan_of_one(entry, float64, gans_in_two_processes):
     """Batch norm over the global batch (DCGAN, conditional), the gradient penalty through the critic in
     DistributedDataParallel (WGAN-GP), spectral norm's power iteration (SNGAN), R1, the moving average
-    and the per-pixel noise (StyleGAN): the networks of one process, the same in both processes."""
+    and the per-pixel noise (StyleGAN), the layers not grown yet and the minibatch standard deviation
+    (ProGAN): the networks of one process, the same in both processes."""
     one = _train_tiny_gan(None, entry)
     two = {rank: result[entry] for rank, result in gans_in_two_processes.items()}
     for network in one:

@@ -22,6 +22,7 @@ RECIPES = {
     "gan-2014": ("sgd", (0.5, 0.0), Recipe("non_saturating")),
     "dcgan-2015": ("adam", (0.5, 0.999), Recipe("non_saturating")),
     "wgan-gp-2017": ("adam", (0.0, 0.9), Recipe("wasserstein", 5, "gradient", 10.0)),
+    "progan-2017": ("adam", (0.0, 0.99), Recipe("wasserstein", 1, "gradient", 10.0, 1, 0.001)),
     "sngan-2018": ("adam", (0.5, 0.999), Recipe("hinge")),
     "stylegan-2019": ("adam", (0.0, 0.99), Recipe("non_saturating", 1, "r1", 1.0, 2)),
     "dcgan-conditional": ("adam", (0.5, 0.999), Recipe("non_saturating")),
@@ -71,6 +72,10 @@ def test_one_training_step_of_each_recipe_changes_both_networks(era):
                   epoch_images=len(images) + 1, batch_size=8, rng=torch.Generator(), device="cpu")
 
 
+class Killed(Exception):
+    pass
+
+
 @pytest.mark.parametrize("era", sorted(RECIPES))
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["default", "channels_last"])
 def test_resuming_each_era_equals_an_uninterrupted_run(tmp_path, era, layout):
@@ -99,10 +104,15 @@ def test_resuming_each_era_equals_an_uninterrupted_run(tmp_path, era, layout):
     generator, discriminator, opt_g, opt_d, ema = networks(0)
     rng = torch.Generator().manual_seed(0)
     torch.manual_seed(1)
-    train_gan(generator, discriminator, opt_g, opt_d, images, labels, ema=ema, rng=rng, **{**kwargs, "epochs": 1},
-              on_epoch_end=lambda epoch, history: save_checkpoint(
-                  tmp_path / "c.pt", epoch=epoch, generator=generator, discriminator=discriminator, opt_g=opt_g,
-                  opt_d=opt_d, rng=rng, history=history, ema=ema))
+
+    def checkpoint_and_kill(epoch, history):  # killed after epoch 1 of 2: ProGAN's schedule is that of 2 epochs
+        save_checkpoint(tmp_path / "c.pt", epoch=epoch, generator=generator, discriminator=discriminator, opt_g=opt_g,
+                        opt_d=opt_d, rng=rng, history=history, ema=ema)
+        raise Killed
+
+    with pytest.raises(Killed):
+        train_gan(generator, discriminator, opt_g, opt_d, images, labels, ema=ema, rng=rng,
+                  on_epoch_end=checkpoint_and_kill, **kwargs)
     generator, discriminator, opt_g, opt_d, ema = networks(99)
     rng = torch.Generator().manual_seed(5)
     torch.manual_seed(5)

@@ -4,6 +4,8 @@ losses and penalties their papers train with.
     gan-2014            Goodfellow et al.: fully connected G, a maxout D with dropout, the non-saturating loss
     dcgan-2015          Radford et al.: transposed / strided convolutions with batch norm
     wgan-gp-2017        Gulrajani et al.: a critic without batch norm, Wasserstein loss, gradient penalty
+    progan-2017         Karras et al.: progressive growing with fade-in, pixel norm, minibatch standard
+                        deviation, equalised learning rate (progan.py)
     sngan-2018          Miyato et al.: spectral normalisation of every critic layer, the hinge loss
     stylegan-2019       Karras et al.: mapping network, modulated / demodulated convolutions, per-pixel
                         noise, equalised learning rate (StyleGAN2's convolution, at a small size)
@@ -177,14 +179,16 @@ def dcgan_init(module: nn.Module) -> None:
 
 class EqualLinear(nn.Module):
     """A linear layer with the equalised learning rate (Karras et al. 2018): weights drawn from
-    N(0, 1) and scaled by 1/sqrt(fan_in) at every call, so Adam moves every layer alike;
-    `lr_mul` slows a layer down (the mapping network's 0.01)."""
+    N(0, 1) and scaled by gain/sqrt(fan_in) at every call, so Adam moves every layer alike;
+    `lr_mul` slows a layer down (the mapping network's 0.01). `gain`: He's sqrt(2) before a leaky
+    ReLU in ProGAN; 1 in StyleGAN2, whose activations carry the sqrt(2) themselves."""
 
-    def __init__(self, in_features: int, out_features: int, lr_mul: float = 1.0, bias_init: float = 0.0):
+    def __init__(self, in_features: int, out_features: int, lr_mul: float = 1.0, bias_init: float = 0.0,
+                 gain: float = 1.0):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
         self.bias = nn.Parameter(torch.full((out_features,), bias_init / lr_mul))
-        self.scale, self.lr_mul = lr_mul / math.sqrt(in_features), lr_mul
+        self.scale, self.lr_mul = gain * lr_mul / math.sqrt(in_features), lr_mul
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight * self.scale, self.bias * self.lr_mul)
