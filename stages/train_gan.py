@@ -108,7 +108,8 @@ def main(entry: str, resume: bool) -> None:
         gan = build(job.entry, job.params.seed, train, job.device)
         checkpoints, samples = layout.gan_checkpoints(entry), layout.gan_plots(entry) / "samples"
         fingerprint = resume_.run_fingerprint(job.entry.model_dump(), job.params.seed, train.images, train.labels,
-                                              prefix=f"train_gan.{entry}")
+                                              prefix=f"train_gan.{entry}",
+                                              by_length=hasattr(gan.generator, "set_progress"))
 
         def draw_samples(epoch: int) -> None:
             save_grid(generative.sample(gan.sampler, gan.noise, gan.noise_labels).cpu(),

@@ -5,7 +5,7 @@ ProGAN's drift term, by value."""
 import pytest
 import torch
 
-from dlcourse.course.gans.eras import Maxout, MlpDiscriminator, MlpGenerator, build
+from dlcourse.course.gans.eras import Maxout, MlpDiscriminator, MlpGenerator, ShardedDropout, build
 from dlcourse.course.gans.generative import Recipe, make_optimizers, schedule_step, train_gan
 from dlcourse.course.gans.resume import load_checkpoint, save_checkpoint
 from dlcourse.pipeline.params import SgdSchedule
@@ -25,7 +25,7 @@ def test_the_paper_sizes_at_width_75_and_its_uniform_initialisation():
     assert [m.out_features for m in generator.net if isinstance(m, torch.nn.Linear)] == [1200, 1200, 784]
     maxouts = [m for m in discriminator.net if isinstance(m, Maxout)]
     assert [(m.units, m.pieces) for m in maxouts] == [(240, 5), (240, 5)]
-    assert [m.p for m in discriminator.net if isinstance(m, torch.nn.Dropout)] == [0.2, 0.5, 0.5]
+    assert [m.p for m in discriminator.net if isinstance(m, ShardedDropout)] == [0.2, 0.5, 0.5]
     assert generator.net[0].weight.abs().max() <= 0.05 and discriminator.net[2].linear.weight.abs().max() <= 0.005
     assert not any(m.bias.any() for m in generator.net if isinstance(m, torch.nn.Linear))
 
@@ -44,11 +44,26 @@ def test_the_discriminator_reads_pixels_in_0_1_and_drops_units_only_while_traini
     discriminator = MlpDiscriminator(width=2, image_shape=(1, 2, 2))
     x = torch.rand(64, 1, 2, 2) * 2 - 1
     discriminator.eval()
-    plain = torch.nn.Sequential(*[m for m in discriminator.net if not isinstance(m, torch.nn.Dropout)])
+    plain = torch.nn.Sequential(*[m for m in discriminator.net if not isinstance(m, ShardedDropout)])
     assert torch.allclose(discriminator(x), plain((x + 1) / 2).flatten())
     discriminator.train()
     torch.manual_seed(0)
     assert not torch.equal(discriminator(x), discriminator(x))
+
+
+def test_dropout_keeps_units_with_its_probability_and_two_processes_drop_what_one_would():
+    x = torch.ones(4000, 50)
+    dropout = ShardedDropout(0.2)
+    torch.manual_seed(0)
+    one = dropout(x)
+    assert set(one.unique().tolist()) == {0.0, 1.25} and abs((one > 0).float().mean().item() - 0.8) < 0.01
+    halves = []
+    for rank in (0, 1):
+        dropout.noise_shard = (rank, 2)
+        torch.manual_seed(0)
+        halves.append(dropout(x[rank * 2000:(rank + 1) * 2000]))
+    assert torch.equal(torch.cat(halves), one)
+    assert torch.equal(dropout.eval()(x), x)
 
 
 def test_the_sgd_schedule_by_value():

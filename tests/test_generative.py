@@ -242,6 +242,14 @@ def fingerprinted_checkpoint(path, epoch=3, lr=0.0002, seed=0):
     return images, labels
 
 
+def test_a_run_whose_schedule_depends_on_its_length_resumes_only_with_the_same_epochs(tmp_path):
+    """ProGAN grows over the whole run: the same epoch of a 5-epoch and of a 10-epoch run differ."""
+    images, labels = torch.zeros(4, 1, 28, 28, dtype=torch.uint8), torch.arange(4)
+    five, ten = (run_fingerprint({"lr": 0.001, "epochs": e}, 0, images, labels, by_length=True) for e in (5, 10))
+    assert five != ten and five["train_gan.epochs"] == "5"
+    assert run_fingerprint({"epochs": 5}, 0, images, labels) == run_fingerprint({"epochs": 10}, 0, images, labels)
+
+
 def test_a_run_resumes_from_its_own_checkpoint_only(tmp_path):
     images, labels = fingerprinted_checkpoint(tmp_path / "c.pt")
     same = run_fingerprint({"lr": 0.0002, "width": 8, "epochs": 40}, 0, images, labels)  # more epochs: fine

@@ -72,6 +72,24 @@ class Maxout(nn.Module):
         return self.linear(x).view(x.shape[0], self.units, self.pieces).amax(2)
 
 
+class ShardedDropout(nn.Module):
+    """Dropout (inverted: kept units scaled by 1 / (1 - p)) whose mask, while trained on several processes,
+    is this process's rows of the mask drawn for the global batch, drawn by every process from torch's
+    global generator: the processes drop what one process would (`noise_shard`, set by generative.train_gan)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p, self.noise_shard = p, (0, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        rank, processes = self.noise_shard
+        n = x.shape[0]
+        uniform = torch.rand((processes * n, *x.shape[1:]), device=x.device, dtype=x.dtype)[rank * n:(rank + 1) * n]
+        return x * (uniform >= self.p) / (1 - self.p)
+
+
 class MlpDiscriminator(nn.Module):
     """C*H*W in [0, 1] -> maxout -> maxout -> one logit, with dropout: Goodfellow et al.'s MNIST discriminator at
     width 75 (two maxout layers of 240 units of 5 pieces; inputs kept with probability 0.8, hidden units
@@ -80,8 +98,9 @@ class MlpDiscriminator(nn.Module):
     def __init__(self, width: int = 32, image_shape=MNIST_SHAPE, pieces: int = 5):
         super().__init__()
         units = max(1, 16 * width // pieces)
-        self.net = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), Maxout(math.prod(image_shape), units, pieces),
-                                 nn.Dropout(0.5), Maxout(units, units, pieces), nn.Dropout(0.5), nn.Linear(units, 1))
+        self.net = nn.Sequential(nn.Flatten(), ShardedDropout(0.2), Maxout(math.prod(image_shape), units, pieces),
+                                 ShardedDropout(0.5), Maxout(units, units, pieces), ShardedDropout(0.5),
+                                 nn.Linear(units, 1))
         uniform_init(self, 0.005)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:

@@ -160,8 +160,9 @@ def train_gan(
     g, d, shard = generator, discriminator, lambda batch: batch  # what trains, and this process's part of a batch
     if distributed:
         world.check_batch_size(batch_size, steps * batch_size, "train_gan")
-        if hasattr(generator, "noise_shard"):
-            generator.noise_shard = (world.rank, world.size)
+        for module in [*generator.modules(), *discriminator.modules()]:  # StyleGAN's noise, the 2014 D's dropout
+            if hasattr(module, "noise_shard"):
+                module.noise_shard = (world.rank, world.size)
         g, d = (world.wrap(net, torch.device(device), own_random_numbers=False) for net in (generator, discriminator))
         shard = world.shard
     shown = bool(progress) and (not distributed or world.is_main)

@@ -22,15 +22,16 @@ class ResumeError(ValueError):
 
 
 def run_fingerprint(settings: dict, seed: int, images: torch.Tensor, labels: torch.Tensor,
-                    prefix: str = "train_gan") -> dict[str, str]:
+                    prefix: str = "train_gan", by_length: bool = False) -> dict[str, str]:
     """What determines a GAN run but its number of epochs and of processes (the same global batches):
-    its params (named `prefix.<key>`), the seed, the training data and the code that trains (the loop of
-    generative.py, the networks of eras.py). A checkpoint carries it; a run resumes only from its own."""
+    its params (named `prefix.<key>`), the seed, the training data and the code that trains (the modules
+    of this package: the loop, the networks). A checkpoint carries it; a run resumes only from its own.
+    `by_length`: the run's schedule depends on its length (ProGAN's growing), so its epochs count too."""
     data = hashlib.sha256(images.cpu().numpy().tobytes() + labels.cpu().numpy().tobytes()).hexdigest()
-    code = hashlib.sha256(Path(generative.__file__).read_bytes() + Path(eras.__file__).read_bytes())
-    return {**{f"{prefix}.{key}": repr(value) for key, value in sorted(settings.items())
-           if key not in ("epochs", "processes")},
-            "seed": repr(seed), "data (sha256)": data, "code (sha256 of generative.py, eras.py)": code.hexdigest()}
+    code = hashlib.sha256(b"".join(path.read_bytes() for path in sorted(Path(eras.__file__).parent.glob("*.py"))))
+    ignored = ("processes",) if by_length else ("epochs", "processes")
+    return {**{f"{prefix}.{key}": repr(value) for key, value in sorted(settings.items()) if key not in ignored},
+            "seed": repr(seed), "data (sha256)": data, "code (sha256 of the modules of dlcourse.course.gans)": code.hexdigest()}
 
 
 def check_resumable(path: str | Path, fingerprint: dict[str, str], epochs: int) -> None:
