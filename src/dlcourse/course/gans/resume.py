@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ...files import load_torch, save_torch
-from . import eras, generative
+from . import cogan, eras, generative
 from .generative import GanHistory
 
 
@@ -24,13 +24,16 @@ class ResumeError(ValueError):
 def run_fingerprint(settings: dict, seed: int, images: torch.Tensor, labels: torch.Tensor,
                     prefix: str = "train_gan") -> dict[str, str]:
     """What determines a GAN run but its number of epochs and of processes (the same global batches):
-    its params (named `prefix.<key>`), the seed, the training data and the code that trains (the loop of
-    generative.py, the networks of eras.py). A checkpoint carries it; a run resumes only from its own."""
+    its params (named `prefix.<key>`), the seed, the training data (what the GAN learns from: a coupled
+    GAN's pairs) and the code that trains (the loop of generative.py, the networks of eras.py and
+    cogan.py). A checkpoint carries it; a run resumes only from its own."""
     data = hashlib.sha256(images.cpu().numpy().tobytes() + labels.cpu().numpy().tobytes()).hexdigest()
-    code = hashlib.sha256(Path(generative.__file__).read_bytes() + Path(eras.__file__).read_bytes())
+    modules = (generative, eras, cogan)
+    code = hashlib.sha256(b"".join(Path(module.__file__).read_bytes() for module in modules))
+    names = ", ".join(Path(module.__file__).name for module in modules)
     return {**{f"{prefix}.{key}": repr(value) for key, value in sorted(settings.items())
            if key not in ("epochs", "processes")},
-            "seed": repr(seed), "data (sha256)": data, "code (sha256 of generative.py, eras.py)": code.hexdigest()}
+            "seed": repr(seed), "data (sha256)": data, f"code (sha256 of {names})": code.hexdigest()}
 
 
 def check_resumable(path: str | Path, fingerprint: dict[str, str], epochs: int) -> None:
