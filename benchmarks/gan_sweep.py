@@ -17,7 +17,7 @@ import time
 import torch
 
 from dlcourse.course import data
-from dlcourse.course.gans import eras as gan_eras, metrics as gan_metrics, generative
+from dlcourse.course.gans import cogan, eras as gan_eras, metrics as gan_metrics, generative
 from dlcourse.course.gans.setup import build_networks
 from dlcourse.pipeline import params
 from dlcourse.pipeline.layout import MODELS, PREPARED
@@ -46,11 +46,15 @@ def main() -> None:
                                    device)
     num_classes = len(train.classes) if gan_eras.ERAS[p.era].conditional else 0
     generator, discriminator, opt_g, opt_d, ema = build_networks(p, tuple(train.images.shape[1:]), num_classes, device)
+    coupled = gan_eras.ERAS[p.era].domains == 2  # as train-gan and score-gan: unpaired pairs, judged on the digits
+    images = cogan.two_domains(train.images, all_params.seed) if coupled else train.images
     noise = generative.fixed_noise(s.samples, p.latent_dim, all_params.seed + 2).to(device)
     asked = generative.sample_labels(s.samples, num_classes, device)
 
     def score(epoch: int, history: generative.GanHistory) -> None:
-        scores = gan_metrics.score_generator(ema.module if ema else generator, noise, asked, judge)
+        sampler = ema.module if ema else generator
+        judged = cogan.judged_domains(sampler)[cogan.DOMAINS[0]] if coupled else sampler
+        scores = gan_metrics.score_generator(judged, noise, asked, judge)
         scores.pop("class_fractions")
         line = json.dumps({"entry": args.entry, "variant": overrides, "epoch": epoch,
                            "train_seconds": round(sum(history.epoch_seconds), 1),
@@ -64,7 +68,7 @@ def main() -> None:
 
     start = time.perf_counter()
     recipe = generative.Recipe(p.loss, p.critic_steps, p.penalty, p.penalty_weight, p.penalty_every)
-    generative.train_gan(generator, discriminator, opt_g, opt_d, train.images, train.labels, recipe=recipe, ema=ema,
+    generative.train_gan(generator, discriminator, opt_g, opt_d, images, train.labels, recipe=recipe, ema=ema,
                          epochs=p.epochs, epoch_images=p.epoch_images, batch_size=p.batch_size, rng=rng, device=device,
                          on_epoch_end=score, progress=True)
     print(f"# {args.entry} {overrides}: {time.perf_counter() - start:.1f} s with scoring", flush=True)

@@ -60,7 +60,8 @@ def main() -> None:
                         shape = tuple(tests[g.dataset].shape[1:])
                         num_classes = 10 if gan_eras.ERAS[g.era].conditional else 0
                         generator = gan_eras.build(g.era, g.latent_dim, g.width, shape, num_classes)[0]
-                        registry.log_generator(run, gans[stage], generator, g.latent_dim, num_classes, shape)
+                        registry.log_generator(run, gans[stage], generator, g.latent_dim, num_classes, shape,
+                                               domains=gan_eras.ERAS[g.era].domains)
                     else:
                         path, dataset = jobs[stage]
                         registry.log_classifier(run, path, tests[dataset], 0.0)

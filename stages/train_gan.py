@@ -1,6 +1,8 @@
 """Stage `train-gan@<entry>`: one milestone of the slides' GAN timeline (params.yaml: train_gan.<entry>,
 its era and recipe; the networks in src/dlcourse/course/gans/eras.py). A checkpoint and a grid of samples from
-the same fixed noise after every epoch, losses as curves, and a latent-space interpolation.
+the same fixed noise after every epoch, losses as curves, and a latent-space interpolation. A coupled
+GAN (cogan-2016) learns from unpaired pairs of its two domains (a digit, another digit's negative), and
+its grids show each latent vector's two images side by side.
 
 A killed run goes on from its last checkpoint with `GAN_RESUME=1 dvc repro train-gan@<entry>` (or
 `python stages/train_gan.py <entry> --resume`); without it, the stage starts afresh.
@@ -23,7 +25,7 @@ from torchvision.utils import save_image
 
 from dlcourse import progress
 from dlcourse.course import data
-from dlcourse.course.gans import eras as gan_eras, generative
+from dlcourse.course.gans import cogan, eras as gan_eras, generative
 from dlcourse.course.gans import resume as resume_
 from dlcourse.course.gans.setup import build_networks
 from dlcourse.course.training import check_gan_epoch, divergence_explained, resolve_device, seed_everything
@@ -55,16 +57,29 @@ class Gan:
     noise: torch.Tensor
     noise_labels: torch.Tensor | None
     num_classes: int
-    columns: int
+    image_shape: tuple[int, ...]  # one domain's images (C x H x W): the dataset's
+    domains: int  # images per latent vector (2 for a coupled GAN, along the channels)
+    columns: int  # of its grids: each latent vector's images side by side
 
 
 def build(p: params.GanParams, seed: int, train: data.Split, device: torch.device) -> Gan:
-    num_classes = len(train.classes) if gan_eras.ERAS[p.era].conditional else 0
-    generator, discriminator, opt_g, opt_d, ema = build_networks(p, tuple(train.images.shape[1:]), num_classes, device,
-                                                                 train.images)
+    era = gan_eras.ERAS[p.era]
+    num_classes = len(train.classes) if era.conditional else 0
+    image_shape = tuple(train.images.shape[1:])
+    generator, discriminator, opt_g, opt_d, ema = build_networks(p, image_shape, num_classes, device, train.images)
     return Gan(generator, discriminator, opt_g, opt_d, ema, ema.module if ema is not None else generator,
                generative.fixed_noise(p.grid_size, p.latent_dim, seed).to(device),
-               generative.sample_labels(p.grid_size, num_classes, device), num_classes, 10 if num_classes else 8)
+               generative.sample_labels(p.grid_size, num_classes, device), num_classes, image_shape, era.domains,
+               era.domains * (10 if num_classes else 8))
+
+
+def training_split(p: params.GanParams, train: data.Split, seed: int) -> data.Split:
+    """What the entry's GAN learns from: the training images, or for a coupled GAN their unpaired pairs
+    (cogan.two_domains), labelled -1: none (a CoGAN is unconditional, and a pair's two digits differ)."""
+    if gan_eras.ERAS[p.era].domains == 1:
+        return train
+    pairs = cogan.two_domains(train.images, seed)
+    return data.Split(pairs, torch.full((len(pairs),), -1), train.classes)
 
 
 def train_networks(job: Stage, gan: Gan, train: data.Split, resumed: dict | None, checkpoints, fingerprint: dict,
@@ -106,14 +121,15 @@ def main(entry: str, resume: bool) -> None:
             job.run.set_tags({"gan.era": job.entry.era})
             job.run.log_dataset(layout.prepared_split(job.entry.dataset, "train"), "training")
         gan = build(job.entry, job.params.seed, train, job.device)
+        train = training_split(job.entry, train, job.params.seed)  # a coupled GAN's: unpaired pairs of its domains
         checkpoints, samples = layout.gan_checkpoints(entry), layout.gan_plots(entry) / "samples"
         fingerprint = resume_.run_fingerprint(job.entry.model_dump(), job.params.seed, train.images, train.labels,
                                               prefix=f"train_gan.{entry}",
                                               by_length=hasattr(gan.generator, "set_progress"))
 
         def draw_samples(epoch: int) -> None:
-            save_grid(generative.sample(gan.sampler, gan.noise, gan.noise_labels).cpu(),
-                      samples / f"epoch_{epoch:02d}.png", gan.columns)
+            images = generative.sample(gan.sampler, gan.noise, gan.noise_labels).cpu()
+            save_grid(cogan.side_by_side(images, gan.domains), samples / f"epoch_{epoch:02d}.png", gan.columns)
 
         resumed = None  # the contents of the checkpoint to go on from, sent by rank 0 to every process
         if job.is_main:  # rank 0 alone reads and writes the files
@@ -126,7 +142,7 @@ def main(entry: str, resume: bool) -> None:
         history, start_epoch = train_networks(job, gan, train, job.world.broadcast(resumed), checkpoints, fingerprint,
                                               draw_samples)
         if job.is_main:  # rank 0 alone writes the outputs
-            write_outputs(job, entry, gan, train, history, start_epoch)
+            write_outputs(job, entry, gan, history, start_epoch)
     if job.is_main:
         p = job.entry
         progress.summary(job.name, f"{p.era}, {progress.counted(p.epochs, 'epoch')} of {p.epoch_images} images "
@@ -134,15 +150,15 @@ def main(entry: str, resume: bool) -> None:
                                    f"final losses G {history.g_loss[-1]:.3f} D {history.d_loss[-1]:.3f}")
 
 
-def write_outputs(job: Stage, entry: str, gan: Gan, train: data.Split, history: generative.GanHistory,
-                  start_epoch: int) -> None:
+def write_outputs(job: Stage, entry: str, gan: Gan, history: generative.GanHistory, start_epoch: int) -> None:
     p, run, device = job.entry, job.run, job.device
     checkpoints, plots = layout.gan_checkpoints(entry), layout.gan_plots(entry)
     ends = generative.fixed_noise(2 * p.interpolation_rows, p.latent_dim, job.params.seed + 1).to(device)
     rows = [generative.interpolate(gan.sampler, ends[2 * i], ends[2 * i + 1], p.interpolation_steps,
                                    label=i % gan.num_classes if gan.num_classes else None)
             for i in range(p.interpolation_rows)]
-    save_grid(torch.cat(rows).cpu(), plots / "interpolation.png", p.interpolation_steps)
+    save_grid(cogan.side_by_side(torch.cat(rows).cpu(), gan.domains), plots / "interpolation.png",
+              gan.domains * p.interpolation_steps)
     steps = list(range(1, len(history.g_loss) + 1))
     write_csv(pd.DataFrame({"step": steps, "generator": history.g_loss, "discriminator": history.d_loss}),
               plots / "losses.csv")
@@ -163,7 +179,7 @@ def write_outputs(job: Stage, entry: str, gan: Gan, train: data.Split, history: 
         run.log_artifact(path, "figures")
     run.log_artifact(sorted(checkpoints.glob("epoch_*.pt"))[-1], "checkpoints")
     registry.log_generator(run, sorted(checkpoints.glob("epoch_*.pt"))[-1], gan.sampler, p.latent_dim, gan.num_classes,
-                           tuple(train.images.shape[1:]))
+                           gan.image_shape, domains=gan.domains)
 
 
 if __name__ == "__main__":

@@ -124,7 +124,8 @@ def test_gloo_batch_norm_over_two_processes_is_one_batch_norm_of_the_whole_batch
 
 # --- train-gan ---------------------------------------------------------------------------------
 
-GAN_ENTRIES = ["dcgan-2015", "wgan-gp-2017", "stylegan-2019", "sngan-2018", "conditional", "gan-2014", "progan-2017"]
+GAN_ENTRIES = ["dcgan-2015", "wgan-gp-2017", "stylegan-2019", "sngan-2018", "conditional", "gan-2014", "progan-2017",
+               "cogan-2016"]
 # Two processes sum each batch's gradients (and batch-norm statistics) in halves, then average them,
 # where one process sums them at once: the same numbers up to the rounding of float sums in another
 # order. In float32 (1e-7 of each sum), Adam amplifies that rounding where a gradient is near zero:
@@ -154,7 +155,8 @@ def _train_tiny_gan(rank: int | None, entry: str) -> dict:
     p = params.load(ROOT / "params.yaml").entry("train_gan", entry)
     torch.set_default_dtype(torch.float64)
     torch.manual_seed(0)  # as seed_everything: the same initial weights and StyleGAN noise in every process
-    images = torch.randint(0, 256, (256, 1, 28, 28), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    domains = gan_eras.ERAS[p.era].domains  # a coupled GAN's images: its domains' channels, one by one
+    images = torch.randint(0, 256, (256, domains, 28, 28), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
     labels = torch.arange(256) % 10
     classes = 10 if gan_eras.ERAS[p.era].conditional else 0
     generator, discriminator = gan_eras.build(p.era, p.latent_dim, 4, (1, 28, 28), classes)
@@ -186,7 +188,7 @@ def test_two_processes_train_the_gan_of_one(entry, float64, gans_in_two_processe
     """Batch norm over the global batch (DCGAN, conditional), the gradient penalty through the critic in
     DistributedDataParallel (WGAN-GP), spectral norm's power iteration (SNGAN), R1, the moving average
     and the per-pixel noise (StyleGAN), the layers not grown yet and the minibatch standard deviation
-    (ProGAN): the networks of one process, the same in both processes."""
+    (ProGAN), the layers two domains share (CoGAN): the networks of one process, the same in both processes."""
     one = _train_tiny_gan(None, entry)
     two = {rank: result[entry] for rank, result in gans_in_two_processes.items()}
     for network in one:

@@ -21,6 +21,7 @@ LATENT, WIDTH = 8, 4
 RECIPES = {
     "gan-2014": ("sgd", (0.5, 0.0), Recipe("non_saturating")),
     "dcgan-2015": ("adam", (0.5, 0.999), Recipe("non_saturating")),
+    "cogan-2016": ("adam", (0.5, 0.999), Recipe("non_saturating")),
     "wgan-gp-2017": ("adam", (0.0, 0.9), Recipe("wasserstein", 5, "gradient", 10.0)),
     "progan-2017": ("adam", (0.0, 0.99), Recipe("wasserstein", 1, "gradient", 10.0, 1, 0.001)),
     "sngan-2018": ("adam", (0.5, 0.999), Recipe("hinge")),
@@ -41,8 +42,9 @@ def test_each_era_generates_images_of_the_dataset_and_scores_them(era, shape):
     generator, discriminator = build(era, LATENT, WIDTH, shape)
     labels = torch.tensor([3, 7, 1])
     images = generator(torch.randn(3, LATENT), labels)
-    assert images.shape == (3, *shape) and images.min() >= -1 and images.max() <= 1
-    assert discriminator(images, labels).shape == (3,)
+    domains = ERAS[era].domains  # a coupled GAN's images: its domains' channels, one by one
+    assert images.shape == (3, domains * shape[0], *shape[1:]) and images.min() >= -1 and images.max() <= 1
+    assert discriminator(images, labels).shape == (3 * domains,)
     check_gan_buildable(era, era, LATENT, WIDTH, "cifar10" if shape[0] == 3 else "mnist")
 
 
@@ -61,7 +63,7 @@ def test_one_training_step_of_each_recipe_changes_both_networks(era):
     opt_g, opt_d = make_optimizers(generator, discriminator, (1e-3, 1e-3), betas, optimizer)
     before_g = [p.detach().clone() for p in generator.parameters()]
     before_d = [p.detach().clone() for p in discriminator.parameters()]
-    images, labels = tiny_data(8 * recipe.critic_steps)
+    images, labels = tiny_data(8 * recipe.critic_steps, (ERAS[era].domains, 28, 28))
     history = train_gan(generator, discriminator, opt_g, opt_d, images, labels, recipe=recipe, epochs=1,
                         epoch_images=8, batch_size=8, rng=torch.Generator().manual_seed(0), device="cpu")
     assert len(history.g_loss) == 1 and all(math.isfinite(v) for v in history.g_loss + history.d_loss)
@@ -84,7 +86,7 @@ def test_resuming_each_era_equals_an_uninterrupted_run(tmp_path, era, layout):
     era's training is also a function of its seeds (test_pipeline's forced rerun of the stage byte for
     byte covers one era, whose outputs every era writes the same way), in either memory layout of
     the networks (`train_gan.<entry>.channels_last`)."""
-    images, labels = tiny_data(16)
+    images, labels = tiny_data(16, (ERAS[era].domains, 28, 28))
     optimizer, betas, recipe = RECIPES[era]
     kwargs = dict(recipe=recipe, epochs=2, epoch_images=8, batch_size=4, device="cpu")
 

@@ -11,7 +11,8 @@ pytestmark = pytest.mark.slow
 CLAIM_IDS = ["mnist-size", "linear-init", "linear-one-epoch", "linear-plateau", "cnn-mnist", "cnn-slower",
              "cifar10-50", "hard-errors", "slight-corruption", "fooling", "robust-training", "gan-digits",
              "gan-progress", "gan-slides"]
-GAN_ENTRIES = ["conditional", "gan-2014", "dcgan-2015", "wgan-gp-2017", "progan-2017", "sngan-2018", "stylegan-2019"]
+GAN_ENTRIES = ["conditional", "gan-2014", "dcgan-2015", "cogan-2016", "wgan-gp-2017", "progan-2017", "sngan-2018",
+               "stylegan-2019"]
 
 
 def test_repro_runs_every_stage_once(built):
@@ -38,7 +39,7 @@ def test_outputs_and_claims(built):
         assert (built.path / f"metrics/timing/score-gan@{entry}.json").exists()
     assert "figures/gan_timeline.png" in report and "figures/gan_frechet_curves.png" in report
     progress = claims["gan-progress"]["values"]
-    assert [row["year"] for row in progress["eras"]] == [2014, 2015, 2017, 2017, 2018, 2019] and progress["same_budget"]
+    assert [row["year"] for row in progress["eras"]] == [2014, 2015, 2016, 2017, 2017, 2018, 2019] and progress["same_budget"]
     assert "../plots/fooling/cifar10/evolution.png" in report
     assert "../plots/fooling/mnist/cppn.png" in report and "PNG bytes per image" in report
     cifar = claims["cifar10-50"]

@@ -74,17 +74,18 @@ def test_every_eras_generator_exports_for_any_batch_size(era):
     generator, _ = gan_eras.build(era, 6, 4, (1, 28, 28), num_classes)
     model = generative.ImagesFromNoise(generator, 6, num_classes)
     exported = torch.export.export(model, (torch.randn(2, 6 + num_classes),), dynamic_shapes=({0: Dim("batch")},))
-    assert exported.module()(torch.randn(7, 6 + num_classes)).shape == (7, 1, 28, 28)
+    domains = gan_eras.ERAS[era].domains  # a coupled GAN's images: its domains' channels, one by one
+    assert exported.module()(torch.randn(7, 6 + num_classes)).shape == (7, domains, 28, 28)
 
 
 @pytest.mark.parametrize("era, num_classes", [("dcgan-conditional", 10), ("gan-2014", 0), ("dcgan-2015", 0),
-                                              ("sngan-2018", 0)])
+                                              ("sngan-2018", 0), ("cogan-2016", 0)])
 def test_images_from_noise_are_the_samples_of_the_generator(era, num_classes):
     generator, _ = gan_eras.build(era, 6, 4, (1, 28, 28), num_classes)
     noise, labels = torch.randn(4, 6), generative.sample_labels(4, num_classes)
     latent = torch.cat([noise, torch.nn.functional.one_hot(labels, 10).float()], 1) if num_classes else noise
     images = generative.ImagesFromNoise(generator, 6, num_classes)(latent)
-    assert images.shape == (4, 1, 28, 28)
+    assert images.shape == (4, gan_eras.ERAS[era].domains, 28, 28)
     assert torch.allclose(images, generative.sample(generator, noise, labels), atol=1e-6)
 
 
@@ -146,6 +147,31 @@ def test_a_model_logged_on_a_machine_with_a_gpu_passes_mlflows_check(tmp_path, m
     assert version.name == "dl-course-tiny"
     assert not [w for w in warnings if "validate" in w], warnings
     assert "MLFLOW_DEFAULT_PREDICTION_DEVICE" not in os.environ  # left as it was
+
+
+def test_a_coupled_generator_is_logged_with_its_two_domains_output(tmp_path, monkeypatch):
+    """cogan-2016's model: one latent vector in, its two domains' images out (N x 2C x H x W), as its
+    signature and description say."""
+    import mlflow
+
+    from dlcourse.files import save_torch
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    torch.manual_seed(0)
+    generator, _ = gan_eras.build("cogan-2016", 6, 4, (1, 28, 28))
+    save_torch({"generator": generator.state_dict()}, tmp_path / "generator.pt")
+    try:
+        with tracking.stage_run("train-gan@tiny", {}) as run:
+            version = registry.log_generator(run, tmp_path / "generator.pt", generator, 6, 0, (1, 28, 28), domains=2)
+        model = mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}")
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert model.metadata.get_output_schema().inputs[0].shape == (-1, 2, 28, 28)
+    assert "N x 2 x 28 x 28: each latent vector's images in its 2 domains" in version.description
+    latent = np.random.default_rng(0).standard_normal((3, 6)).astype(np.float32)
+    expected = generative.sample(generator, torch.from_numpy(latent)).numpy()
+    assert np.allclose(model.predict(latent), expected, atol=1e-6)
 
 
 # --- the tiny workspace's registry ---------------------------------------------------------------
@@ -296,7 +322,7 @@ def test_mlflow_models_serve_answers_a_posted_batch(built, client, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("entry", ["conditional", "stylegan-2019"])
+@pytest.mark.parametrize("entry", ["conditional", "stylegan-2019", "cogan-2016"])
 def test_the_generator_model_returns_images(built, client, entry):
     import mlflow
 
@@ -313,5 +339,5 @@ def test_the_generator_model_returns_images(built, client, entry):
     if conditional:
         latent[:, gan["latent_dim"]:] = np.eye(10, dtype=np.float32)[np.arange(7)]
     images = mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}").predict(latent)
-    assert images.shape == (7, 1, 28, 28) and images.dtype == np.float32
+    assert images.shape == (7, gan_eras.ERAS[gan["era"]].domains, 28, 28) and images.dtype == np.float32
     assert images.min() >= 0 and images.max() <= 1 and images.std() > 0

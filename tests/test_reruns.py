@@ -22,7 +22,8 @@ EVALUATE = ["evaluate@linear/one_epoch", "evaluate@cnn/mnist-course", "evaluate@
             "evaluate@cnn/cifar10-airnet"]
 ATTACK = ["attack@cnn/mnist", "attack@cnn/mnist-robust", "attack@linear/one_epoch", "attack@cnn/cifar10-airnet"]
 FOOLING = ["fooling@mnist", "fooling@mnist-robust", "fooling@cifar10"]
-GAN_ENTRIES = ["conditional", "gan-2014", "dcgan-2015", "wgan-gp-2017", "progan-2017", "sngan-2018", "stylegan-2019"]
+GAN_ENTRIES = ["conditional", "gan-2014", "dcgan-2015", "cogan-2016", "wgan-gp-2017", "progan-2017", "sngan-2018",
+               "stylegan-2019"]
 SCORE_GAN = [f"score-gan@{entry}" for entry in GAN_ENTRIES]
 GAN = [f"train-gan@{entry}" for entry in GAN_ENTRIES] + SCORE_GAN
 COMPUTING = LINEAR + CNN + EVALUATE + ATTACK + FOOLING + GAN  # every stage that declares `seed` and `device`

@@ -216,10 +216,11 @@ def log_classifier(run: StageRun, path: str | Path, test_images: torch.Tensor, t
 
 
 def log_generator(run: StageRun, checkpoint_path: str | Path, generator, latent_dim: int, num_classes: int,
-                  image_shape: tuple[int, int, int], seed: int = 0):
+                  image_shape: tuple[int, int, int], seed: int = 0, domains: int = 1):
     """The generator of a GAN checkpoint (its moving average when it has one), loaded into `generator`
     (a network of the entry's era), as a model from latent vectors (the one-hot digit appended for a
-    conditional one) to images in [0, 1]."""
+    conditional one) to images in [0, 1] of `image_shape`, or with `domains` > 1 (a coupled GAN) to
+    that many images of `image_shape` per latent vector, one after the other along the channels."""
     import copy
 
     import torch
@@ -235,12 +236,16 @@ def log_generator(run: StageRun, checkpoint_path: str | Path, generator, latent_
         noise = torch.cat([noise, F.one_hot(torch.arange(EXAMPLES) % num_classes, num_classes).float()], dim=1)
     size = noise.shape[1]
     digit = f" followed by the one-hot digit asked for ({num_classes} columns)" if num_classes else ""
-    shape = " x ".join(str(n) for n in image_shape)
+    channels, *pixels = image_shape
+    outputs = (domains * channels, *pixels)
+    shape = " x ".join(str(n) for n in outputs)
+    coupled = (f": each latent vector's images in its {domains} domains, one after the other along the channels "
+               f"({channels} each)" if domains > 1 else "")
     description = (f"`{run.stage}`: the GAN's generator, from {Path(checkpoint_path).as_posix()}. Input: float32 "
                    f"N x {size}, standard normal noise ({latent_dim} columns){digit}; output: images in [0, 1], "
-                   f"N x {shape}.")
+                   f"N x {shape}{coupled}.")
     model = generative.ImagesFromNoise(generator, latent_dim, num_classes)
-    return log_model(run, model, noise, image_shape, Path(checkpoint_path), description,
+    return log_model(run, model, noise, outputs, Path(checkpoint_path), description,
                      {"max_batch": guards.MAX_BATCH, "rows": "latent vectors"})
 
 

@@ -3,6 +3,8 @@ losses and penalties their papers train with.
 
     gan-2014            Goodfellow et al.: fully connected G, a maxout D with dropout, the non-saturating loss
     dcgan-2015          Radford et al.: transposed / strided convolutions with batch norm
+    cogan-2016          Liu and Tuzel: two GANs sharing layers, a digit and its negative from one latent
+                        vector, learned from unpaired images (cogan.py)
     wgan-gp-2017        Gulrajani et al.: a critic without batch norm, Wasserstein loss, gradient penalty
     progan-2017         Karras et al.: progressive growing with fade-in, pixel norm, minibatch standard
                         deviation, equalised learning rate (progan.py)
@@ -395,7 +397,7 @@ def check_gan_buildable(name: str, era: str, latent_dim: int, width: int, datase
     domains = ERAS[era].domains
     shape = (domains * IMAGE_SHAPES[dataset][0], *IMAGE_SHAPES[dataset][1:])  # a coupled GAN's: domain by domain
     try:
-        generator, discriminator = build(era, latent_dim, width, shape)
+        generator, discriminator = build(era, latent_dim, width, IMAGE_SHAPES[dataset])  # built for one domain's images
         labels = torch.zeros(2, dtype=torch.long)
         with torch.no_grad():
             images = generator.eval()(torch.zeros(2, latent_dim), labels)

@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .cogan import JUDGED_AS, judged_domains
 from .generative import sample
 
 
@@ -178,7 +179,28 @@ def judge_images(judge: Judge, images: torch.Tensor, asked: torch.Tensor | None 
     return scores
 
 
+def pair_agreement(classifier: nn.Module, first: torch.Tensor, second: torch.Tensor) -> float:
+    """The fraction of pairs (row i of `first` and of `second`, images in [0, 1]) that `classifier` reads
+    as the same class: how often a coupled generator's two images of one latent vector show one digit."""
+    from ..training import predict_proba
+
+    same = predict_proba(classifier, first).argmax(1) == predict_proba(classifier, second).argmax(1)
+    return float(same.double().mean())
+
+
 def score_generator(generator: nn.Module, noise: torch.Tensor, asked: torch.Tensor | None, judge: Judge,
                     full: bool = True) -> dict:
     """The generator's samples from `noise` (and the classes `asked` of a conditional one) judged."""
     return judge_images(judge, sample(generator, noise, asked), asked, full)
+
+
+def score_domains(coupled: nn.Module, noise: torch.Tensor, judge: Judge, first_scores: dict | None = None) -> dict:
+    """A coupled generator's samples from `noise` judged domain by domain, each shown to the judge as
+    cogan.judged_domains shows it (the negatives negated back): every domain's scores by name, how each
+    was shown, and `pair_agreement`: the fraction of latent vectors whose two images the judge reads as
+    the same class. `first_scores`: the first domain's, when already computed on the same noise."""
+    images = {name: sample(view, noise) for name, view in judged_domains(coupled).items()}
+    scores = {name: first_scores if i == 0 and first_scores is not None else judge_images(judge, batch)
+              for i, (name, batch) in enumerate(images.items())}
+    return {"domains": scores, "domains_judged_as": JUDGED_AS,
+            "pair_agreement": pair_agreement(judge.classifier, *images.values())}

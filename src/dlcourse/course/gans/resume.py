@@ -24,7 +24,8 @@ class ResumeError(ValueError):
 def run_fingerprint(settings: dict, seed: int, images: torch.Tensor, labels: torch.Tensor,
                     prefix: str = "train_gan", by_length: bool = False) -> dict[str, str]:
     """What determines a GAN run but its number of epochs and of processes (the same global batches):
-    its params (named `prefix.<key>`), the seed, the training data and the code that trains (the modules
+    its params (named `prefix.<key>`), the seed, the training data (what the GAN learns from: a coupled
+    GAN's pairs) and the code that trains (the modules
     of this package: the loop, the networks). A checkpoint carries it; a run resumes only from its own.
     `by_length`: the run's schedule depends on its length (ProGAN's growing), so its epochs count too."""
     data = hashlib.sha256(images.cpu().numpy().tobytes() + labels.cpu().numpy().tobytes()).hexdigest()
