@@ -134,7 +134,8 @@ GAN_ENTRIES = ["dcgan-2015", "wgan-gp-2017", "stylegan-2019", "sngan-2018", "con
 # float32 bar tells the two apart. Hence float64 (rounding: 1e-16 of each sum). Measured in float64 before
 # setting the bar: 2 processes end at most 3e-14 from 1 (StyleGAN's generator; 2e-15 and less for the other
 # eras), whereas each process drawing its own per-pixel noise instead of its shard of the global batch's
-# ends 4e-2 away (StyleGAN), and batch norm over each shard instead of the global batch 1.6e-3 (DCGAN). The
+# ends 4e-2 away (StyleGAN; the 2014 discriminator's dropout: 3e-4), and batch norm over each shard instead of
+# the global batch 1.6e-3 (DCGAN). The
 # bar leaves a factor 3000 over the rounding, for other CPUs' kernels. The stage run below is float32.
 GAN_WEIGHT_TOLERANCE = 1e-10
 

@@ -76,8 +76,9 @@ class Maxout(nn.Module):
 
 class ShardedDropout(nn.Module):
     """Dropout (inverted: kept units scaled by 1 / (1 - p)) whose mask, while trained on several processes,
-    is this process's rows of the mask drawn for the global batch, drawn by every process from torch's
-    global generator: the processes drop what one process would (`noise_shard`, set by generative.train_gan)."""
+    is this process's rows of the mask drawn for the global batch (its rows rank, rank + W, ..., as
+    `World.shard` deals the batch), drawn by every process from torch's global generator: the processes
+    drop what one process would (`noise_shard`, set by generative.train_gan)."""
 
     def __init__(self, p: float):
         super().__init__()
@@ -86,9 +87,8 @@ class ShardedDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        rank, processes = self.noise_shard
-        n = x.shape[0]
-        uniform = torch.rand((processes * n, *x.shape[1:]), device=x.device, dtype=x.dtype)[rank * n:(rank + 1) * n]
+        rank, processes = self.noise_shard  # this process's rows of the global batch: rank, rank + W, ...
+        uniform = torch.rand((processes * x.shape[0], *x.shape[1:]), device=x.device, dtype=x.dtype)[rank::processes]
         return x * (uniform >= self.p) / (1 - self.p)
 
 
