@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 from dlcourse.course.gans import eras as gan_eras
 from dlcourse.course.gans.eras import (
-    ERAS, Discriminator, build, check_gan_buildable, discriminator_loss, generator_loss, gradient_penalty,
-    modulated_conv2d, r1_penalty,
+    ERAS, Discriminator, build, check_gan_buildable, discriminator_loss, generator_loss, gradient_penalty, r1_penalty,
 )
+from dlcourse.course.gans.stylegan import EqualLinear, modulated_conv2d
 from dlcourse.course.gans.generative import Recipe, exponential_moving_average, make_optimizers, train_gan
 from dlcourse.course.gans.resume import load_checkpoint, save_checkpoint
 
@@ -215,4 +215,4 @@ def test_the_style_generator_maps_noise_and_draws_per_pixel_noise():
     for conv in generator.convs:
         torch.nn.init.constant_(conv.noise_strength, 0.1)
     assert not torch.equal(generator(z), generator(z))  # fresh per-pixel noise at each call
-    assert len([m for m in generator.mapping if isinstance(m, gan_eras.EqualLinear)]) == 4
+    assert len([m for m in generator.mapping if isinstance(m, EqualLinear)]) == 4

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dlcourse.course.gans.eras import EqualLinear, build
+from dlcourse.course.gans.eras import build
+from dlcourse.course.gans.stylegan import EqualLinear
 from dlcourse.course.gans.generative import Recipe, make_optimizers, train_gan
 from dlcourse.course.gans.progan import (
     EqualConv2d, MinibatchStdDev, PixelNorm, ProgressiveDiscriminator, ProgressiveGenerator, schedule,

@@ -1,4 +1,4 @@
-"""Training GANs: the loop every era of gan_eras.py shares (its loss, critic steps and penalty
+"""Training GANs: the loop every era of eras.py shares (its loss, critic steps and penalty
 given by a `Recipe`), resumable checkpoints, sampling and latent interpolation. Their scores are in
 gan_metrics.py.
 

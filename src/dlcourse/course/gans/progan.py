@@ -39,7 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .eras import MNIST_SHAPE, EqualLinear
+from .eras import MNIST_SHAPE
+from .stylegan import EqualLinear
 
 LEVELS = 3  # resolutions H/4, H/2, H
 PHASES = 2 * LEVELS - 1  # stable, then a fade-in and a stable phase per new resolution
