@@ -93,7 +93,10 @@ def test_mlflow_opens_on_the_runs_and_each_run_names_the_datasets_it_read(built)
     assert [name for name, _, _ in read["train-gan@dcgan-2015"]] == ["mnist/train"]
     reading = [stage for stage in read if stage.split("@")[0] in
                {"train-linear", "train-cnn", "train-gan", "evaluate", "attack", "score-gan"}]
-    assert len(reading) == 33 and all(read[stage] for stage in reading)
+    p = yaml.safe_load((built.path / "params.yaml").read_text())
+    expected = sum(len(p[section]) for section in ("train_linear", "train_cnn")) + 2 * len(p["train_gan"]) + sum(
+        len(p[section]["models"]) for section in ("evaluate", "attack"))  # train-gan and score-gan: one each
+    assert len(reading) == expected == 37 and all(read[stage] for stage in reading)
 
 
 def test_a_second_repro_runs_nothing(workspace):
