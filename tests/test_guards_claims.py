@@ -12,9 +12,8 @@ from test_claims import HOLDING, entries_named, results, setter
 
 from dlcourse.pipeline import params
 from dlcourse.report import claims
-from dlcourse.report.claims import (
-    ClaimError, Results, entries_of, evaluate_claims, leftover_warning, slight_corruption_verdict,
-)
+from dlcourse.report.claims import ClaimError, Results, entries_of, evaluate_claims, leftover_warning
+from dlcourse.report.claims_robustness import slight_corruption_verdict
 from dlcourse.files import UnreadableFileError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,10 +8,11 @@ from pathlib import Path
 import pandas as pd
 
 from ..pipeline.layout import FOOLING_METHODS, PLOTS, REPORTS
-from .claims import (GAN_SLIDES, GAN_TIMELINE, adversarially_trained, gan_entries, gan_progress_table, pct,
-                     slight_corruption_verdict)
+from .claims_gans import GAN_SLIDES, GAN_TIMELINE, gan_entries, gan_progress_table
+from .claims_robustness import adversarially_trained, slight_corruption_verdict
 from .figures import image_columns, plot_curves
 from .results import Results
+from .verdicts import pct
 
 
 LINEAR_RUNS = {
