@@ -10,20 +10,14 @@ import time
 
 import torch
 
-from dlcourse.course import attacks, data
-from dlcourse.pipeline import params
-from dlcourse.course.models import load_classifier
-from dlcourse.pipeline.layout import MODELS, PREPARED
-from dlcourse.course.training import resolve_device, seed_everything
+import trained_classifier
+from dlcourse.course import attacks
+from dlcourse.course.training import seed_everything
 
 
 def main(name: str = "cnn/cifar10-airnet", images: int = 500) -> None:
-    all_params = params.load()
+    all_params, model, x, y = trained_classifier.load(name, images)
     p, eps_list = all_params.attack, all_params.attack.models[name].eps
-    device = resolve_device(all_params.device)
-    model, checkpoint = load_classifier(MODELS / f"{name}.pt", device)
-    test = data.load_split(PREPARED, checkpoint["dataset"], "test")
-    x, y = data.to_float(test.images[:images], device), test.labels[:images].to(device)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {name}, {images} images, "
           f"PGD {p.pgd_steps} steps")
     print(f"{'eps':>8s} {'fp32 s':>8s} {'bf16 s':>8s} {'fp32 acc':>9s} {'bf16 acc':>9s}")

@@ -12,11 +12,9 @@ import time
 
 import torch
 
-from dlcourse.course import attacks, data, robust
-from dlcourse.course.models import load_classifier
-from dlcourse.course.training import resolve_device, seed_everything
-from dlcourse.pipeline import params
-from dlcourse.pipeline.layout import MODELS, PREPARED
+import trained_classifier
+from dlcourse.course import attacks, robust
+from dlcourse.course.training import seed_everything
 
 
 def every_image_every_restart(model, x, y, eps, steps, step, restarts, rng) -> torch.Tensor:
@@ -31,13 +29,9 @@ def every_image_every_restart(model, x, y, eps, steps, step, restarts, rng) -> t
 
 
 def main(name: str = "cnn/mnist", images: int = 1000) -> None:
-    all_params = params.load()
+    all_params, model, x, y = trained_classifier.load(name, images)
     p, settings = all_params.attack, all_params.attack.models[name]
     eps = settings.robust_eps if settings.robust_eps is not None else max(settings.eps)
-    device = resolve_device(all_params.device)
-    model, checkpoint = load_classifier(MODELS / f"{name}.pt", device)
-    test = data.load_split(PREPARED, checkpoint["dataset"], "test")
-    x, y = data.to_float(test.images[:images], device), test.labels[:images].to(device)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {name}, {images} images, eps {eps:g}, "
           f"PGD {p.strong_pgd_steps} steps of {p.strong_pgd_step:g}, {p.strong_pgd_restarts} restarts")
     verdicts, seconds = [], []
