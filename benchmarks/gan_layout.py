@@ -11,7 +11,7 @@ import statistics
 
 import torch
 
-from dlcourse.course.gans import eras as gan_eras, generative
+from dlcourse.course.gans import eras as gan_eras, generative, setup as gan_setup
 from dlcourse.pipeline import params
 
 
@@ -23,7 +23,7 @@ def step_seconds(p, layout, steps: int) -> float:
     opt_g, opt_d = generative.make_optimizers(generator, discriminator, (p.lr_g, p.lr_d), (p.beta1, p.beta2), p.optimizer)
     images = torch.randint(0, 256, (p.batch_size * (steps + 2) * p.critic_steps, 1, 28, 28), dtype=torch.uint8)
     labels = torch.arange(len(images)) % 10
-    recipe = generative.Recipe(p.loss, p.critic_steps, p.penalty, p.penalty_weight, p.penalty_every)
+    recipe = gan_setup.recipe(p)
     history = generative.train_gan(generator, discriminator, opt_g, opt_d, images, labels, recipe=recipe, epochs=2,
                                    epoch_images=len(images) // 2 // p.critic_steps, batch_size=p.batch_size,
                                    rng=torch.Generator().manual_seed(0), device="cpu")

@@ -17,7 +17,7 @@ import time
 import torch
 
 from dlcourse.course import data
-from dlcourse.course.gans import cogan, eras as gan_eras, metrics as gan_metrics, generative
+from dlcourse.course.gans import cogan, eras as gan_eras, metrics as gan_metrics, generative, setup as gan_setup
 from dlcourse.course.gans.setup import build_networks
 from dlcourse.pipeline import params
 from dlcourse.pipeline.layout import MODELS, PREPARED
@@ -67,7 +67,7 @@ def main() -> None:
                 sink.write(line + "\n")
 
     start = time.perf_counter()
-    recipe = generative.Recipe(p.loss, p.critic_steps, p.penalty, p.penalty_weight, p.penalty_every)
+    recipe = gan_setup.recipe(p)
     generative.train_gan(generator, discriminator, opt_g, opt_d, images, train.labels, recipe=recipe, ema=ema,
                          epochs=p.epochs, epoch_images=p.epoch_images, batch_size=p.batch_size, rng=rng, device=device,
                          on_epoch_end=score, progress=True)

@@ -27,7 +27,7 @@ from dlcourse import progress
 from dlcourse.course import data
 from dlcourse.course.gans import cogan, eras as gan_eras, generative
 from dlcourse.course.gans import resume as resume_
-from dlcourse.course.gans.setup import build_networks
+from dlcourse.course.gans.setup import build_networks, recipe
 from dlcourse.course.training import check_gan_epoch, divergence_explained, resolve_device, seed_everything
 from dlcourse.files import atomic_path, write_csv, write_json
 from dlcourse.pipeline import distributed, layout, params, registry
@@ -38,11 +38,6 @@ def save_grid(images: torch.Tensor, path, columns: int) -> None:
     """A caption-less grid of images in [0, 1], written atomically."""
     with atomic_path(path) as tmp:
         save_image(images, tmp, nrow=columns, padding=2, pad_value=1.0, format="png")
-
-
-def recipe(p: params.GanParams) -> generative.Recipe:
-    return generative.Recipe(p.loss, p.critic_steps, p.penalty, p.penalty_weight, p.penalty_every, p.drift_weight,
-                             p.sgd_schedule)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from dlcourse.pipeline import distributed, params
-from dlcourse.course.gans import eras as gan_eras, generative
+from dlcourse.course.gans import eras as gan_eras, generative, setup as gan_setup
 from dlcourse.pipeline.distributed import World
 from dlcourse.files import load_torch
 from dlcourse.course.models import load_classifier
@@ -164,7 +164,7 @@ def _train_tiny_gan(rank: int | None, entry: str) -> dict:
     opt_g, opt_d = generative.make_optimizers(generator, discriminator, (p.lr_g, p.lr_d), (p.beta1, p.beta2),
                                               p.optimizer)
     ema = generative.exponential_moving_average(generator, p.ema_decay) if p.ema_decay else None
-    recipe = generative.Recipe(p.loss, p.critic_steps, p.penalty, p.penalty_weight, p.penalty_every, p.drift_weight)
+    recipe = gan_setup.recipe(p)
     generative.train_gan(generator, discriminator, opt_g, opt_d, images, labels, recipe=recipe, ema=ema, epochs=2,
                          epoch_images=128, batch_size=32, rng=torch.Generator().manual_seed(0), device="cpu",
                          world=World(rank, 2) if rank is not None else None)

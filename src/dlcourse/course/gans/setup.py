@@ -1,5 +1,5 @@
-"""A GAN entry's networks, optimizers and moving average, built from its params: one place for the
-train-gan stage and the GAN sweep benchmark."""
+"""A GAN entry's networks, optimizers, moving average and recipe, built from its params: one place for the
+train-gan stage, the GAN benchmarks and the tests."""
 
 from __future__ import annotations
 
@@ -25,3 +25,10 @@ def build_networks(p, image_shape: tuple[int, ...], num_classes: int, device: to
                                               p.optimizer)
     ema = generative.exponential_moving_average(generator, p.ema_decay) if p.ema_decay else None
     return generator, discriminator, opt_g, opt_d, ema
+
+
+def recipe(p) -> generative.Recipe:
+    """How a train_gan entry (`p`, its params) trains beyond its networks: loss, critic steps, penalty,
+    ProGAN's drift, the 2014 GAN's SGD schedule."""
+    return generative.Recipe(p.loss, p.critic_steps, p.penalty, p.penalty_weight, p.penalty_every, p.drift_weight,
+                             p.sgd_schedule)
