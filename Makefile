@@ -22,8 +22,11 @@ $(UV):
 
 # --locked: fails, rather than resolving anew, when uv.lock no longer matches pyproject.toml.
 # --inexact: uv itself, which is not in the lock, stays in the environment.
-$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --locked --extra dev --inexact
+# --compile-bytecode: every package's .pyc written once, here; where PYTHONDONTWRITEBYTECODE is set
+# (as on some machines and CI runners) Python would otherwise compile torch, MLflow and pandas from
+# source in every stage process, the larger part of a stage's start-up (benchmarks/stage_startup.py).
+$(VENV)/.installed: pyproject.toml uv.lock Makefile | $(UV)
+	$(UV) sync --locked --extra dev --inexact --compile-bytecode
 	touch $@
 
 lock: | $(UV)

@@ -17,7 +17,10 @@ tree the medians of:
 All from this process's clock and the run's times in MLflow, whatever the tree records itself.
 
 A TREE that is not a folder is a git revision of this repository (`main`, `HEAD~3`), exported with
-`git archive`: `--code before=main --code after=.` compares two versions side by side. Without
+`git archive`: `--code before=main --code after=.` compares two versions side by side.
+`--no-bytecode` adds, for each tree, a run that finds no compiled bytecode (`.pyc`) of any package,
+as in an environment installed without it on a machine that sets PYTHONDONTWRITEBYTECODE: every
+import compiled from source again, in every process (`make setup` compiles them once). Without
 --workspace, the tests' tiny workspace is built in a temporary folder with just what the stages
 need (`dvc repro` of them, about a minute). The stages' runs go to that workspace's `mlflow.db`.
 """
@@ -80,10 +83,11 @@ def logged_run(workspace: Path, run_id: str) -> tuple[float, float, float | None
     return start / 1000, end / 1000, model[0] if model else None
 
 
-def run_stage(workspace: Path, code: Path, stage: str) -> dict[str, float | None]:
+def run_stage(workspace: Path, code: Path, stage: str, extra_env: dict[str, str]) -> dict[str, float | None]:
     name, _, entry = stage.partition("@")
     command = [sys.executable, str(code / "stages" / f"{name.replace('-', '_')}.py"), *filter(None, [entry])]
-    env = {**os.environ, "PYTHONPATH": str(code / "src"), "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(code / "src"), "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1",
+           **extra_env}
     for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "DVC_ROOT", "GAN_RESUME"):
         env.pop(variable, None)
     record_path = workspace / "tracking" / f"{stage}.json"
@@ -108,31 +112,38 @@ def main() -> None:
     parser.add_argument("--code", action="append", metavar="LABEL=TREE",
                         help="a code tree to time (a folder or a git revision); repeat to compare")
     parser.add_argument("--runs", type=int, default=3, help="runs of each stage with each tree (medians shown)")
+    parser.add_argument("--no-bytecode", action="store_true",
+                        help="also time each tree with no package's compiled bytecode found (label-nopyc)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="stage-startup-") as scratch:
         trees = {}
         for spec in args.code or [f"this={ROOT}"]:
             label, _, tree = spec.partition("=")
-            trees[label] = code_tree(tree or label, Path(scratch))
+            trees[label] = (code_tree(tree or label, Path(scratch)), {})
+            if args.no_bytecode:  # an empty cache prefix: Python looks there only, and writes nothing
+                empty = Path(scratch) / f"no-pyc-{label}"
+                empty.mkdir()
+                trees[f"{label}-nopyc"] = (trees[label][0],
+                                           {"PYTHONPYCACHEPREFIX": str(empty), "PYTHONDONTWRITEBYTECODE": "1"})
         workspace = args.workspace.resolve() if args.workspace else tiny_workspace(Path(scratch), args.stages)
         times = {(stage, label): [] for stage in args.stages for label in trees}
         for run in range(args.runs):
             for stage in args.stages:
-                for label, code in trees.items():
-                    times[stage, label].append(run_stage(workspace, code, stage))
+                for label, (code, extra_env) in trees.items():
+                    times[stage, label].append(run_stage(workspace, code, stage, extra_env))
                     print(f"run {run + 1}/{args.runs}: {stage} ({label}) {times[stage, label][-1]['wall']:.2f} s",
                           file=sys.stderr)
 
     columns = ("startup", "run", "model", "exit", "wall", "cpu")
     width = max(len(stage) for stage in args.stages)
-    print(f"{'stage':<{width}}  {'code':<8}" + "".join(f"{c:>9}" for c in columns) + "   (median seconds)")
+    print(f"{'stage':<{width}}  {'code':<12}" + "".join(f"{c:>9}" for c in columns) + "   (median seconds)")
     for (stage, label), runs in times.items():
         cells = []
         for column in columns:
             values = [r[column] for r in runs if r[column] is not None]
             cells.append(f"{statistics.median(values):9.2f}" if values else f"{'-':>9}")
-        print(f"{stage:<{width}}  {label:<8}" + "".join(cells))
+        print(f"{stage:<{width}}  {label:<12}" + "".join(cells))
 
 
 if __name__ == "__main__":
