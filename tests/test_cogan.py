@@ -11,7 +11,7 @@ from torch import nn
 from dlcourse.course.gans import cogan
 from dlcourse.course.gans.eras import Discriminator, Generator, build
 from dlcourse.course.gans.generative import Recipe, make_optimizers, sample, train_gan
-from dlcourse.course.gans.metrics import Judge, hooked_features, pair_agreement, score_domains
+from dlcourse.course.gans.metrics import Judge, classifier_reading, pair_agreement, score_domains
 from dlcourse.course.gans.resume import load_checkpoint, save_checkpoint
 
 LATENT, WIDTH = 8, 4
@@ -219,9 +219,9 @@ def test_each_domain_is_judged_as_digits_and_pairs_agree_where_the_digits_match(
     assert torch.allclose(sample(views["negatives"], noise).mean(dim=(1, 2, 3)), negated_digits / 9)
 
     classifier = BrightnessClassifier()
-    features = hooked_features(classifier, "head")
-    real = features(torch.rand(30, 1, 4, 4))
-    judge = Judge(classifier, features, real, confident=0.9, nearest_neighbours=3, real={})
+    read = classifier_reading(classifier, "head")
+    _, real = read(torch.rand(30, 1, 4, 4))
+    judge = Judge(classifier, read, real, confident=0.9, nearest_neighbours=3, real={})
     scores = score_domains(generator, noise, judge)
     assert scores["pair_agreement"] == pytest.approx(0.75)
     assert scores["domains"]["digits"]["class_fractions"] == pytest.approx([0.1] * 10)

@@ -4,7 +4,7 @@ are known: identical sets, disjoint sets, one collapsed mode."""
 import pytest
 import torch
 
-from dlcourse.course.gans.metrics import class_coverage, precision_recall
+from dlcourse.course.gans.metrics import class_coverage, kth_neighbour_distances, precision_recall
 
 
 def cloud(n: int, centre: float, dim: int = 5, seed: int = 0) -> torch.Tensor:
@@ -26,6 +26,13 @@ def test_one_collapsed_mode_keeps_precision_and_loses_recall():
     scores = precision_recall(real, fake, k=3)
     assert scores["precision"] > 0.9  # what it draws looks real
     assert 0.4 <= scores["recall"] <= 0.5  # at most the half of the real images it covers
+
+
+def test_the_real_manifold_computed_once_gives_the_same_scores():
+    real, fake = cloud(300, 0.0), cloud(200, 0.5, seed=3)
+    radii = kth_neighbour_distances(real, 3)
+    assert radii.shape == (300,)
+    assert precision_recall(real, fake, k=3, chunk=64, real_radii=radii) == precision_recall(real, fake, k=3)
 
 
 def test_the_manifold_radius_is_the_kth_neighbour_distance():

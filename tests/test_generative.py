@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from dlcourse.files import load_torch
+from dlcourse.course.training import predict_proba
 from dlcourse.course.gans.eras import Discriminator, Generator
 from dlcourse.course.gans.metrics import (
-    class_distribution, classifier_confidence, frechet_distance, hooked_features, inception_score,
+    class_distribution, classifier_confidence, frechet_distance, classifier_reading, inception_score,
 )
 from dlcourse.course.gans.generative import (
     GanHistory, exponential_moving_average, fixed_noise, interpolate, make_optimizers, sample, sample_labels,
@@ -176,12 +177,13 @@ def test_frechet_distance_agrees_with_scipy_on_full_covariances():
     assert frechet_distance(a, b) == pytest.approx(reference, rel=1e-8)
 
 
-def test_hooked_features_return_the_input_of_the_named_layer():
+def test_classifier_reading_gives_the_probabilities_and_the_input_of_the_named_layer_in_one_pass():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
     images = torch.rand(7, 1, 28, 28)
-    features = hooked_features(model, "3", batch_size=3)(images)
+    probabilities, features = classifier_reading(model, "3", batch_size=3)(images)
     torch.testing.assert_close(features, model[:3](images))
+    assert torch.equal(probabilities, predict_proba(model, images, batch_size=3))  # the same bytes as the classifier's
     assert not model[3]._forward_hooks  # the hook is removed afterwards
 
 

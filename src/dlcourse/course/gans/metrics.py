@@ -13,33 +13,35 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .cogan import JUDGED_AS, judged_domains
 from .generative import sample
 
 
-def hooked_features(model: nn.Module, module_name: str, batch_size: int = 1000
-                    ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A callable images -> the flattened *input* of `model.<module_name>` (in eval mode).
+def classifier_reading(model: nn.Module, module_name: str, batch_size: int = 1000
+                       ) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """A callable images -> (the classifier's softmax probabilities, the flattened *input* of
+    `model.<module_name>`), both from one forward pass (in eval mode), batch by batch.
 
     Naming the classifier's last layer (e.g. Reseau2's `fc2`) gives its penultimate features.
     """
     module = model.get_submodule(module_name)
 
     @torch.no_grad()
-    def features(images: torch.Tensor) -> torch.Tensor:
-        captured = []
+    def read(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        captured, probabilities = [], []
         handle = module.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0].flatten(1)))
         try:
             model.eval()
             for chunk in images.split(batch_size):
-                model(chunk)
+                probabilities.append(F.softmax(model(chunk), dim=1))
         finally:
             handle.remove()
-        return torch.cat(captured)
+        return torch.cat(probabilities), torch.cat(captured)
 
-    return features
+    return read
 
 
 def classifier_confidence(probs: torch.Tensor, threshold: float = 0.9) -> dict[str, float]:
@@ -93,7 +95,7 @@ def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> floa
     return float(distance.clamp(min=0))
 
 
-def _kth_neighbour_distances(features: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
+def kth_neighbour_distances(features: torch.Tensor, k: int, chunk: int = 1000) -> torch.Tensor:
     """Each point's distance to its k-th nearest neighbour in the same set (itself excluded)."""
     return torch.cat([torch.cdist(part, features).kthvalue(k + 1, dim=1).values for part in features.split(chunk)])
 
@@ -102,18 +104,22 @@ def _inside_any_ball(points: torch.Tensor, centres: torch.Tensor, radii: torch.T
     return torch.cat([(torch.cdist(part, centres) <= radii[None]).any(dim=1) for part in points.split(chunk)])
 
 
-def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3, chunk: int = 1000) -> dict[str, float]:
+def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3, chunk: int = 1000,
+                     real_radii: torch.Tensor | None = None) -> dict[str, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019). Each set's manifold is the union
     of balls around its points, of radius the distance to the point's k-th nearest neighbour in
     its own set; precision: the fraction of fake points inside the real manifold; recall: the
     fraction of real points inside the fake manifold. Features N x F (float32 distances: 10,000 x
-    10,000 of them in seconds)."""
+    10,000 of them in seconds). `real_radii`: the real points' k-th neighbour distances, when already
+    computed (`kth_neighbour_distances(real, k)`: the same for every set of fakes)."""
     real, fake = real.float().cpu(), fake.float().cpu()
     if min(len(real), len(fake)) <= k:
         raise ValueError(f"precision_recall: k = {k} needs more than {k} points in each set "
                          f"(real {len(real)}, fake {len(fake)})")
-    precision = _inside_any_ball(fake, real, _kth_neighbour_distances(real, k, chunk), chunk)
-    recall = _inside_any_ball(real, fake, _kth_neighbour_distances(fake, k, chunk), chunk)
+    if real_radii is None:
+        real_radii = kth_neighbour_distances(real, k, chunk)
+    precision = _inside_any_ball(fake, real, real_radii.float().cpu(), chunk)
+    recall = _inside_any_ball(real, fake, kth_neighbour_distances(fake, k, chunk), chunk)
     return {"precision": float(precision.double().mean()), "recall": float(recall.double().mean())}
 
 
@@ -127,15 +133,23 @@ def class_coverage(probs: torch.Tensor) -> dict:
 
 @dataclass
 class Judge:
-    """A classifier, the callable giving its penultimate features, and the real test images'
-    features, probabilities and scores (the reference every entry is compared with)."""
+    """A classifier, the callable reading images with it (`classifier_reading`: probabilities and
+    penultimate features), and the real test images' features and scores (the reference every entry
+    is compared with)."""
 
     classifier: nn.Module
-    features: Callable[[torch.Tensor], torch.Tensor]
+    read: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
     real_features: torch.Tensor
     confident: float
     nearest_neighbours: int
     real: dict  # the real-data baseline: the same scores for real training images
+    real_radii: torch.Tensor | None = None  # the real features' k-th neighbour distances, once computed
+
+    def radii(self) -> torch.Tensor:
+        """The real manifold of precision / recall: computed once for all the sets judged."""
+        if self.real_radii is None:
+            self.real_radii = kth_neighbour_distances(self.real_features.float().cpu(), self.nearest_neighbours)
+        return self.real_radii
 
 
 def load_judge(classifier_path: str | Path, feature_layer: str, test_images: torch.Tensor, train_images: torch.Tensor,
@@ -147,16 +161,14 @@ def load_judge(classifier_path: str | Path, feature_layer: str, test_images: tor
     samples are."""
     from ..models import load_classifier
     from ..data import to_float
-    from ..training import predict_proba
 
     classifier, _ = load_classifier(classifier_path, device)
-    features = hooked_features(classifier, feature_layer)
-    test = to_float(test_images, device)
+    read = classifier_reading(classifier, feature_layer)
+    test_probs, test_features = read(to_float(test_images, device))
     real_sample = to_float(train_images[torch.randperm(len(train_images), generator=rng)[:samples]], device)
-    judge = Judge(classifier, features, features(test), confident, nearest_neighbours, {})
+    judge = Judge(classifier, read, test_features, confident, nearest_neighbours, {})
     judge.real = judge_images(judge, real_sample, full=True)
-    judge.real["test_confident_fraction"] = classifier_confidence(predict_proba(classifier, test).cpu(),
-                                                                  confident)["confident_fraction"]
+    judge.real["test_confident_fraction"] = classifier_confidence(test_probs.cpu(), confident)["confident_fraction"]
     return judge
 
 
@@ -165,17 +177,16 @@ def judge_images(judge: Judge, images: torch.Tensor, asked: torch.Tensor | None 
     features, and when `full` the Inception-Score analogue and precision / recall (k-NN, the slow
     part); with `asked` (the classes a conditional GAN was asked for), how often the classifier
     reads them."""
-    from ..training import predict_proba
-
-    probs = predict_proba(judge.classifier, images).cpu()
-    fake_features = judge.features(images)
+    probs, fake_features = judge.read(images)
+    probs = probs.cpu()
     scores = {**classifier_confidence(probs, judge.confident), **class_coverage(probs),
               "frechet_distance": frechet_distance(fake_features, judge.real_features)}
     if asked is not None:
         scores["label_agreement"] = float((probs.argmax(1) == asked.cpu()).float().mean())
     if full:
         scores["inception_score"] = inception_score(probs)[0]
-        scores.update(precision_recall(judge.real_features, fake_features, judge.nearest_neighbours))
+        scores.update(precision_recall(judge.real_features, fake_features, judge.nearest_neighbours,
+                                       real_radii=judge.radii()))
     return scores
 
 
