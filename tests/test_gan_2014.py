@@ -5,7 +5,8 @@ ProGAN's drift term, by value."""
 import pytest
 import torch
 
-from dlcourse.course.gans.eras import Maxout, MlpDiscriminator, MlpGenerator, ShardedDropout, build
+from dlcourse.course.gans.eras import build
+from dlcourse.course.gans.gan2014 import Maxout, MlpDiscriminator, MlpGenerator, ShardedDropout
 from dlcourse.course.gans.generative import Recipe, make_optimizers, schedule_step, train_gan
 from dlcourse.course.gans.resume import load_checkpoint, save_checkpoint
 from dlcourse.pipeline.params import SgdSchedule

@@ -21,18 +21,23 @@ class ResumeError(ValueError):
     pass
 
 
+NOT_TRAINING = ("metrics.py",)  # the scoring of samples: editing it changes no training run
+
+
 def run_fingerprint(settings: dict, seed: int, images: torch.Tensor, labels: torch.Tensor,
                     prefix: str = "train_gan", by_length: bool = False) -> dict[str, str]:
     """What determines a GAN run but its number of epochs and of processes (the same global batches):
     its params (named `prefix.<key>`), the seed, the training data (what the GAN learns from: a coupled
-    GAN's pairs) and the code that trains (the modules
-    of this package: the loop, the networks). A checkpoint carries it; a run resumes only from its own.
+    GAN's pairs) and the code that trains (the modules of this package: the loop, the networks; not the
+    scoring, `NOT_TRAINING`). A checkpoint carries it; a run resumes only from its own.
     `by_length`: the run's schedule depends on its length (ProGAN's growing), so its epochs count too."""
     data = hashlib.sha256(images.cpu().numpy().tobytes() + labels.cpu().numpy().tobytes()).hexdigest()
-    code = hashlib.sha256(b"".join(path.read_bytes() for path in sorted(Path(eras.__file__).parent.glob("*.py"))))
+    modules = sorted(path for path in Path(eras.__file__).parent.glob("*.py") if path.name not in NOT_TRAINING)
+    code = hashlib.sha256(b"".join(path.read_bytes() for path in modules))
     ignored = ("processes",) if by_length else ("epochs", "processes")
     return {**{f"{prefix}.{key}": repr(value) for key, value in sorted(settings.items()) if key not in ignored},
-            "seed": repr(seed), "data (sha256)": data, "code (sha256 of the modules of dlcourse.course.gans)": code.hexdigest()}
+            "seed": repr(seed), "data (sha256)": data,
+            "code (sha256 of the training modules of dlcourse.course.gans)": code.hexdigest()}
 
 
 def check_resumable(path: str | Path, fingerprint: dict[str, str], epochs: int) -> None:
