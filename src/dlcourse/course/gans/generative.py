@@ -103,6 +103,75 @@ def make_optimizers(generator: nn.Module, discriminator: nn.Module, lr: float | 
             torch.optim.Adam(discriminator.parameters(), lr=lr_d, betas=betas))
 
 
+class GanSteps:
+    """One GAN's training steps: its networks (in DistributedDataParallel when `world` has several
+    processes), optimizers, recipe, moving average and random numbers. Every step draws from `rng` in
+    the same order: per critic step the latent noise, the fake labels (conditional) and the penalty's
+    mixing weights (gradient penalty); an epoch first draws its permutations of the images."""
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, opt_g: torch.optim.Optimizer,
+                 opt_d: torch.optim.Optimizer, recipe: Recipe, ema, batch_size: int, rng: torch.Generator,
+                 device: torch.device | str, world=None):
+        self.generator, self.discriminator, self.opt_g, self.opt_d = generator, discriminator, opt_g, opt_d
+        self.recipe, self.ema, self.batch_size, self.rng, self.device = recipe, ema, batch_size, rng, device
+        self.world = world if world is not None and world.distributed else None
+        self.g, self.d, self.shard = generator, discriminator, lambda batch: batch  # what trains; this process's part
+        if self.world is not None:
+            for module in [*generator.modules(), *discriminator.modules()]:  # StyleGAN's noise, the 2014 D's dropout
+                if hasattr(module, "noise_shard"):
+                    module.noise_shard = (world.rank, world.size)
+            self.g, self.d = (world.wrap(net, torch.device(device), own_random_numbers=False)
+                              for net in (generator, discriminator))
+            self.shard = world.shard
+
+    def epoch_batches(self, images: int, steps: int) -> torch.Tensor:
+        """Indices of the real images (steps x critic_steps x batch_size): one permutation per critic step."""
+        passes = [torch.randperm(images, generator=self.rng)[: steps * self.batch_size]
+                  for _ in range(self.recipe.critic_steps)]
+        return torch.stack(passes, dim=1).view(steps, self.batch_size, self.recipe.critic_steps).permute(0, 2, 1)
+
+    def critic_step(self, real: torch.Tensor, real_labels: torch.Tensor | None, critic_updates: int):
+        """One update of the discriminator on a real batch and a fresh fake one: (its loss, the fake
+        batch and the labels it was asked for)."""
+        recipe, num_classes, n = self.recipe, self.generator.num_classes, self.batch_size
+        z = self.shard(torch.randn(n, self.generator.latent_dim, generator=self.rng)).to(self.device)
+        fake_labels = (self.shard(torch.randint(0, num_classes, (n,), generator=self.rng)).to(self.device)
+                       if num_classes else None)
+        fake = self.g(z, fake_labels)
+        real_scores = self.d(real, real_labels)
+        d_loss = discriminator_loss(recipe.loss, real_scores, self.d(fake.detach(), fake_labels))
+        if recipe.drift_weight:
+            d_loss = d_loss + recipe.drift_weight * real_scores.square().mean()
+        if recipe.penalty == "gradient":
+            epsilon = self.shard(torch.rand(n, generator=self.rng)).to(self.device)
+            d_loss = d_loss + recipe.penalty_weight * gradient_penalty(self.d, real, fake.detach(), epsilon,
+                                                                       real_labels if num_classes else None)
+        elif recipe.penalty == "r1" and critic_updates % recipe.penalty_every == 0:
+            d_loss = d_loss + recipe.penalty_weight / 2 * recipe.penalty_every * r1_penalty(self.d, real, real_labels)
+        self.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.opt_d.step()
+        return d_loss, fake, fake_labels
+
+    def generator_step(self, fake: torch.Tensor, fake_labels: torch.Tensor | None) -> torch.Tensor:
+        """One update of the generator on the last critic step's fake batch (and of its moving average)."""
+        g_loss = generator_loss(self.recipe.loss, self.d(fake, fake_labels))
+        self.opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.opt_g.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.generator)
+        return g_loss
+
+    def epoch_losses(self, g_losses: list[torch.Tensor], d_losses: list[torch.Tensor]) -> tuple[list, list]:
+        """The epoch's losses, one per step, as floats (one device sync per epoch); with several
+        processes, the shards' means averaged: the global batch's."""
+        g_losses, d_losses = torch.stack(g_losses), torch.stack(d_losses)
+        if self.world is not None:
+            g_losses, d_losses = (self.world.sum(losses) / self.world.size for losses in (g_losses, d_losses))
+        return g_losses.tolist(), d_losses.tolist()
+
+
 def train_gan(
     generator: nn.Module,
     discriminator: nn.Module,
@@ -124,102 +193,53 @@ def train_gan(
     progress: bool | str = False,
     world=None,
 ) -> GanHistory:
-    """Train from epoch `start_epoch` to `epochs`.
-
-    An epoch is epoch_images // batch_size generator steps (epoch_images: all the images when
-    None), so that the generator sees as many images per epoch whatever the era; before each,
-    `recipe.critic_steps` critic steps, each on its own real batch (an epoch draws that many
-    permutations of the images from `rng`) and its own latent noise. The generator step uses the
-    last critic step's fake batch.
-    `images` are uint8 (N x C x H x W); `labels` (N) are needed when the GAN is conditional, fake
-    images then being asked for with uniformly drawn classes. `ema`, when given, is updated after
-    every generator step. The latent noise and the penalty's mixing weights come from `rng` (a CPU
-    torch.Generator); per-pixel noise (StyleGAN) from torch's global generator, which checkpoints
-    keep too. `on_epoch_end(epoch, history)` is called with the number of epochs done (1-based).
-
-    `world` (a `distributed.World`, duck-typed as in `training.train_epochs`): each process trains both
-    networks, in DistributedDataParallel, on its shard of every global batch of `batch_size`: its shard
-    of the real images, and of the latent noise, labels and mixing weights drawn for the global batch
-    from `rng` (the same in every process), so that the processes train the networks of one process.
-    The history is the global batch's losses; only the main process calls `on_epoch_end`.
-    `progress`: the generator steps shown on stderr (`progress.bar`), labelled with it when a string.
-    """
+    """Train from epoch `start_epoch` to `epochs`: an epoch is epoch_images // batch_size generator
+    steps (all the images when None), so that the generator sees as many images per epoch whatever the
+    era; before each, `recipe.critic_steps` critic steps, each on its own real batch (`GanSteps`).
+    `images` are uint8 (N x C x H x W); `labels` (N) are needed by a conditional GAN. `ema` is updated
+    after every generator step. Per-pixel noise (StyleGAN) and dropout (2014) come from torch's global
+    generator, which checkpoints keep too. `on_epoch_end(epoch, history)` gets the epochs done (1-based).
+    `world` (a `distributed.World`): each process trains on its shard of every global batch of
+    `batch_size`, its noise drawn for the global batch, so that the processes train the networks of one
+    process; only the main process calls `on_epoch_end`. `progress`: the steps shown on stderr."""
     history = history if history is not None else GanHistory()
     real_all = to_tanh_range(images, device)
-    latent_dim, num_classes = generator.latent_dim, generator.num_classes
-    if num_classes and labels is None:
+    if generator.num_classes and labels is None:
         raise ValueError("train_gan: a conditional GAN (num_classes > 0) needs the images' labels")
-    labels_all = labels.to(device) if num_classes else None
+    labels_all = labels.to(device) if generator.num_classes else None
     epoch_images = len(real_all) if epoch_images is None else epoch_images
     if not batch_size <= epoch_images <= len(real_all):
         raise ValueError(f"train_gan: {epoch_images} images per epoch asked, of {len(real_all)} training images, "
                          f"in batches of {batch_size}: needs batch_size <= epoch_images <= the training images")
     steps = epoch_images // batch_size
-    critic_updates = start_epoch * steps * recipe.critic_steps
-    distributed = world is not None and world.distributed
-    g, d, shard = generator, discriminator, lambda batch: batch  # what trains, and this process's part of a batch
-    if distributed:
+    if world is not None and world.distributed:
         world.check_batch_size(batch_size, steps * batch_size, "train_gan")
-        for module in [*generator.modules(), *discriminator.modules()]:  # StyleGAN's noise, the 2014 D's dropout
-            if hasattr(module, "noise_shard"):
-                module.noise_shard = (world.rank, world.size)
-        g, d = (world.wrap(net, torch.device(device), own_random_numbers=False) for net in (generator, discriminator))
-        shard = world.shard
-    shown = bool(progress) and (not distributed or world.is_main)
+    trainer = GanSteps(generator, discriminator, opt_g, opt_d, recipe, ema, batch_size, rng, device, world)
+    critic_updates = start_epoch * steps * recipe.critic_steps
+    main = trainer.world is None or world.is_main
     bar = progress_bar.Bar(progress if isinstance(progress, str) else "gan", (epochs - start_epoch) * steps,
-                           "step", "epoch", enabled=shown)
+                           "step", "epoch", enabled=bool(progress) and main)
     for epoch in range(start_epoch, epochs):
         start = time.perf_counter()
         generator.train()
         discriminator.train()
         g_losses, d_losses = [], []
-        passes = [torch.randperm(len(real_all), generator=rng)[: steps * batch_size] for _ in range(recipe.critic_steps)]
-        batches = torch.stack(passes, dim=1).view(steps, batch_size, recipe.critic_steps).permute(0, 2, 1)
-        for step, step_batches in enumerate(batches, start=epoch * steps):
+        for step, step_batches in enumerate(trainer.epoch_batches(len(real_all), steps), start=epoch * steps):
             bar.update()
             schedule_step(generator, discriminator, (opt_g, opt_d), recipe, step, epochs * steps, batch_size)
             for index in step_batches:
-                index = shard(index).to(device)
-                real = real_all[index]
-                real_labels = labels_all[index] if num_classes else None
-                z = shard(torch.randn(batch_size, latent_dim, generator=rng)).to(device)
-                fake_labels = (shard(torch.randint(0, num_classes, (batch_size,), generator=rng)).to(device)
-                               if num_classes else None)
-                fake = g(z, fake_labels)
-
-                real_scores = d(real, real_labels)
-                d_loss = discriminator_loss(recipe.loss, real_scores, d(fake.detach(), fake_labels))
-                if recipe.drift_weight:
-                    d_loss = d_loss + recipe.drift_weight * real_scores.square().mean()
-                if recipe.penalty == "gradient":
-                    epsilon = shard(torch.rand(batch_size, generator=rng)).to(device)
-                    d_loss = d_loss + recipe.penalty_weight * gradient_penalty(
-                        d, real, fake.detach(), epsilon, real_labels if num_classes else None)
-                elif recipe.penalty == "r1" and critic_updates % recipe.penalty_every == 0:
-                    d_loss = d_loss + recipe.penalty_weight / 2 * recipe.penalty_every * r1_penalty(
-                        d, real, real_labels)
-                opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                opt_d.step()
+                index = trainer.shard(index).to(device)
+                real_labels = labels_all[index] if generator.num_classes else None
+                d_loss, fake, fake_labels = trainer.critic_step(real_all[index], real_labels, critic_updates)
                 critic_updates += 1
-
-            g_loss = generator_loss(recipe.loss, d(fake, fake_labels))
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            opt_g.step()
-            if ema is not None:
-                ema.update_parameters(generator)
-
-            g_losses.append(g_loss.detach())
+            g_losses.append(trainer.generator_step(fake, fake_labels).detach())
             d_losses.append(d_loss.detach())
-        g_losses, d_losses = torch.stack(g_losses), torch.stack(d_losses)
-        if distributed:  # the shards' mean losses, averaged: the global batch's
-            g_losses, d_losses = world.sum(g_losses) / world.size, world.sum(d_losses) / world.size
-        history.g_loss += g_losses.tolist()  # one device sync per epoch
-        history.d_loss += d_losses.tolist()
+        g_epoch, d_epoch = trainer.epoch_losses(g_losses, d_losses)
+        history.g_loss += g_epoch
+        history.d_loss += d_epoch
         history.epoch_seconds.append(time.perf_counter() - start)
         bar.epoch_done(epoch + 1, epochs, generator_loss=history.g_loss[-1], discriminator_loss=history.d_loss[-1])
-        if on_epoch_end is not None and (not distributed or world.is_main):
+        if on_epoch_end is not None and main:
             on_epoch_end(epoch + 1, history)
     bar.close()
     return history
