@@ -44,7 +44,10 @@ def main() -> None:
     start, since = time.perf_counter(), time.time()
     try:
         command = [sys.executable, "-m", "dvc", "repro", *(["--keep-going"] if args.keep_going else [])]
-        finished = subprocess.run(command, cwd=workspace, timeout=args.timeout).returncode == 0
+        # the workspace's own code: this environment's editable install points at this checkout's src/
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(workspace.resolve() / "src"),
+                                                                        os.environ.get("PYTHONPATH")]))}
+        finished = subprocess.run(command, cwd=workspace, env=env, timeout=args.timeout).returncode == 0
     except subprocess.TimeoutExpired:
         finished = False
     wall = time.perf_counter() - start

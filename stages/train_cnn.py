@@ -20,7 +20,8 @@ from dlcourse.course.data import to_float
 from dlcourse.pipeline import distributed, layout, params, registry
 from dlcourse.files import write_csv, write_json
 from dlcourse.course.models import Classifier, parameter_count, save_classifier
-from dlcourse.course.training import EpochRecord, divergence_explained, resolve_device, seed_everything, train_epochs
+from dlcourse.course.divergence import divergence_explained
+from dlcourse.course.training import EpochRecord, resolve_device, seed_everything, train_epochs
 from dlcourse.pipeline.stage import Stage, stage
 
 

@@ -28,7 +28,8 @@ from dlcourse.course import data
 from dlcourse.course.gans import cogan, eras as gan_eras, generative
 from dlcourse.course.gans import resume as resume_
 from dlcourse.course.gans.setup import build_networks, recipe
-from dlcourse.course.training import check_gan_epoch, divergence_explained, resolve_device, seed_everything
+from dlcourse.course.divergence import check_gan_epoch, divergence_explained
+from dlcourse.course.training import resolve_device, seed_everything
 from dlcourse.files import atomic_path, write_csv, write_json
 from dlcourse.pipeline import distributed, layout, params, registry
 from dlcourse.pipeline.stage import Stage, stage

@@ -13,8 +13,8 @@ from dlcourse.pipeline import layout, params, registry
 from dlcourse.files import write_csv, write_json
 from dlcourse.course.models import Classifier, save_classifier
 from dlcourse.pipeline.stage import stage
-from dlcourse.course.training import (LOSSES, Curve, accuracy, divergence_explained, resolve_device, seed_everything,
-                                      train_iterations)
+from dlcourse.course.divergence import divergence_explained
+from dlcourse.course.training import LOSSES, Curve, accuracy, resolve_device, seed_everything, train_iterations
 
 
 @dataclass

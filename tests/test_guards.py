@@ -15,13 +15,10 @@ from dlcourse import files
 from dlcourse.course.gans.eras import Discriminator, Generator
 from dlcourse.course.gans.generative import make_optimizers, train_gan
 from dlcourse.course.models import Classifier, Reseau1, load_classifier, save_classifier
+from dlcourse.course.divergence import DivergedError, check_finite_weights, check_gan_epoch, divergence_explained
 from dlcourse.course.training import (
     LOSSES,
-    DivergedError,
     accuracy,
-    check_finite_weights,
-    check_gan_epoch,
-    divergence_explained,
     seed_everything,
     train_epochs,
     train_iterations,

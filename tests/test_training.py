@@ -54,7 +54,8 @@ def test_training_learns_and_is_deterministic():
 
 
 from dlcourse.course.models import ARCHITECTURES, Classifier, load_classifier, save_classifier  # noqa: E402
-from dlcourse.course.training import augment, lr_factor  # noqa: E402
+from dlcourse.course.optimizers import lr_factor  # noqa: E402
+from dlcourse.course.training import augment  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -135,7 +136,8 @@ def test_seeding_makes_cpu_kernels_deterministic_and_leaves_the_gpu_fast():
 # --- airbench's tricks, opt-in per train_cnn entry -------------------------------------------------
 from types import SimpleNamespace  # noqa: E402
 
-from dlcourse.course.training import Lookahead, make_optimizer, train_epochs, tta_scores  # noqa: E402
+from dlcourse.course.optimizers import Lookahead, make_optimizer  # noqa: E402
+from dlcourse.course.training import train_epochs, tta_scores  # noqa: E402
 
 
 def test_lookahead_follows_airbench_schedule_and_ends_on_the_average():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import random
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -16,6 +15,8 @@ from torch import nn
 
 from .. import progress
 from .data import to_float
+from .divergence import check_finite_loss, check_finite_weights
+from .optimizers import Lookahead, lr_factor, make_optimizer
 
 
 def seed_everything(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -50,52 +51,6 @@ def random_batches(n: int, batch_size: int, rng: torch.Generator) -> Iterator[to
     while True:
         order = torch.randperm(n, generator=rng)
         yield from order.split(batch_size)
-
-
-class DivergedError(FloatingPointError):
-    """Training diverged: a loss or a weight is NaN or infinite. Raised before anything is written."""
-
-
-def check_finite_weights(model: nn.Module, when: str) -> None:
-    """Raise DivergedError naming the first parameter or buffer of `model` that holds NaN or infinity."""
-    with torch.no_grad():
-        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-            if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
-                raise DivergedError(f"the weight {name} holds NaN or infinity {when}")
-
-
-@contextmanager
-def divergence_explained(stage: str, suspects: dict[str, object]) -> Iterator[None]:
-    """Turn a DivergedError of the training inside into the stage's error: which stage, where it
-    diverged, and the params that usually cause it (`suspects`, by their params.yaml key). The
-    SystemExit ends the stage's MLflow run as FAILED, before any model, metric or version exists."""
-    try:
-        yield
-    except DivergedError as exc:
-        shown = ", ".join(f"{key}={value!r}" for key, value in suspects.items())
-        raise SystemExit(f"{stage}: training diverged: {exc}; nothing was written, logged as a model or registered. "
-                         f"Suspicious params (params.yaml): {shown}; lower the learning rate(s) first") from None
-
-
-def check_gan_epoch(g_loss: list[float], d_loss: list[float], epoch: int, epochs: int,
-                    networks: dict[str, nn.Module]) -> None:
-    """After GAN epoch `epoch` (1-based) of `epochs`, before anything of it is written: every step's
-    generator and discriminator losses so far finite (the first that is not named by its generator
-    step), and after the last epoch every weight of `networks` ({role: network}). Called from the
-    stage's end-of-epoch callback: generative.py and eras.py, whose code the checkpoints
-    fingerprint, stay as they are."""
-    for step, (g_value, d_value) in enumerate(zip(g_loss, d_loss), start=1):
-        if not (math.isfinite(g_value) and math.isfinite(d_value)):
-            raise DivergedError(f"loss is {g_value} (generator), {d_value} (discriminator) at generator step {step} "
-                                f"(epoch {epoch} of {epochs})")
-    if epoch == epochs:
-        for role, network in networks.items():
-            check_finite_weights(network, f"in the {role} after the last epoch ({epochs})")
-
-
-def _check_finite_loss(loss: float, where: str) -> None:
-    if not math.isfinite(loss):
-        raise DivergedError(f"loss is {loss} {where}")
 
 
 LOSSES: dict[str, Callable[..., torch.Tensor]] = {
@@ -153,7 +108,7 @@ def train_iterations(
         for step in range(1, iterations + 1):
             index = next(batches).to(train_x.device)
             loss = loss_fn(model(train_x[index]), train_y[index])
-            _check_finite_loss(loss.item(), f"at step {step} of {iterations}")  # before it is stepped on
+            check_finite_loss(loss.item(), f"at step {step} of {iterations}")  # before it is stepped on
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -192,57 +147,6 @@ def augment(images: torch.Tensor, flip: bool, crop_padding: int, rng: torch.Gene
     return images
 
 
-def lr_factor(schedule: str, step: int, total: int, warmup: float, steps_per_epoch: int, gamma: float) -> float:
-    """Multiplier of the base learning rate at `step` (0-based) of `total`."""
-    if schedule == "constant":
-        return 1.0
-    if schedule == "step":  # pytorch/examples' MNIST: times gamma after each epoch
-        return gamma ** (step // steps_per_epoch)
-    warmup_steps = max(1, int(warmup * total))
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total - warmup_steps)
-    if schedule == "onecycle":  # linear warm-up, then linear decay to zero
-        return 1 - progress
-    return 0.5 * (1 + math.cos(math.pi * progress))  # cosine
-
-
-def make_optimizer(model: nn.Module, p) -> torch.optim.Optimizer:
-    """No weight decay on BatchNorm weights and biases (1-D parameters), whose learning rate is
-    `p.bias_lr_scale` times the others' (airbench trains BatchNorm biases 64 times faster)."""
-    trainable = [q for q in model.parameters() if q.requires_grad]
-    groups = [{"params": [q for q in trainable if q.ndim > 1], "weight_decay": p.weight_decay},
-              {"params": [q for q in trainable if q.ndim <= 1], "weight_decay": 0.0, "lr": p.lr * p.bias_lr_scale}]
-    if p.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=p.lr, momentum=p.momentum, nesterov=p.nesterov and p.momentum > 0)
-    return {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adadelta": torch.optim.Adadelta}[p.optimizer](
-        groups, lr=p.lr)
-
-
-class Lookahead:
-    """airbench's look-ahead: every `every` steps the weights (and batch-norm statistics) move to an
-    exponential moving average of themselves, whose decay rises as (step / total)^3 to `decay`; after
-    the last step the network takes the average's weights."""
-
-    def __init__(self, model: nn.Module, total_steps: int, every: int = 5, decay: float = 0.95**5):
-        self.total, self.every, self.decay = total_steps, every, decay
-        # the model's own tensors (state_dict shares their storage), each with its average
-        self.pairs = [(v, v.clone()) for v in model.state_dict().values() if v.is_floating_point()]
-
-    @torch.no_grad()
-    def step(self, step: int) -> None:
-        """After optimizer step number `step` (1-based)."""
-        if step == self.total:
-            decay = 1.0
-        elif step % self.every == 0:
-            decay = self.decay * (step / self.total) ** 3
-        else:
-            return
-        for current, average in self.pairs:
-            average.lerp_(current, 1 - decay)
-            current.copy_(average)
-
-
 @torch.no_grad()
 def tta_scores(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
     """Summed softmax outputs over airbench's test-time views: "none", the image alone; "flip", the image
@@ -268,6 +172,43 @@ def accuracy_tta(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, tta: 
     for xb, yb in zip(x_uint8.split(batch_size), y.split(batch_size)):
         correct += (tta_scores(model, to_float(xb), tta).argmax(1) == yb).sum()
     return correct.item() / len(y)
+
+
+def _epoch_steps(trained: nn.Module, model: nn.Module, stepping: tuple, images: torch.Tensor, labels: torch.Tensor,
+                 order: torch.Tensor, p, perturb, world, bar: progress.Bar) -> torch.Tensor:
+    """One epoch's optimisation steps over the uint8 `images` in `order` (`trained`: the model, or its
+    DistributedDataParallel wrapper; `stepping`: the optimizer, its schedule and Lookahead or None):
+    the sum of the batches' losses, left on the device."""
+    optimizer, schedule, lookahead = stepping
+    memory_format = torch.channels_last if p.channels_last else torch.contiguous_format
+    loss_sum = torch.zeros((), device=labels.device)
+    for batch in order.split(p.batch_size):
+        bar.update()
+        index = world.shard(batch) if world is not None else batch
+        x = to_float(images[index]).contiguous(memory_format=memory_format)
+        if perturb is not None:
+            x = perturb(model, x, labels[index])
+        with torch.autocast(labels.device.type, dtype=torch.bfloat16, enabled=p.bf16):
+            scores = trained(x).float()
+        loss = F.cross_entropy(scores, labels[index], label_smoothing=p.label_smoothing)
+        if world is not None:  # DDP averages over processes: weighted, that is the global batch's mean
+            loss = loss * world.loss_weight(len(index), len(batch))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if lookahead:
+            lookahead.step(schedule.last_epoch)
+        loss_sum += loss.detach()
+    return loss_sum
+
+
+def _epoch_accuracy(model: nn.Module, test_x: torch.Tensor, test_y: torch.Tensor, p, last: bool,
+                    device: torch.device) -> float:
+    """The learning curve's point, under the training's autocast (bf16 halves the airnet's evaluation on
+    CIFAR-10's test set); after the last epoch, the accuracy the stage reports, in float32 and with `p.tta`."""
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=p.bf16 and not last):
+        return accuracy_tta(model, test_x, test_y, p.tta if last else "none")
 
 
 @dataclass
@@ -297,8 +238,7 @@ def train_epochs(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
     `perturb` (adversarial training, `robust.perturbation`): each batch is replaced by perturb(model, x, y).
     """
     device = train_y.device
-    memory_format = torch.channels_last if p.channels_last else torch.contiguous_format
-    model.to(memory_format=memory_format)
+    model.to(memory_format=torch.channels_last if p.channels_last else torch.contiguous_format)
     distributed = world is not None and world.distributed
     if distributed:
         world.check_batch_size(p.batch_size, len(train_y), "train_cnn")
@@ -317,40 +257,19 @@ def train_epochs(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
         trained.train()
         augmented = augment(train_x, p.flip, p.crop_padding, rng)
         order = torch.randperm(len(train_y), generator=rng).to(device)
-        loss_sum = torch.zeros((), device=device)
-        for batch in order.split(p.batch_size):
-            bar.update()
-            index = world.shard(batch) if distributed else batch
-            images = to_float(augmented[index]).contiguous(memory_format=memory_format)
-            if perturb is not None:
-                images = perturb(model, images, train_y[index])
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=p.bf16):
-                scores = trained(images).float()
-            loss = F.cross_entropy(scores, train_y[index], label_smoothing=p.label_smoothing)
-            if distributed:  # DDP averages over processes: weighted, that is the global batch's mean
-                loss = loss * world.loss_weight(len(index), len(batch))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            if lookahead:
-                lookahead.step(schedule.last_epoch)
-            loss_sum += loss.detach()
+        loss_sum = _epoch_steps(trained, model, (optimizer, schedule, lookahead), augmented, train_y, order, p,
+                                perturb, world if distributed else None, bar)
         if distributed:
             loss_sum = world.sum(loss_sum) / world.size
         train_loss = loss_sum.item() / steps_per_epoch  # the epoch's one host sync
         # checked here, not per step, so that the loop never waits for the device inside an epoch
-        _check_finite_loss(train_loss, f"(the mean of epoch {epoch} of {p.epochs})")
+        check_finite_loss(train_loss, f"(the mean of epoch {epoch} of {p.epochs})")
         if epoch == p.epochs:
             check_finite_weights(model, f"after the last epoch ({p.epochs})")
         seconds = time.perf_counter() - start
         if distributed and not world.is_main:
             continue
-        last = epoch == p.epochs
-        # The learning curve under the training's autocast (bf16: 2x faster here, 4.1 -> 2.1 s for the airnet on
-        # CIFAR-10's test set); the last epoch, the accuracy the stage reports, in float32 and with `p.tta`.
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=p.bf16 and not last):
-            test_accuracy = accuracy_tta(model, test_x, test_y, p.tta if last else "none")
+        test_accuracy = _epoch_accuracy(model, test_x, test_y, p, epoch == p.epochs, device)
         record = EpochRecord(epoch, train_loss, test_accuracy, seconds)
         records.append(record)
         bar.epoch_done(epoch, p.epochs, train_loss=train_loss, test_accuracy=test_accuracy)
