@@ -7,7 +7,7 @@ From the official URLs (official MD5s), or from DATA_MIRROR, a folder or URL lai
 import os
 
 from dlcourse import progress
-from dlcourse.course import data
+from dlcourse.course import sources
 from dlcourse.pipeline.layout import RAW
 from dlcourse.pipeline.stage import stage
 
@@ -16,11 +16,11 @@ def main() -> None:
     mirror = os.environ.get("DATA_MIRROR") or None
     with stage("download", tags={"data.mirror": mirror or "official"}) as job:
         fetched = {}
-        for dataset in data.SOURCES:
-            files = data.download(dataset, RAW, mirror=mirror, **job.params.download.model_dump())
+        for dataset in sources.SOURCES:
+            files = sources.download(dataset, RAW, mirror=mirror, **job.params.download.model_dump())
             fetched[dataset] = sum(f.stat().st_size for f in files)
             job.run.log_metrics({f"{dataset}.bytes": fetched[dataset]})
-        data.extract_tar(RAW / "cifar10" / "cifar-10-binary.tar.gz", RAW / "cifar10" / "extracted")
+        sources.extract_tar(RAW / "cifar10" / "cifar-10-binary.tar.gz", RAW / "cifar10" / "extracted")
     progress.summary(job.name, ", ".join(f"{dataset} {size / 1e6:.0f} MB" for dataset, size in fetched.items())
                      + f" from {mirror or 'the official sources'}, checksums checked")
 

@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlcourse.course import data
+from dlcourse.course import data, sources
 from fakedata import cifar_tar_gz, idx_bytes, write_idx_gz
 
 FAST = dict(retries=2, backoff_s=0.01, timeout_s=5)
 
 
 def test_download_from_mirror_checks_sha256(mirror, tmp_path):
-    paths = data.download("mnist", tmp_path, mirror=str(mirror), **FAST)
-    assert [p.name for p in paths] == [f.name for f in data.SOURCES["mnist"]]
+    paths = sources.download("mnist", tmp_path, mirror=str(mirror), **FAST)
+    assert [p.name for p in paths] == [f.name for f in sources.SOURCES["mnist"]]
     for p in paths:
         assert p.read_bytes() == (mirror / "mnist" / p.name).read_bytes()
 
@@ -31,7 +31,7 @@ def test_checksum_mismatch_names_file_expected_and_found_and_keeps_nothing(mirro
     tampered.write_bytes(tampered.read_bytes()[:-5])  # truncated after SHA256SUMS was written
     out = tmp_path / "raw"
     with pytest.raises(data.DataError) as err:
-        data.download("mnist", out, mirror=str(bad), **FAST)
+        sources.download("mnist", out, mirror=str(bad), **FAST)
     message = str(err.value)
     expected = (mirror / "SHA256SUMS").read_text().split("  mnist/t10k-labels")[0].split()[-1]
     found = hashlib.sha256(tampered.read_bytes()).hexdigest()
@@ -44,7 +44,7 @@ def test_mirror_without_entry_in_sha256sums(mirror, tmp_path):
     (tmp_path / "m").mkdir()
     (tmp_path / "m/SHA256SUMS").write_text("")
     with pytest.raises(data.DataError, match="no entry for mnist/train-images-idx3-ubyte.gz"):
-        data.download("mnist", tmp_path / "raw", mirror=str(tmp_path / "m"), **FAST)
+        sources.download("mnist", tmp_path / "raw", mirror=str(tmp_path / "m"), **FAST)
 
 
 @pytest.mark.parametrize("prefix, marker", [("./", " "), ("", "*"), ("./", "*")])
@@ -56,9 +56,9 @@ def test_sha256sums_written_by_sha256sum_in_the_mirror_is_accepted(mirror, tmp_p
     lines = [f"{digest} {marker}{prefix}{name}" for digest, name in
              (line.split() for line in (mirror / "SHA256SUMS").read_text().splitlines())]
     (copy / "SHA256SUMS").write_text("\n".join(lines) + "\n")
-    assert data.read_sha256sums(str(copy), 5) == data.read_sha256sums(str(mirror), 5)
-    assert "mnist/train-images-idx3-ubyte.gz" in data.read_sha256sums(str(copy), 5)
-    paths = data.download("mnist", tmp_path / "raw", mirror=str(copy), **FAST)
+    assert sources.read_sha256sums(str(copy), 5) == sources.read_sha256sums(str(mirror), 5)
+    assert "mnist/train-images-idx3-ubyte.gz" in sources.read_sha256sums(str(copy), 5)
+    paths = sources.download("mnist", tmp_path / "raw", mirror=str(copy), **FAST)
     assert [p.read_bytes() for p in paths] == [(mirror / "mnist" / p.name).read_bytes() for p in paths]
 
 
@@ -96,7 +96,7 @@ def test_network_errors_are_retried_with_backoff(server, tmp_path):
     handler, url = server
     handler.body, handler.failures = b"payload" * 1000, 2
     target = tmp_path / "file.gz"
-    data.fetch((url,), target, algorithm="md5", expected=hashlib.md5(handler.body).hexdigest(), **FAST)
+    sources.fetch((url,), target, algorithm="md5", expected=hashlib.md5(handler.body).hexdigest(), **FAST)
     assert target.read_bytes() == handler.body and handler.requests == 3
 
 
@@ -105,7 +105,7 @@ def test_truncated_download_leaves_no_file(server, tmp_path):
     handler.body, handler.truncate = b"payload" * 1000, True
     target = tmp_path / "file.gz"
     with pytest.raises(data.DataError, match="file.gz: could not be downloaded"):
-        data.fetch((url,), target, algorithm="md5", expected=hashlib.md5(handler.body).hexdigest(), **FAST)
+        sources.fetch((url,), target, algorithm="md5", expected=hashlib.md5(handler.body).hexdigest(), **FAST)
     assert list(tmp_path.iterdir()) == []
     assert handler.requests == 3  # the first try and two retries
 
@@ -114,7 +114,7 @@ def test_extract_tar_refuses_entry_escaping_its_folder(tmp_path):
     archive = cifar_tar_gz(tmp_path / "evil.tar.gz", 2, np.random.default_rng(0), extra={"../escaped.txt": b"x"})
     destination = tmp_path / "out" / "extracted"
     with pytest.raises(data.DataError, match="evil.tar.gz: refused to extract"):
-        data.extract_tar(archive, destination)
+        sources.extract_tar(archive, destination)
     assert not destination.exists() and not (tmp_path / "out" / "escaped.txt").exists()
     assert list((tmp_path / "out").iterdir()) == []
 
@@ -126,7 +126,7 @@ def test_extract_tar_refuses_absolute_and_link_entries(tmp_path):
         info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
         tar.addfile(info)
     with pytest.raises(data.DataError, match="refused to extract"):
-        data.extract_tar(archive, tmp_path / "extracted")
+        sources.extract_tar(archive, tmp_path / "extracted")
     assert not (tmp_path / "extracted").exists()
 
 
@@ -137,7 +137,7 @@ def test_extract_tar_refuses_an_archive_with_an_absolute_member_and_keeps_what_w
     (destination / "earlier.bin").write_bytes(b"kept")
     archive = cifar_tar_gz(tmp_path / "abs.tar.gz", 2, np.random.default_rng(0), extra={member: b"x"})
     with pytest.raises(data.DataError) as err:
-        data.extract_tar(archive, destination)
+        sources.extract_tar(archive, destination)
     assert str(err.value) == f"{archive}: refused to extract: member {member!r} has an absolute path"
     assert [p.name for p in destination.iterdir()] == ["earlier.bin"]  # the earlier extraction is untouched
     assert (destination / "earlier.bin").read_bytes() == b"kept"
@@ -221,7 +221,7 @@ REAL = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 @pytest.mark.skipif(not REAL.exists(), reason="no ../shared/datasets here")
 def test_real_mnist_files_read_as_the_course_says(tmp_path):
-    paths = data.download("mnist", tmp_path, mirror=str(REAL), **FAST)
+    paths = sources.download("mnist", tmp_path, mirror=str(REAL), **FAST)
     train_images, train_labels = data.read_mnist(paths[0].parent, "train")
     test_images, _ = data.read_mnist(paths[0].parent, "test")
     assert train_images.shape == (60000, 1, 28, 28) and test_images.shape == (10000, 1, 28, 28)

@@ -117,26 +117,10 @@ def dvc_invocation() -> str | None:
     return None
 
 
-@contextmanager
-def stage_run(stage: str, params: dict, record: Path | None = None,
-              tags: dict[str, str] | None = None) -> Iterator[StageRun]:
-    """Open the MLflow run of one DVC stage (or matrix entry), log `params` (see `declared_params`)
-    and `tags` (facts that are not params), and write its id to `record` (default
-    `tracking/<stage>.json`) when it ends well, with the run's wall time (`seconds`), the
-    process's start-up before it (`startup_seconds`), the processor they were measured on (`cpu`),
-    the versions that made its bytes (`environment`, also the run's `env.*` tags; see
-    `versions.environment_versions`) and the store, relative to the repository (`recorded_tracking_uri`):
-    kept out of every cached output.
-
-    SIGTERM or SIGINT while it is open ends the run as KILLED and exits with 128 + the signal number.
-    """
-    uri = tracking_uri()
-    check_tracking_uri(uri)
-    check_reachable(uri)
-    freeze_objects()  # what the stage imported
-    import mlflow  # imported here: slow, and only needed once the store is known to answer
-
-    mlflow.set_tracking_uri(with_sqlite_wait(uri))
+def open_experiment(mlflow, uri: str) -> tuple[str, object]:
+    """The experiment the stages log to (MLFLOW_EXPERIMENT_NAME, default `dl-course`), created if it is
+    not there yet, with its artifacts in `mlartifacts/` of a local store, and tagged as an experiment
+    of trained models (`EXPERIMENT_KIND`): its name and the experiment."""
     experiment_name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
     with store_lock(uri), refused_explained(uri, experiment_name), locked_store_explained(uri):
         if mlflow.get_experiment_by_name(experiment_name) is None:
@@ -151,21 +135,50 @@ def stage_run(stage: str, params: dict, record: Path | None = None,
         if any(experiment.tags.get(tag) != kind for tag, kind in EXPERIMENT_KIND.items()):
             for tag, kind in EXPERIMENT_KIND.items():  # also an experiment created before, or by hand
                 mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, tag, kind)
-    with locked_store_explained(uri):
-        end_dead_runs(mlflow.MlflowClient(), experiment.experiment_id, stage)
+    return experiment_name, experiment
 
-    cpu = cpu_description()
+
+def run_tags(stage: str, cpu: str, tags: dict[str, str] | None = None) -> dict[str, str]:
+    """A stage run's tags: `tags` (facts that are not params), the stage, its process, processor and
+    commit, and what ran it: a DVC experiment, a `dvc repro` (`dvc.repro`, the same for all the stages it
+    runs), a task of a Slurm sweep."""
     tags = {**(tags or {}), "dvc.stage": stage, "process.pid": str(os.getpid()), "process.host": socket.gethostname(),
             "process.cpu": cpu, **git_tags()}
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
     if (repro := dvc_invocation()) is not None:
         tags["dvc.repro"] = repro
-    for variable in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):  # a task of a Slurm sweep
+    for variable in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
         if os.environ.get(variable):
             tags[variable.lower().replace("_", ".", 1)] = os.environ[variable]
+    return tags
+
+
+@contextmanager
+def stage_run(stage: str, params: dict, record: Path | None = None,
+              tags: dict[str, str] | None = None) -> Iterator[StageRun]:
+    """Open the MLflow run of one DVC stage (or matrix entry), log `params` (see `declared_params`)
+    and `tags` (`run_tags`), and write its id to `record` (default `tracking/<stage>.json`) when it
+    ends well, with the run's wall time (`seconds`), the process's start-up before it
+    (`startup_seconds`), the processor they were measured on (`cpu`), the versions that made its bytes
+    (`environment`, also the run's `env.*` tags; see `versions.environment_versions`) and the store,
+    relative to the repository (`recorded_tracking_uri`): kept out of every cached output.
+
+    SIGTERM or SIGINT while it is open ends the run as KILLED and exits with 128 + the signal number.
+    """
+    uri = tracking_uri()
+    check_tracking_uri(uri)
+    check_reachable(uri)
+    freeze_objects()  # what the stage imported
+    import mlflow  # imported here: slow, and only needed once the store is known to answer
+
+    mlflow.set_tracking_uri(with_sqlite_wait(uri))
+    experiment_name, experiment = open_experiment(mlflow, uri)
     with locked_store_explained(uri):
-        tracked = StageRun(mlflow, mlflow.start_run(run_name=stage, tags=tags), stage)
+        end_dead_runs(mlflow.MlflowClient(), experiment.experiment_id, stage)
+    cpu = cpu_description()
+    with locked_store_explained(uri):
+        tracked = StageRun(mlflow, mlflow.start_run(run_name=stage, tags=run_tags(stage, cpu, tags)), stage)
     freeze_objects()  # and MLflow's
     started = time.perf_counter()
     startup_seconds = time.time() - process_start_time()
