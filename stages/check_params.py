@@ -1,6 +1,6 @@
 """Stage `check-params`: params.yaml checked against its schema, and every network it describes
 built once on a blank batch, before any other stage runs. The networks are built on PyTorch's meta
-device (shapes, no memory): one over params.PARAMETER_BUDGET or ACTIVATION_BUDGET is refused naming
+device (shapes, no memory): one over checks.PARAMETER_BUDGET or ACTIVATION_BUDGET is refused naming
 its entry, and the check never allocates what a size typo asks for (dlcourse.pipeline.checks).
 
 Every stage depends on its output, which stays the same while params are valid: an edit of

@@ -10,9 +10,9 @@ import sys
 
 from dlcourse import progress
 from dlcourse.files import write_json
-from dlcourse.pipeline import registry
 from dlcourse.pipeline.layout import PLOTS, REPORTS
 from dlcourse.pipeline.stage import stage
+from dlcourse.report.champions import promote
 from dlcourse.report.claims import evaluate_claims, supported_claims
 from dlcourse.report.document import document, unlisted_figures, write_report
 from dlcourse.report.environment import environment, pipeline_stages
@@ -47,7 +47,7 @@ def main() -> None:
         for path in [REPORTS / "claims.json", REPORTS / "report.md", REPORTS / "report.html",
                      *sorted((REPORTS / "figures").glob("*.png"))]:
             run.log_artifact(path)
-        champions = registry.promote(results, supported_claims(claims))
+        champions = promote(results, supported_claims(claims))
         run.set_tags({f"champion.{dataset}": model for dataset, model in champions.items()})
     progress.summary(job.name, f"{held} of {len(claims)} claims hold: {REPORTS / 'report.md'}, "
                                f"{REPORTS / 'report.html'}")

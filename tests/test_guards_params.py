@@ -103,7 +103,7 @@ def check_params_run(tmp_path, raw: dict) -> tuple[str, int]:
 @pytest.mark.parametrize("path, value, message", [
     ("train_gan.conditional.latent_dim", 60_000,
      "params.yaml: train_gan.conditional: the dcgan-conditional generator (latent_dim 60000, width 32) has "
-     "188,224,833 parameters, over the budget of 50,000,000 (params.PARAMETER_BUDGET)"),
+     "188,224,833 parameters, over the budget of 50,000,000 (checks.PARAMETER_BUDGET)"),
     ("train_cnn.mnist.model", {"widths": [100_000, 64], "hidden": 128},
      "params.yaml: train_cnn.mnist: mnistnet({'hidden': 128, 'widths': [100000, 64]}) has 90,059,340,202 parameters"),
     ("train_cnn.cifar10-mlp.model", {"in_shape": [3, 32, 32], "hidden": [100_000, 64]},

@@ -17,6 +17,7 @@ import yaml
 from dlcourse.course import data
 from dlcourse.course.gans import eras as gan_eras, generative
 from dlcourse.pipeline import registry, store, tracking
+from dlcourse.report.champions import best_by_dataset
 from dlcourse.report.claims import CLAIMS, supported_claims
 from dlcourse.course.models import Classifier, Probabilities, load_classifier
 from workspace import free_port, stop_group
@@ -40,7 +41,7 @@ def test_the_best_classifier_of_each_dataset():
                    "cnn/mnist-course": {"dataset": "mnist", "test_accuracy": 0.99},  # a tie: the first name wins
                    "cnn/cifar10-linear": {"dataset": "cifar10", "test_accuracy": 0.41},
                    "cnn/cifar10-mlp": {"dataset": "cifar10", "test_accuracy": 0.56}}
-    assert registry.best_by_dataset(classifiers) == {"mnist": "cnn/mnist", "cifar10": "cnn/cifar10-mlp"}
+    assert best_by_dataset(classifiers) == {"mnist": "cnn/mnist", "cifar10": "cnn/cifar10-mlp"}
 
 
 def test_a_model_supports_the_claims_that_hold_and_that_its_own_numbers_back():
