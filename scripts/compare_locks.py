@@ -145,6 +145,8 @@ def beyond(ref: float, new: float, rtol: float, atol: float) -> bool:
 
 
 def compare(first: Run, second: Run, rtol: float = RTOL, atol: float = ATOL, out=sys.stdout) -> int:
+    """Print the comparison, section by section; 0 when every output is byte-identical, 2 when a claim
+    no longer holds or a number moved beyond the tolerance, else 1."""
     def say(*lines: str) -> None:
         print(*lines, sep="\n", file=out)
 
@@ -153,7 +155,22 @@ def compare(first: Run, second: Run, rtol: float = RTOL, atol: float = ATOL, out
     differ = [path for path in both if a[path][0] != b[path][0]]
     only = sorted(set(a) ^ set(b))
     say(f"first:  {first.name}", f"second: {second.name}", "")
+    _outputs_section(say, a, b, both, differ, only)
+    _moved_by_section(say, first, second, sorted({a[path][1] for path in differ}))
+    moved_beyond = _numbers_section(say, first, second, differ, rtol, atol)
+    claims_a, claims_b = first.json(CLAIMS) or {}, second.json(CLAIMS) or {}
+    lost = _claims_section(say, claims_a, claims_b)
+    say("## Environments (stages per versions and uv.lock sha256, from tracking/; processor)", "")
+    for run in (first, second):
+        counts = run.environments()
+        say(f"{run.name}:", *([f"  {n} stage{'s' if n > 1 else ''}: {env}" for env, n in counts.most_common()]
+                              or ["  no run records (tracking/<stage>.json)"]))
+    if not (differ or only):
+        return 0
+    return 2 if lost or moved_beyond or (claims_a and not claims_b) else 1
 
+
+def _outputs_section(say, a: dict, b: dict, both: list[str], differ: list[str], only: list[str]) -> None:
     say("## Outputs", "")
     if differ or only:
         say(tabulate([(path, a[path][1], a[path][0][:12], b[path][0][:12]) for path in differ]
@@ -164,19 +181,24 @@ def compare(first: Run, second: Run, rtol: float = RTOL, atol: float = ATOL, out
         + (f"; {len(only)} only in one run" if only else "") + " (tracking/, metrics/timing/ and reports/ left out:"
         " run ids and wall times)", "")
 
-    stages = sorted({a[path][1] for path in differ})
-    if stages:
-        say("## What moved them", "")
-        rows = []
-        for stage in stages:
-            ins_a, ins_b = first.inputs(stage), second.inputs(stage)
-            changed = sorted(key for key in set(ins_a) | set(ins_b) if ins_a.get(key) != ins_b.get(key))
-            rows.append((stage, "the environment (same code, data and params)" if not changed
-                         else "its inputs: " + ", ".join(changed[:6]) + (" ..." if len(changed) > 6 else "")))
-        say(tabulate(rows, headers=["stage", "outputs moved with"]), "")
 
-    moved_beyond = []
-    metric_rows = []
+def _moved_by_section(say, first: Run, second: Run, stages: list[str]) -> None:
+    """For each stage whose outputs differ: the inputs that changed, or the environment alone."""
+    if not stages:
+        return
+    say("## What moved them", "")
+    rows = []
+    for stage in stages:
+        ins_a, ins_b = first.inputs(stage), second.inputs(stage)
+        changed = sorted(key for key in set(ins_a) | set(ins_b) if ins_a.get(key) != ins_b.get(key))
+        rows.append((stage, "the environment (same code, data and params)" if not changed
+                     else "its inputs: " + ", ".join(changed[:6]) + (" ..." if len(changed) > 6 else "")))
+    say(tabulate(rows, headers=["stage", "outputs moved with"]), "")
+
+
+def _numbers_section(say, first: Run, second: Run, differ: list[str], rtol: float, atol: float) -> list[str]:
+    """Every number of a differing JSON output that moved, against the tolerance: those beyond it."""
+    moved_beyond, metric_rows = [], []
     for path in differ:
         if not path.endswith(".json"):
             continue
@@ -196,34 +218,28 @@ def compare(first: Run, second: Run, rtol: float = RTOL, atol: float = ATOL, out
             tabulate(metric_rows, headers=["metric", "first", "second", "change", "relative", "tolerance"],
                      disable_numparse=True), "",
             f"{len(metric_rows)} numbers moved, {len(moved_beyond)} beyond the tolerance", "")
+    return moved_beyond
 
-    claims_a, claims_b = first.json(CLAIMS) or {}, second.json(CLAIMS) or {}
-    lost = []
-    if claims_a or claims_b:
-        say("## Claims", "")
-        rows = []
-        for claim in list(claims_a) + [c for c in claims_b if c not in claims_a]:
-            x, y = claims_a.get(claim), claims_b.get(claim)
-            if x and x.get("holds") and not (y and y.get("holds")):
-                lost.append(claim)
-            measured = [str((c or {}).get("measured", "")) for c in (x, y)]
-            rows.append((claim, _verdict(x), _verdict(y), "same" if measured[0] == measured[1] else
-                         f"{shorten(measured[0], 70)} → {shorten(measured[1], 70)}"))
-        say(tabulate(rows, headers=["claim", "first", "second", "measured (reports/claims.json)"]), "")
-        held = sum(bool(c.get("holds")) for c in claims_b.values())
-        say(f"{held} of {len(claims_b)} claims hold in the second run"
-            + (f"; no longer holding: {', '.join(lost)}" if lost else "; every claim that held still holds"), "")
-    else:
+
+def _claims_section(say, claims_a: dict, claims_b: dict) -> list[str]:
+    """Each claim's verdict in both runs: the claims that held in the first and no longer hold."""
+    if not (claims_a or claims_b):
         say(f"## Claims\n\nneither run has {CLAIMS} (the report stage writes it)\n")
-
-    say("## Environments (stages per versions and uv.lock sha256, from tracking/; processor)", "")
-    for run in (first, second):
-        counts = run.environments()
-        say(f"{run.name}:", *([f"  {n} stage{'s' if n > 1 else ''}: {env}" for env, n in counts.most_common()]
-                              or ["  no run records (tracking/<stage>.json)"]))
-    if not (differ or only):
-        return 0
-    return 2 if lost or moved_beyond or (claims_a and not claims_b) else 1
+        return []
+    say("## Claims", "")
+    lost, rows = [], []
+    for claim in list(claims_a) + [c for c in claims_b if c not in claims_a]:
+        x, y = claims_a.get(claim), claims_b.get(claim)
+        if x and x.get("holds") and not (y and y.get("holds")):
+            lost.append(claim)
+        measured = [str((c or {}).get("measured", "")) for c in (x, y)]
+        rows.append((claim, _verdict(x), _verdict(y), "same" if measured[0] == measured[1] else
+                     f"{shorten(measured[0], 70)} → {shorten(measured[1], 70)}"))
+    say(tabulate(rows, headers=["claim", "first", "second", "measured (reports/claims.json)"]), "")
+    held = sum(bool(c.get("holds")) for c in claims_b.values())
+    say(f"{held} of {len(claims_b)} claims hold in the second run"
+        + (f"; no longer holding: {', '.join(lost)}" if lost else "; every claim that held still holds"), "")
+    return lost
 
 
 def _num(value: float | None) -> str:
