@@ -3,7 +3,8 @@
 (`tracking/<stage>.json`: the MLflow run's seconds and the process's start-up before it, what the
 report's time table shows), slowest first. The goal on one H100-class GPU: under 3 minutes.
 
-Run: DATA_MIRROR=../shared/datasets python benchmarks/full_repro.py [--workspace DIR] [--timeout S]
+Run: DATA_MIRROR=../shared/datasets python benchmarks/full_repro.py [--workspace DIR] [--force] [--timeout S]
+(`--force`: every stage reruns, `dvc repro --force`, its outputs there or not.)
 """
 
 import argparse
@@ -35,6 +36,7 @@ def main() -> None:
     parser.add_argument("--workspace", type=Path, help="run here as it is (default: a fresh clone of HEAD)")
     parser.add_argument("--timeout", type=float, help="stop dvc repro after this many seconds")
     parser.add_argument("--keep-going", action="store_true", help="dvc repro --keep-going: past a failed stage")
+    parser.add_argument("--force", action="store_true", help="dvc repro --force: every stage, outputs there or not")
     args = parser.parse_args()
     workspace = args.workspace
     if workspace is None:
@@ -43,7 +45,8 @@ def main() -> None:
     print(f"dvc repro in {workspace} (DATA_MIRROR={os.environ.get('DATA_MIRROR')})", flush=True)
     start, since = time.perf_counter(), time.time()
     try:
-        command = [sys.executable, "-m", "dvc", "repro", *(["--keep-going"] if args.keep_going else [])]
+        command = [sys.executable, "-m", "dvc", "repro", *(["--keep-going"] if args.keep_going else []),
+                   *(["--force"] if args.force else [])]
         # the workspace's own code: this environment's editable install points at this checkout's src/
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(workspace.resolve() / "src"),
                                                                         os.environ.get("PYTHONPATH")]))}
