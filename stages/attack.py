@@ -106,6 +106,12 @@ def main(name: str) -> None:
         subset = torch.randperm(len(test), generator=rng)[: p.subset]
         x, y = data.to_float(test.images[subset], device), test.labels[subset].to(device)
         result = attack(model, x, y, settings.eps, p, rng, label=job.name)
+        if still := [f"{what} ({part})" for part, table in result.tables.items() for what in attacks.unmoved(table)]:
+            clean = accuracy_by_eps(result.tables["evaluation"])[0.0]["pgd"]
+            raise SystemExit(f"{job.name}: {', '.join(still[:3])}{' ...' if len(still) > 3 else ''} moved no pixel of "
+                             f"any image: the network's input gradient is zero everywhere ({100 * clean:.1f} % clean "
+                             f"accuracy: its units dead, or its loss flat); nothing written. Retrain {name} (its "
+                             f"train entry's epochs or learning rate) before attacking it")
         metrics = summary(result, checkpoint["dataset"])
 
         out = layout.attack(name)

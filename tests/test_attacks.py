@@ -295,3 +295,12 @@ def test_ten_images_of_five_hundred_cost_two_points_exactly():
 def test_slight_and_wrecking_at_each_eps():
     verdicts = attacks.slight_and_wrecking(sweep_table({0.05: (0.41, 0.89), 0.1: (0.39, 0.89), 0.2: (0.0, 0.87)}))
     assert verdicts == {0.05: False, 0.1: True, 0.2: False}
+
+
+def test_unmoved_names_the_attacks_that_changed_no_pixel(test_data):
+    x, y = test_data
+    dead = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(x[0].numel(), 10))
+    torch.nn.init.zeros_(dead[1].weight)  # every input gradient 0: FGSM cannot move
+    table = attacks.sweep(dead, x[:20], y[:20], [0.0, 0.1], {"fgsm": lambda xs, ys, eps: attacks.fgsm(dead, xs, ys, eps),
+                                                             "sign_noise": lambda xs, ys, eps: attacks.sign_noise(xs, eps)})
+    assert attacks.unmoved(table) == ["fgsm at eps 0.1"]  # noise moves; eps 0 moves nothing by definition

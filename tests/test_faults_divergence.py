@@ -99,3 +99,32 @@ def test_a_run_that_blows_up_stops_and_leaves_nothing(tmp_path, script, entry, k
         assert db.execute("SELECT status FROM runs").fetchall() == [("FAILED",)]
         assert db.execute("SELECT count(*) FROM model_versions").fetchone() == (0,)
         assert db.execute("SELECT count(*) FROM registered_models").fetchone() == (0,)
+
+
+def test_an_attack_on_a_network_whose_input_gradient_is_zero_stops_and_writes_nothing(tmp_path):
+    """A network whose every unit is dead (here: every weight 0) gives every image a zero input gradient:
+    FGSM moves no pixel, its accuracy and PSNR (infinite) say nothing. The attack stage says so, names
+    the model and writes nothing, rather than a table of attacks that never happened."""
+    import torch
+
+    from dlcourse.course.models import Classifier, save_classifier
+
+    raw = project(tmp_path, "attack.subset", 64)
+    entry = raw["train_cnn"]["mnist"]
+    dead = Classifier(entry["architecture"], entry["model"], 1)
+    with torch.no_grad():
+        for parameter in dead.parameters():
+            parameter.zero_()
+    save_classifier(dead, "mnist", [str(k) for k in range(10)], tmp_path / "models/cnn/mnist.pt")
+    before = {p.relative_to(tmp_path) for p in tmp_path.rglob("*")}
+    result = run_stage(tmp_path, "attack.py", "cnn/mnist")
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert re.match(r"attack@cnn/mnist: fgsm at eps [\d.]+ \(selection\), .* moved no pixel of any image: the "
+                    r"network's input gradient is zero everywhere \(\d+\.\d % clean accuracy", last), last
+    assert "nothing written. Retrain cnn/mnist" in last
+    assert "Traceback" not in result.stderr
+    left = {p.relative_to(tmp_path) for p in tmp_path.rglob("*")} - before
+    assert {p.parts[0] for p in left} <= {"mlflow.db", "mlflow.db.lock", "mlartifacts"}, sorted(map(str, left))
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        assert db.execute("SELECT status FROM runs").fetchall() == [("FAILED",)]

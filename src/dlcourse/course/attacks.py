@@ -157,6 +157,14 @@ def accuracy_under(
     return {key: value / len(y) for key, value in totals.items()}
 
 
+def unmoved(table: pd.DataFrame) -> list[str]:
+    """The attacks of a sweep's table (one row per method and eps) that moved no pixel of any image at an
+    eps > 0: a method whose every input gradient was zero (a network whose units are all dead, or whose
+    loss is flat around every image), for which accuracy under attack and PSNR say nothing."""
+    still = table[(table["eps"] > 0) & (table["mse"] == 0)]
+    return [f"{method} at eps {eps:g}" for method, eps in zip(still["method"], still["eps"])]
+
+
 def psnr(mse: float) -> float:
     """Peak signal-to-noise ratio, in dB, of images in [0, 1] at this mean squared error (the
     higher, the less visible the perturbation); infinite for none."""
