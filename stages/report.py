@@ -10,7 +10,7 @@ import sys
 
 from dlcourse import progress
 from dlcourse.files import write_json
-from dlcourse.pipeline.layout import PLOTS, REPORTS
+from dlcourse.pipeline.layout import PLOTS, REPORTS, VERDICTS
 from dlcourse.pipeline.stage import stage
 from dlcourse.report.champions import promote
 from dlcourse.report.claims import evaluate_claims, supported_claims
@@ -41,8 +41,11 @@ def main() -> None:
         markdown = document(claims, sections, environment(stages, results))
 
         write_json(REPORTS / "claims.json", claims, sort_keys=False)  # in the course's order
-        write_report(markdown, REPORTS)
         held = sum(claim["holds"] for claim in claims.values())
+        # the DVC metric: verdicts only, so that `dvc metrics diff` compares them (claims.json's texts would not fit)
+        write_json(VERDICTS, {"claims_held": held, "claims_total": len(claims),
+                              **{claim_id: claim["holds"] for claim_id, claim in claims.items()}}, sort_keys=False)
+        write_report(markdown, REPORTS)
         run.log_metrics({"claims_held": held, "claims_total": len(claims)})
         for path in [REPORTS / "claims.json", REPORTS / "report.md", REPORTS / "report.html",
                      *sorted((REPORTS / "figures").glob("*.png"))]:

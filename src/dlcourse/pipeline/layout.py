@@ -10,6 +10,7 @@ MODELS = Path("models")
 METRICS = Path("metrics")
 PLOTS = Path("plots")
 REPORTS = Path("reports")
+VERDICTS = REPORTS / "verdicts.json"  # the DVC metric of the report: each claim holds or not
 TRACKING = Path("tracking")
 PARAMS_CHECK = Path("checks/params.ok")
 DATASETS = ("mnist", "cifar10")
@@ -121,5 +122,5 @@ def outputs(stage: str, key: str | None = None) -> list[Path]:
     if stage == "score-gan":
         return [gan_plots(key) / "scores.csv", gan_metrics(key, "scores"), timing(name)] + record
     if stage == "report":
-        return [REPORTS / name for name in ("figures", "report.md", "report.html", "run.json", "claims.json")]
+        return [REPORTS / name for name in ("figures", "report.md", "report.html", "run.json", "claims.json")] + [VERDICTS]
     raise KeyError(f"layout: no stage {stage!r}")
