@@ -7,6 +7,7 @@ runs as it is under a `torchrun` started by hand, on several machines (README). 
 outputs and logs the MLflow run.
 """
 
+import math
 import sys
 from dataclasses import dataclass
 
@@ -58,7 +59,8 @@ def train_classifier(p: params.CnnRunParams, train_x: torch.Tensor, train_y: tor
         record.robust_accuracy = watch(record.epoch)
         on_epoch(record)
 
-    perturb = robust.perturbation(a.method, a.eps, a.step_factor * a.eps, a.steps, rng)
+    ramp = round(a.eps_ramp * p.epochs * math.ceil(kept / p.batch_size))  # in batches
+    perturb = robust.perturbation(a.method, a.eps, a.step_factor * a.eps, a.steps, rng, ramp)
     records = train_epochs(model, train_x[:kept], train_y[:kept], test_x, test_y, p, rng, on_epoch=checked,
                            world=world, label=label, perturb=perturb)
     return Trained(model, records, watch.keep(), watch.overfitting_epoch)

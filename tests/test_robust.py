@@ -36,6 +36,22 @@ def test_training_examples_stay_in_the_ball_and_in_the_pixel_range_and_raise_the
         assert F.cross_entropy(model(x_adv), y) > F.cross_entropy(model(x), y)
 
 
+@pytest.mark.parametrize("method", ["fgsm_rs", "pgd"])
+def test_the_radius_rises_linearly_over_the_ramp_then_stays(method):
+    x, y = tiny_batch()
+    model = network()
+    perturb = robust.perturbation(method, EPS, 1.25 * EPS, 3, torch.Generator().manual_seed(1), ramp_batches=4)
+    reach = [float((perturb(model, x, y) - x).abs().max()) for _ in range(6)]
+    for k, r in enumerate(reach, start=1):
+        assert r <= EPS * min(1.0, k / 4) + 1e-6  # batch k within k / 4 of eps, then eps
+    assert reach[0] > EPS / 4 - 0.02 and reach[4] > EPS - 0.02  # and the ball reached at each size
+    # no ramp: the method's own examples at eps, from the same draws
+    unramped = robust.perturbation(method, EPS, 0.1, 3, torch.Generator().manual_seed(2))(model, x, y)
+    direct = (robust.fgsm_random_start(model, x, y, EPS, 0.1, torch.Generator().manual_seed(2)) if method == "fgsm_rs"
+              else robust.pgd_training_example(model, x, y, EPS, 0.1, 3, torch.Generator().manual_seed(2)))
+    assert torch.equal(unramped, direct)
+
+
 def test_fgsm_random_start_is_the_papers_step_from_an_unclipped_random_start():
     """Against Wong et al. 2020's code written out by hand, the same random start drawn: the gradient
     is taken at x + delta before any clipping to [0, 1]; only the final image is clipped."""

@@ -65,6 +65,7 @@ class AdversarialParams(Section):
     holdout: Annotated[int, Field(ge=10, le=10_000)]  # training images left out, for the per-epoch PGD check
     check_steps: Annotated[int, Field(ge=1, le=100)]  # that check's PGD steps, of 2.5 eps / check_steps
     overfit_drop: Annotated[float, Field(gt=0, lt=1)]  # a fall of the check this far below its best: overfitting
+    eps_ramp: Annotated[float, Field(ge=0, lt=1)]  # the fraction of training over which eps rises from 0
 
 
 class CnnRunParams(Section):
