@@ -22,7 +22,7 @@ from dlcourse.pipeline import distributed, layout, params, registry
 from dlcourse.files import write_csv, write_json
 from dlcourse.course.models import Classifier, parameter_count, save_classifier
 from dlcourse.course.divergence import divergence_explained
-from dlcourse.course.training import EpochRecord, resolve_device, seed_everything, train_epochs
+from dlcourse.course.training import EpochRecord, epoch_images, resolve_device, seed_everything, train_epochs
 from dlcourse.pipeline.stage import Stage, stage
 
 
@@ -59,7 +59,7 @@ def train_classifier(p: params.CnnRunParams, train_x: torch.Tensor, train_y: tor
         record.robust_accuracy = watch(record.epoch)
         on_epoch(record)
 
-    ramp = round(a.eps_ramp * p.epochs * math.ceil(kept / p.batch_size))  # in batches
+    ramp = round(a.eps_ramp * p.epochs * math.ceil(epoch_images(p, kept) / p.batch_size))  # in batches
     perturb = robust.perturbation(a.method, a.eps, a.step_factor * a.eps, a.steps, rng, ramp)
     records = train_epochs(model, train_x[:kept], train_y[:kept], test_x, test_y, p, rng, on_epoch=checked,
                            world=world, label=label, perturb=perturb)
@@ -90,15 +90,16 @@ def main(name: str) -> None:
         with divergence_explained(job.name, suspects):
             trained = train_classifier(p, train_x, train_y, test_x, test_y, job.rng, world, log_epoch, label=job.name)
         if world.is_main:
-            write_outputs(name, p, trained, train.classes, len(train_y), test.images, job)
+            write_outputs(name, p, trained, train.classes, epoch_images(p, len(train_y)), test.images, job)
     if job.is_main:
         robust_part = ("" if p.adversarial is None else
                        f", {100 * trained.kept.robust_accuracy:.2f} % held-out robust accuracy at eps {p.adversarial.eps:g}")
         progress.summary(job.name, f"{100 * trained.kept.test_accuracy:.2f} % test accuracy{robust_part}, "
-                                   f"{progress.counted(p.epochs, 'epoch')}")
+                                   f"{progress.counted(p.epochs, 'epoch')}"
+                                   f"{'' if p.epoch_images is None else f' of {p.epoch_images} images'}")
 
 
-def write_outputs(name: str, p: params.CnnRunParams, trained: Trained, classes: list[str], train_size: int,
+def write_outputs(name: str, p: params.CnnRunParams, trained: Trained, classes: list[str], epoch_size: int,
                   test_images: torch.Tensor, job: Stage) -> None:
     run, device, world, records, model = job.run, job.device, job.world, trained.records, trained.model
     seconds = sum(r.seconds for r in records)
@@ -117,7 +118,7 @@ def write_outputs(name: str, p: params.CnnRunParams, trained: Trained, classes: 
             "kept_epoch": trained.kept_epoch,
             "robust_accuracy": trained.kept.robust_accuracy,
         }
-    timing = {"train_seconds": round(seconds, 3), "images_per_second": round(p.epochs * train_size / seconds, 1),
+    timing = {"train_seconds": round(seconds, 3), "images_per_second": round(p.epochs * epoch_size / seconds, 1),
               "device": str(device), "threads": torch.get_num_threads(), "world_size": world.size}
     save_classifier(model, p.dataset, classes, layout.model(f"cnn/{name}"))
     write_json(layout.training_metrics(f"cnn/{name}"), metrics)

@@ -140,7 +140,7 @@ def test_the_epoch_loop_stops_at_the_first_epoch_whose_loss_is_not_finite():
     rng = seed_everything(0)
     x = torch.randint(0, 256, (64, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     y = torch.randint(0, 4, (64,), generator=torch.Generator().manual_seed(1))
-    p = SimpleNamespace(epochs=3, batch_size=32, optimizer="sgd", lr=1e30, momentum=0.9, nesterov=True,
+    p = SimpleNamespace(epochs=3, epoch_images=None, batch_size=32, optimizer="sgd", lr=1e30, momentum=0.9, nesterov=True,
                         weight_decay=0.0, schedule="constant", warmup=0.0, gamma=1.0, label_smoothing=0.0, flip=False,
                         crop_padding=0, tta="none", channels_last=False, bf16=False, lookahead=False, bias_lr_scale=1.0)
     model = Classifier("airnet", {"widths": [24, 8, 8, 8]}, channels=3)

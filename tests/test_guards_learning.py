@@ -21,7 +21,7 @@ def test_the_epoch_loop_learns_separable_digits():
     rng = seed_everything(0)
     images, labels = digits(600, np.random.default_rng(0))
     x, y = torch.from_numpy(images[:, None].copy()), torch.from_numpy(labels.astype(np.int64))
-    p = SimpleNamespace(epochs=4, batch_size=50, optimizer="sgd", lr=0.05, momentum=0.9, nesterov=False,
+    p = SimpleNamespace(epochs=4, epoch_images=None, batch_size=50, optimizer="sgd", lr=0.05, momentum=0.9, nesterov=False,
                         weight_decay=0.0, schedule="constant", warmup=0.0, gamma=1.0, label_smoothing=0.0, flip=False,
                         crop_padding=0, tta="none", channels_last=False, bf16=False, lookahead=False, bias_lr_scale=1.0)
     model = Classifier("mlp", {"in_shape": [1, 28, 28], "hidden": [32]}, channels=1)

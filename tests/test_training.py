@@ -210,7 +210,7 @@ def _tiny_airnet_run(on_epoch=lambda record: None, forward_hook=None, **tricks):
     rng = seed_everything(0)
     x = torch.randint(0, 256, (96, 3, 16, 16), dtype=torch.uint8)
     y = (x.float().mean((1, 2, 3)) > 127).long() + 2 * (x[:, 0].float().mean((1, 2)) > x[:, 2].float().mean((1, 2))).long()
-    p = SimpleNamespace(epochs=3, batch_size=32, optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True,
+    p = SimpleNamespace(epochs=3, epoch_images=None, batch_size=32, optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True,
                         weight_decay=5e-4, schedule="onecycle", warmup=0.2, gamma=1.0, label_smoothing=0.2, flip=True,
                         crop_padding=1, tta="flip", channels_last=False, bf16=False, lookahead=False,
                         bias_lr_scale=1.0)
@@ -232,6 +232,23 @@ def test_train_epochs_with_airbench_tricks_runs_and_the_defaults_are_unchanged()
     tricks, tricked_records = _tiny_airnet_run(lookahead=True, bias_lr_scale=8.0, tta="flip_translate")
     assert len(tricked_records) == 3 and 0 <= tricked_records[-1].test_accuracy <= 1
     assert any(not torch.equal(a, b) for a, b in zip(plain.state_dict().values(), tricks.state_dict().values()))
+
+
+def test_epoch_images_steps_through_a_fresh_draw_of_that_many_images_each_epoch():
+    seen = []  # the batch sizes the network trains on
+
+    def watch(module, inputs, output):
+        if module.training:
+            seen.append(len(inputs[0]))
+
+    _tiny_airnet_run(forward_hook=watch, epoch_images=40)
+    assert seen == [32, 8] * 3  # 3 epochs of 40 of the 96 images, in batches of 32
+    seen.clear()
+    _tiny_airnet_run(forward_hook=watch)
+    assert seen == [32, 32, 32] * 3
+    for wrong in (16, 97):  # fewer than a batch, more than the training set
+        with pytest.raises(ValueError, match=f"epoch_images: {wrong} asked, of 96 training images in batches of 32"):
+            _tiny_airnet_run(epoch_images=wrong)
 
 
 def test_the_curve_is_evaluated_under_the_training_autocast_and_the_last_epoch_in_float32():

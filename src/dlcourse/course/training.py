@@ -211,6 +211,17 @@ def _epoch_accuracy(model: nn.Module, test_x: torch.Tensor, test_y: torch.Tensor
         return accuracy_tta(model, test_x, test_y, p.tta if last else "none")
 
 
+def epoch_images(p, train_size: int) -> int:
+    """The training images one epoch steps through: `p.epoch_images` of them drawn afresh each epoch (a
+    quick look), or the whole training set (None)."""
+    if p.epoch_images is None:
+        return train_size
+    if not p.batch_size <= p.epoch_images <= train_size:
+        raise ValueError(f"epoch_images: {p.epoch_images} asked, of {train_size} training images in batches of "
+                         f"{p.batch_size}: needs batch_size <= epoch_images <= the training images")
+    return p.epoch_images
+
+
 @dataclass
 class EpochRecord:
     epoch: int
@@ -240,10 +251,11 @@ def train_epochs(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
     device = train_y.device
     model.to(memory_format=torch.channels_last if p.channels_last else torch.contiguous_format)
     distributed = world is not None and world.distributed
+    images = epoch_images(p, len(train_y))
     if distributed:
-        world.check_batch_size(p.batch_size, len(train_y), "train_cnn")
+        world.check_batch_size(p.batch_size, images, "train_cnn")
     trained = world.wrap(model, device) if distributed else model
-    steps_per_epoch = math.ceil(len(train_y) / p.batch_size)
+    steps_per_epoch = math.ceil(images / p.batch_size)
     total = p.epochs * steps_per_epoch
     optimizer = make_optimizer(model, p)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -256,7 +268,7 @@ def train_epochs(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
         start = time.perf_counter()
         trained.train()
         augmented = augment(train_x, p.flip, p.crop_padding, rng)
-        order = torch.randperm(len(train_y), generator=rng).to(device)
+        order = torch.randperm(len(train_y), generator=rng)[:images].to(device)
         loss_sum = _epoch_steps(trained, model, (optimizer, schedule, lookahead), augmented, train_y, order, p,
                                 perturb, world if distributed else None, bar)
         if distributed:

@@ -76,6 +76,7 @@ class CnnRunParams(Section):
     model: dict[str, int | float | str | bool | list[int]]  # the architecture's constructor arguments
     normalize: bool  # per-channel mean/std of the training set (False: pixels / 255, as ToTensor)
     epochs: Epochs
+    epoch_images: TrainImages | None  # each epoch a fresh random draw of this many training images; None: all
     batch_size: BatchSize
     optimizer: Literal["sgd", "adam", "adamw", "adadelta"]
     lr: PositiveFloat
