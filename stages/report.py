@@ -2,11 +2,14 @@
 
 Writes reports/claims.json (one entry per claim id, `holds` computed from measured numbers: a DVC
 metric), reports/report.md with its own figures in reports/figures/, and reports/report.html: the
-same document in one file, every image embedded. Its own MLflow run id goes to reports/run.json,
-outside `tracking/`, which it reads.
+same document as a web page, its images linked from the checkout. The MLflow run holds a self-contained
+copy, every image embedded (open it anywhere). Its own MLflow run id goes to reports/run.json, outside
+`tracking/`, which it reads.
 """
 
 import sys
+import tempfile
+from pathlib import Path
 
 from dlcourse import progress
 from dlcourse.files import write_json
@@ -14,7 +17,7 @@ from dlcourse.pipeline.layout import PLOTS, REPORTS, VERDICTS
 from dlcourse.pipeline.stage import stage
 from dlcourse.report.champions import promote
 from dlcourse.report.claims import evaluate_claims, supported_claims
-from dlcourse.report.document import document, unlisted_figures, write_report
+from dlcourse.report.document import document, markdown_to_html, unlisted_figures, write_report
 from dlcourse.report.environment import environment, pipeline_stages
 from dlcourse.report.results import Results, leftover_warning
 from dlcourse.report.sections import (cnn_section, draw_figures, evaluation_section, gan_section, linear_section,
@@ -47,9 +50,12 @@ def main() -> None:
                               **{claim_id: claim["holds"] for claim_id, claim in claims.items()}}, sort_keys=False)
         write_report(markdown, REPORTS)
         run.log_metrics({"claims_held": held, "claims_total": len(claims)})
-        for path in [REPORTS / "claims.json", REPORTS / "report.md", REPORTS / "report.html",
-                     *sorted((REPORTS / "figures").glob("*.png"))]:
+        for path in [REPORTS / "claims.json", REPORTS / "report.md", *sorted((REPORTS / "figures").glob("*.png"))]:
             run.log_artifact(path)
+        with tempfile.TemporaryDirectory() as folder:  # the page in one file, every image inside
+            page = Path(folder) / "report.html"
+            page.write_text(markdown_to_html(markdown, REPORTS), encoding="utf-8")
+            run.log_artifact(page)
         champions = promote(results, supported_claims(claims))
         run.set_tags({f"champion.{dataset}": model for dataset, model in champions.items()})
     progress.summary(job.name, f"{held} of {len(claims)} claims hold: {REPORTS / 'report.md'}, "

@@ -67,9 +67,17 @@ def table_rows(page: str) -> list[str]:
     return re.findall(r"<tr>(.*?)</tr>", page, flags=re.S)
 
 
-def test_html_is_self_contained_with_every_image_embedded(project):
-    write_report(build(), Path("reports"))
+def test_the_committed_page_links_its_images_where_they_lie(project):
+    markdown = build()
+    write_report(markdown, Path("reports"))
     page = Path("reports/report.html").read_text()
+    sources = [value for tag, name, value in Attributes(page).found if tag == "img" and name == "src"]
+    assert sources == ["figures/curve.png", "../plots/stage/figure.png"]
+    assert all((Path("reports") / src).is_file() for src in sources) and "data:" not in page
+
+
+def test_html_is_self_contained_with_every_image_embedded(project):
+    page = markdown_to_html(build(), Path("reports"))  # the copy the report's MLflow run holds
     attributes = Attributes(page).found
     sources = [value for tag, name, value in attributes if tag == "img" and name == "src"]
     expected = [Path("reports/figures/curve.png").read_bytes(), Path("plots/stage/figure.png").read_bytes()]
@@ -199,13 +207,20 @@ def test_unlisted_figures_are_the_ones_no_image_shows(project):
 def test_repro_builds_the_report_and_dvc_shows_every_plot_and_every_change(workspace):
     ws, root = workspace, workspace.path
 
-    # the report: every figure of the stages shown, all embedded in the HTML; every other stage's run id
+    # the report: every figure of the stages shown, linked in the committed HTML and embedded in the copy
+    # its MLflow run holds; every other stage's run id
     reports = root / "reports"
     markdown, page = (reports / "report.md").read_text(), (reports / "report.html").read_text()
     assert unlisted_figures(markdown, reports, root / "plots") == []
     assert unlisted_figures(markdown, reports, reports / "figures") == []
     sources = [value for tag, name, value in Attributes(page).found if tag == "img" and name == "src"]
-    assert len(sources) == markdown.count("![") and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert len(sources) == markdown.count("![") and all((reports / s).is_file() for s in sources)
+    from mlflow.tracking import MlflowClient
+
+    run_id = json.loads((reports / "run.json").read_text())["run_id"]
+    logged = Path(MlflowClient(f"sqlite:///{root / 'mlflow.db'}").download_artifacts(run_id, "report.html", str(ws.path.parent)))
+    embedded = [value for tag, name, value in Attributes(logged.read_text()).found if tag == "img" and name == "src"]
+    assert len(embedded) == len(sources) and all(s.startswith("data:image/png;base64,") for s in embedded)
     records = sorted((root / "tracking").rglob("*.json"))
     # every stage's but check-params' (it logs no run) and the report's own, which is not among its inputs
     assert len(records) == len(ws.first_run) - 2

@@ -119,12 +119,13 @@ class Workspace:
 
 def copy_repository(destination: Path) -> None:
     """The project's files as git sees them (committed or not, ignored ones left out), without the
-    committed results of the real run."""
+    committed results of the real run, but with every .gitignore: what the copy commits is what the
+    repository would."""
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
                            cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
     for name in filter(None, files):
         source = ROOT / name
-        if source.is_file() and not name.startswith(COMMITTED_RESULTS):
+        if source.is_file() and (not name.startswith(COMMITTED_RESULTS) or source.name == ".gitignore"):
             (destination / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, destination / name)
 

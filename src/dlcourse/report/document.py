@@ -104,13 +104,18 @@ def unlisted_figures(markdown: str, base_dir: Path, figures_dir: Path) -> list[P
     return [path for path in sorted(Path(figures_dir).rglob("*.png")) if path.resolve() not in shown]
 
 
-def data_uri(path: Path) -> str:
+def image_type(path: Path) -> str:
+    """The MIME type of an image the report shows; a missing file or one that is not an image stops it."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: image shown in the report is missing; the stage that writes it has not run")
     mime, _ = mimetypes.guess_type(path.name)
     if mime is None or not mime.startswith("image/"):
         raise ValueError(f"{path}: the report shows it as an image, but it is not one")
-    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+    return mime
+
+
+def data_uri(path: Path) -> str:
+    return f"data:{image_type(path)};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
 
 
 STYLE = """body { font-family: system-ui, sans-serif; max-width: 72rem; margin: 2rem auto; padding: 0 1rem;
@@ -122,22 +127,28 @@ img { max-width: 100%; }
 code { background: #f3f3f3; padding: 0 0.2rem; }"""
 
 
-def markdown_to_html(markdown: str, base_dir: Path) -> str:
-    """One HTML page from the Markdown, every image (a path relative to `base_dir`) embedded as a data URI."""
+def markdown_to_html(markdown: str, base_dir: Path, embed: bool = True) -> str:
+    """One HTML page from the Markdown, every image (a path relative to `base_dir`) embedded as a data
+    URI, or with `embed` False linked where it lies (and checked to be there)."""
     parser = _markdown_parser()
     tokens = parser.parse(markdown)
     for heading, anchor in _heading_anchors(tokens):
         heading.attrSet("id", anchor)
     for image in _images(tokens):
-        image.attrSet("src", data_uri(Path(base_dir) / image.attrGet("src")))
+        path = Path(base_dir) / image.attrGet("src")
+        if embed:
+            image.attrSet("src", data_uri(path))
+        else:
+            image_type(path)
     body = parser.renderer.render(tokens, parser.options, {})
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(TITLE)}</title>\n'
             f"<style>\n{STYLE}\n</style>\n</head>\n<body>\n{body}</body>\n</html>\n")
 
 
 def write_report(markdown: str, reports_dir: Path) -> None:
-    """reports_dir/report.md, and reports_dir/report.html with the same content and every image inside it."""
-    page = markdown_to_html(markdown, reports_dir)  # first: a missing image stops before anything is written
+    """reports_dir/report.md, and reports_dir/report.html: the same document as a web page, its images
+    linked where they lie in the checkout (both committed; a self-contained copy goes to MLflow)."""
+    page = markdown_to_html(markdown, reports_dir, embed=False)  # first: a missing image stops before anything is written
     with atomic_path(Path(reports_dir) / "report.md") as tmp:
         tmp.write_text(markdown, encoding="utf-8")
     with atomic_path(Path(reports_dir) / "report.html") as tmp:
