@@ -84,12 +84,24 @@ def test_a_duplicated_key_is_named_with_its_line(tmp_path):
         ("train_linear.long.loss", "mse", "train_linear.long.loss: Input should be 'log_softmax_nll' or 'softmax_nll'"),
         ("download.retries", 2.5, "download.retries: Input should be a valid integer"),
         ("device", "gpu", "device: Input should be 'auto', 'cpu', 'cuda' or 'mps'"),
+        ("train_cnn.cifar10-cnn.epoch_images", 50001,
+         "train_cnn.cifar10-cnn: epoch_images: 50001, outside one batch (128) to the 50000 training "
+         "images of cifar10"),
+        ("train_cnn.mnist-robust.epoch_images", 59001,
+         "epoch_images: 59001, outside one batch (100) to the 59000 training images of mnist less the held-out ones"),
+        ("train_cnn.mnist.epoch_images", 127, "epoch_images: 127, outside one batch (128)"),
     ],
 )
 def test_bad_params_are_named(path, value, message):
     with pytest.raises(params.ParamsError) as err:
         params.validate(edited(path, value))
     assert message in str(err.value)
+
+
+def test_epoch_images_from_one_batch_to_the_whole_training_set_is_accepted():
+    for value in (128, 50000):
+        params.validate(edited("train_cnn.cifar10-cnn.epoch_images", value))
+    params.validate(edited("train_cnn.mnist-robust.epoch_images", 59000))
 
 
 def test_missing_key_is_named():

@@ -19,6 +19,7 @@ EntryName = Annotated[str, StringConstraints(pattern=ENTRY_NAME)]
 # Upper bounds. The datasets: MNIST has the larger training set (60 000 images), both test sets 10 000.
 TRAIN_IMAGES = 60_000
 TEST_IMAGES = 10_000
+DATASET_TRAIN_IMAGES = {"mnist": 60_000, "cifar10": 50_000}
 BatchSize = Annotated[int, Field(ge=1, le=TRAIN_IMAGES)]
 TrainImages = Annotated[int, Field(ge=1, le=TRAIN_IMAGES)]
 TestImages = Annotated[int, Field(ge=1, le=TEST_IMAGES)]
@@ -106,6 +107,16 @@ class CnnRunParams(Section):
     def _adversarial_on_one_process(self):
         if self.adversarial is not None and self.processes > 1:
             raise ValueError("adversarial: trains on one process only (processes: 1)")
+        return self
+
+    @model_validator(mode="after")
+    def _epoch_images_within_the_training_set(self):
+        if self.epoch_images is not None:
+            available = DATASET_TRAIN_IMAGES[self.dataset] - (self.adversarial.holdout if self.adversarial else 0)
+            if not self.batch_size <= self.epoch_images <= available:
+                raise ValueError(f"epoch_images: {self.epoch_images}, outside one batch ({self.batch_size}) to the "
+                                 f"{available} training images of {self.dataset}"
+                                 f"{' less the held-out ones' if self.adversarial else ''}")
         return self
 
     @model_validator(mode="after")
