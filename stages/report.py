@@ -8,8 +8,6 @@ copy, every image embedded (open it anywhere). Its own MLflow run id goes to rep
 """
 
 import sys
-import tempfile
-from pathlib import Path
 
 from dlcourse import progress
 from dlcourse.files import write_json
@@ -52,10 +50,7 @@ def main() -> None:
         run.log_metrics({"claims_held": held, "claims_total": len(claims)})
         for path in [REPORTS / "claims.json", REPORTS / "report.md", *sorted((REPORTS / "figures").glob("*.png"))]:
             run.log_artifact(path)
-        with tempfile.TemporaryDirectory() as folder:  # the page in one file, every image inside
-            page = Path(folder) / "report.html"
-            page.write_text(markdown_to_html(markdown, REPORTS), encoding="utf-8")
-            run.log_artifact(page)
+        run.log_text(markdown_to_html(markdown, REPORTS), "report.html")  # the page in one file, every image inside
         champions = promote(results, supported_claims(claims))
         run.set_tags({f"champion.{dataset}": model for dataset, model in champions.items()})
     progress.summary(job.name, f"{held} of {len(claims)} claims hold: {REPORTS / 'report.md'}, "

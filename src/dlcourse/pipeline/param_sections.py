@@ -16,10 +16,10 @@ Dataset = Literal["mnist", "cifar10"]
 ENTRY_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 EntryName = Annotated[str, StringConstraints(pattern=ENTRY_NAME)]
 
-# Upper bounds. The datasets: MNIST has the larger training set (60 000 images), both test sets 10 000.
-TRAIN_IMAGES = 60_000
-TEST_IMAGES = 10_000
+# Upper bounds. The datasets' training sets; both test sets hold 10 000 images.
 DATASET_TRAIN_IMAGES = {"mnist": 60_000, "cifar10": 50_000}
+TRAIN_IMAGES = max(DATASET_TRAIN_IMAGES.values())
+TEST_IMAGES = 10_000
 BatchSize = Annotated[int, Field(ge=1, le=TRAIN_IMAGES)]
 TrainImages = Annotated[int, Field(ge=1, le=TRAIN_IMAGES)]
 TestImages = Annotated[int, Field(ge=1, le=TEST_IMAGES)]

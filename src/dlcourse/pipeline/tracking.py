@@ -64,6 +64,10 @@ class StageRun:
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
         self._mlflow.log_artifact(str(path), artifact_path=folder)
 
+    def log_text(self, text: str, name: str) -> None:
+        """`text` as the run's artifact `name`, written by MLflow (no file of the stage's own)."""
+        self._mlflow.log_text(text, name)
+
     def set_tags(self, tags: dict[str, str]) -> None:
         self._mlflow.set_tags(tags)
 
